@@ -1,0 +1,145 @@
+//! A session's outbound queue: bounded in bytes, drained in one write.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::transport::CloseReason;
+
+/// What happened to a frame offered to the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Enqueued {
+    /// Queued for the writer.
+    Queued,
+    /// The queue would exceed its byte bound: the frame was dropped and the
+    /// session is now closing as a slow consumer.
+    Overflow,
+    /// The session is closing; the frame was dropped.
+    Closed,
+}
+
+#[derive(Default)]
+struct State {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    closing: Option<CloseReason>,
+}
+
+/// Frames waiting for a session's writer.
+pub(crate) struct Outbound {
+    state: Mutex<State>,
+    wake: Notify,
+    max_bytes: usize,
+}
+
+impl Outbound {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            max_bytes,
+        }
+    }
+
+    /// Queues a frame unless that would pass the byte bound.
+    pub(crate) fn push(&self, frame: Bytes) -> Enqueued {
+        let mut st = self.state.lock();
+        if st.closing.is_some() {
+            return Enqueued::Closed;
+        }
+        if st.bytes + frame.len() > self.max_bytes {
+            return Enqueued::Overflow;
+        }
+        st.bytes += frame.len();
+        st.frames.push_back(frame);
+        drop(st);
+        self.wake.notify_one();
+        Enqueued::Queued
+    }
+
+    /// Starts closing: frames already queued are dropped if `discard_queued`
+    /// (a slow consumer), then `last` (e.g. a `Kicked` frame) is written and
+    /// the connection closed with `reason`. Returns false if already closing.
+    pub(crate) fn close(
+        &self,
+        last: Option<Bytes>,
+        reason: CloseReason,
+        discard_queued: bool,
+    ) -> bool {
+        let mut st = self.state.lock();
+        if st.closing.is_some() {
+            return false;
+        }
+        if discard_queued {
+            st.frames.clear();
+            st.bytes = 0;
+        }
+        if let Some(frame) = last {
+            st.bytes += frame.len();
+            st.frames.push_back(frame);
+        }
+        st.closing = Some(reason);
+        drop(st);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Waits until frames are queued or the queue is closing, then moves every
+    /// queued frame into `out`. Returns the close reason once the queue is
+    /// closing (after its last frames were handed out).
+    pub(crate) async fn drain(&self, out: &mut Vec<Bytes>) -> Option<CloseReason> {
+        loop {
+            {
+                let mut st = self.state.lock();
+                if !st.frames.is_empty() {
+                    out.extend(st.frames.drain(..));
+                    st.bytes = 0;
+                    return st.closing.clone();
+                }
+                if let Some(reason) = &st.closing {
+                    return Some(reason.clone());
+                }
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    /// Bytes currently queued.
+    #[cfg(test)]
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.state.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::CloseCode;
+
+    #[tokio::test]
+    async fn drains_everything_in_one_batch_and_respects_the_bound() {
+        let q = Outbound::new(10);
+        assert_eq!(q.push(Bytes::from_static(b"abcd")), Enqueued::Queued);
+        assert_eq!(q.push(Bytes::from_static(b"efgh")), Enqueued::Queued);
+        assert_eq!(q.push(Bytes::from_static(b"ijk")), Enqueued::Overflow);
+        assert_eq!(q.queued_bytes(), 8);
+        let mut out = Vec::new();
+        assert_eq!(q.drain(&mut out).await, None);
+        assert_eq!(out.len(), 2);
+        assert_eq!(q.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn closing_keeps_the_last_frame_and_refuses_more() {
+        let q = Outbound::new(100);
+        q.push(Bytes::from_static(b"old"));
+        let reason = CloseReason::new(CloseCode::Policy, "slow");
+        assert!(q.close(Some(Bytes::from_static(b"bye")), reason.clone(), true));
+        assert_eq!(q.push(Bytes::from_static(b"late")), Enqueued::Closed);
+        let mut out = Vec::new();
+        assert_eq!(q.drain(&mut out).await, Some(reason));
+        assert_eq!(out, vec![Bytes::from_static(b"bye")]);
+    }
+}

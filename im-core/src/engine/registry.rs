@@ -1,0 +1,244 @@
+//! The online index: who is connected, and which live sessions belong to
+//! each group and room. Fanout cost follows these sets, never member lists.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{encode_server_frame, server_frame};
+use crate::ids::{ChannelId, DeviceId, SessionId, UserId};
+use crate::pb;
+use crate::transport::{CloseCode, CloseReason};
+
+use super::outbound::{Enqueued, Outbound};
+
+/// One live session, shared by its reader, its writer and the indexes.
+pub(crate) struct SessionHandle {
+    pub(crate) id: SessionId,
+    pub(crate) user: UserId,
+    pub(crate) device: DeviceId,
+    pub(crate) device_kind: pb::DeviceKind,
+    pub(crate) out: Outbound,
+    /// Cancelled when the session must stop reading.
+    pub(crate) stop: CancellationToken,
+    /// Rooms this session has joined.
+    pub(crate) rooms: Mutex<HashSet<ChannelId>>,
+    /// Groups this session is indexed under.
+    pub(crate) groups: Mutex<HashSet<ChannelId>>,
+}
+
+impl SessionHandle {
+    /// Queues an encoded frame; a full queue disconnects the session as a slow consumer.
+    pub(crate) fn send(&self, frame: Bytes) -> bool {
+        match self.out.push(frame) {
+            Enqueued::Queued => true,
+            Enqueued::Closed => false,
+            Enqueued::Overflow => {
+                metrics::counter!("im_slow_consumer_disconnects_total").increment(1);
+                tracing::info!(session = self.id.0, user = %self.user, "slow consumer disconnected");
+                self.kick(
+                    pb::KickReason::SlowConsumer,
+                    "outbound queue full: reconnect and sync",
+                    true,
+                );
+                false
+            }
+        }
+    }
+
+    /// Sends a frame built from a body.
+    pub(crate) fn send_frame(&self, request_id: u64, body: pb::server_frame::Body) -> bool {
+        self.send(encode_server_frame(&server_frame(request_id, body)))
+    }
+
+    /// Ends the session with a `Kicked` frame.
+    pub(crate) fn kick(&self, reason: pb::KickReason, detail: &str, discard_queued: bool) {
+        let frame = encode_server_frame(&server_frame(
+            0,
+            pb::server_frame::Body::Kicked(pb::Kicked {
+                reason: reason as i32,
+                detail: detail.to_owned(),
+            }),
+        ));
+        let code = match reason {
+            pb::KickReason::Shutdown => CloseCode::GoingAway,
+            pb::KickReason::Replaced | pb::KickReason::ByHost => CloseCode::Normal,
+            _ => CloseCode::Policy,
+        };
+        self.close(Some(frame), CloseReason::new(code, detail), discard_queued);
+    }
+
+    /// Ends the session with an optional last frame.
+    pub(crate) fn close(&self, last: Option<Bytes>, reason: CloseReason, discard_queued: bool) {
+        self.out.close(last, reason, discard_queued);
+        self.stop.cancel();
+    }
+}
+
+/// Live sessions by id, by user, by group and by room.
+#[derive(Default)]
+pub(crate) struct Registry {
+    by_user: RwLock<HashMap<UserId, Vec<Arc<SessionHandle>>>>,
+    groups: RwLock<HashMap<ChannelId, HashMap<SessionId, Arc<SessionHandle>>>>,
+    rooms: RwLock<HashMap<ChannelId, HashMap<SessionId, Arc<SessionHandle>>>>,
+}
+
+impl Registry {
+    /// Adds a session; returns the user's other sessions.
+    pub(crate) fn register(&self, s: &Arc<SessionHandle>) -> Vec<Arc<SessionHandle>> {
+        let mut by_user = self.by_user.write();
+        let list = by_user.entry(s.user.clone()).or_default();
+        let others = list.clone();
+        list.push(s.clone());
+        metrics::gauge!("im_sessions").increment(1.0);
+        others
+    }
+
+    /// Removes a session from every index.
+    pub(crate) fn unregister(&self, s: &SessionHandle) {
+        {
+            let mut by_user = self.by_user.write();
+            if let Some(list) = by_user.get_mut(&s.user) {
+                let before = list.len();
+                list.retain(|x| x.id != s.id);
+                if list.len() < before {
+                    metrics::gauge!("im_sessions").decrement(1.0);
+                }
+                if list.is_empty() {
+                    by_user.remove(&s.user);
+                }
+            }
+        }
+        let groups: Vec<ChannelId> = s.groups.lock().drain().collect();
+        remove_from(&self.groups, &groups, s.id);
+        let rooms: Vec<ChannelId> = s.rooms.lock().drain().collect();
+        remove_from(&self.rooms, &rooms, s.id);
+    }
+
+    /// The user's live sessions.
+    pub(crate) fn user_sessions(&self, user: &UserId) -> Vec<Arc<SessionHandle>> {
+        self.by_user.read().get(user).cloned().unwrap_or_default()
+    }
+
+    /// True if the user has a live session.
+    pub(crate) fn is_online(&self, user: &UserId) -> bool {
+        self.by_user.read().contains_key(user)
+    }
+
+    /// Number of live sessions.
+    pub(crate) fn session_count(&self) -> usize {
+        self.by_user.read().values().map(Vec::len).sum()
+    }
+
+    /// Every live session.
+    pub(crate) fn all_sessions(&self) -> Vec<Arc<SessionHandle>> {
+        self.by_user.read().values().flatten().cloned().collect()
+    }
+
+    /// Indexes a session under groups it belongs to.
+    pub(crate) fn index_groups(&self, s: &Arc<SessionHandle>, groups: &[ChannelId]) {
+        if s.stop.is_cancelled() {
+            return;
+        }
+        let mut index = self.groups.write();
+        let mut mine = s.groups.lock();
+        for g in groups {
+            index.entry(g.clone()).or_default().insert(s.id, s.clone());
+            mine.insert(g.clone());
+        }
+    }
+
+    /// Indexes every live session of `users` under `group`.
+    pub(crate) fn add_group_members(&self, group: &ChannelId, users: &[UserId]) {
+        let sessions: Vec<_> = users.iter().flat_map(|u| self.user_sessions(u)).collect();
+        for s in sessions {
+            self.index_groups(&s, std::slice::from_ref(group));
+        }
+    }
+
+    /// Removes every live session of `users` from `group`'s index.
+    pub(crate) fn remove_group_members(&self, group: &ChannelId, users: &[UserId]) {
+        let mut index = self.groups.write();
+        for s in users.iter().flat_map(|u| self.user_sessions(u)) {
+            s.groups.lock().remove(group);
+            if let Some(set) = index.get_mut(group) {
+                set.remove(&s.id);
+                if set.is_empty() {
+                    index.remove(group);
+                }
+            }
+        }
+    }
+
+    /// Calls `f` with the live sessions of a group.
+    pub(crate) fn with_group<R>(
+        &self,
+        group: &ChannelId,
+        f: impl FnOnce(&mut dyn Iterator<Item = &Arc<SessionHandle>>) -> R,
+    ) -> R {
+        let index = self.groups.read();
+        let mut it = index.get(group).into_iter().flat_map(|m| m.values());
+        f(&mut it)
+    }
+
+    /// Live sessions of a group.
+    pub(crate) fn group_online(&self, group: &ChannelId) -> usize {
+        self.groups.read().get(group).map_or(0, HashMap::len)
+    }
+
+    /// Adds a session to a room; returns the room's session count.
+    pub(crate) fn join_room(&self, room: &ChannelId, s: &Arc<SessionHandle>) -> usize {
+        if s.stop.is_cancelled() {
+            return 0;
+        }
+        let mut rooms = self.rooms.write();
+        let set = rooms.entry(room.clone()).or_default();
+        set.insert(s.id, s.clone());
+        s.rooms.lock().insert(room.clone());
+        set.len()
+    }
+
+    /// Removes a session from a room.
+    pub(crate) fn leave_room(&self, room: &ChannelId, s: &SessionHandle) {
+        s.rooms.lock().remove(room);
+        remove_from(&self.rooms, std::slice::from_ref(room), s.id);
+    }
+
+    /// Calls `f` with the live sessions of a room.
+    pub(crate) fn with_room<R>(
+        &self,
+        room: &ChannelId,
+        f: impl FnOnce(&mut dyn Iterator<Item = &Arc<SessionHandle>>) -> R,
+    ) -> R {
+        let index = self.rooms.read();
+        let mut it = index.get(room).into_iter().flat_map(|m| m.values());
+        f(&mut it)
+    }
+
+    /// Sessions in a room.
+    pub(crate) fn room_online(&self, room: &ChannelId) -> usize {
+        self.rooms.read().get(room).map_or(0, HashMap::len)
+    }
+}
+
+fn remove_from(
+    index: &RwLock<HashMap<ChannelId, HashMap<SessionId, Arc<SessionHandle>>>>,
+    keys: &[ChannelId],
+    id: SessionId,
+) {
+    if keys.is_empty() {
+        return;
+    }
+    let mut index = index.write();
+    for k in keys {
+        if let Some(set) = index.get_mut(k) {
+            set.remove(&id);
+            if set.is_empty() {
+                index.remove(k);
+            }
+        }
+    }
+}

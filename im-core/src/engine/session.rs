@@ -1,0 +1,673 @@
+//! One connection's life: handshake, request handling, heartbeats, writer.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::AuthRequest;
+use crate::codec::{decode_client_frame, encode_server_frame, error_frame};
+use crate::error::{EngineError, StoreError};
+use crate::ids::{ChannelId, ConversationId, DeviceId, SessionId, UserId, now_ms};
+use crate::pb::{self, client_frame::Body as In, server_frame::Body as Out};
+use crate::store::{ConversationStatesRequest, CursorUpdate, InboxRequest, RangeRequest};
+use crate::transport::{
+    CloseCode, CloseReason, Connection, FrameReader, FrameWriter, TransportError,
+};
+
+use super::Engine;
+use super::config::KickPolicy;
+use super::outbound::Outbound;
+use super::registry::SessionHandle;
+use super::shard::{PendingSend, Reply};
+use super::wire::{message_to_wire, summary_to_wire, unread_display};
+
+/// Malformed frames tolerated on one session before it is closed.
+const MAX_MALFORMED_FRAMES: u32 = 8;
+/// Unread counts are computed up to this, enough to tell "99+".
+const UNREAD_CAP: u32 = 100;
+/// Largest accepted `client_msg_id`, in bytes.
+const MAX_CLIENT_MSG_ID: usize = 128;
+
+/// A failed request: answered with an `Error` frame, the session goes on.
+struct RequestError {
+    code: pb::ErrorCode,
+    reason: String,
+    retryable: bool,
+}
+
+impl RequestError {
+    fn new(code: pb::ErrorCode, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+            retryable: false,
+        }
+    }
+}
+
+impl From<StoreError> for RequestError {
+    fn from(e: StoreError) -> Self {
+        let code = match e {
+            StoreError::NotFound(_) => pb::ErrorCode::NotFound,
+            _ => pb::ErrorCode::Unavailable,
+        };
+        Self {
+            code,
+            retryable: e.is_retryable(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl From<crate::ids::IdError> for RequestError {
+    fn from(e: crate::ids::IdError) -> Self {
+        Self::new(pb::ErrorCode::InvalidArgument, e.to_string())
+    }
+}
+
+impl From<EngineError> for RequestError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Store(s) => s.into(),
+            EngineError::ShuttingDown => Self::new(pb::ErrorCode::ShuttingDown, e.to_string()),
+            other => Self::new(pb::ErrorCode::Internal, other.to_string()),
+        }
+    }
+}
+
+type RequestResult<T = ()> = Result<T, RequestError>;
+
+/// Runs a connection until it ends.
+pub(crate) async fn run(engine: Engine, conn: Connection) {
+    let Connection {
+        mut reader,
+        mut writer,
+        info,
+    } = conn;
+    let shared = engine.shared().clone();
+    let Some((handle, request_id, inbox_version)) =
+        handshake(&engine, &mut *reader, &mut *writer, info).await
+    else {
+        return;
+    };
+    let writer_task = tokio::spawn(write_loop(handle.clone(), writer));
+    let others = shared.registry.register(&handle);
+    apply_kick_policy(shared.config.kick_policy, &handle, &others);
+    match shared.store.user_groups(&handle.user).await {
+        Ok(groups) => shared.registry.index_groups(&handle, &groups),
+        Err(e) => {
+            let frame = error_frame(request_id, pb::ErrorCode::Unavailable, e.to_string(), true);
+            handle.close(
+                Some(encode_server_frame(&frame)),
+                CloseReason::new(CloseCode::InternalError, "store unavailable"),
+                false,
+            );
+        }
+    }
+    handle.send_frame(
+        request_id,
+        Out::Connected(pb::Connected {
+            user_id: handle.user.to_string(),
+            device_id: handle.device.to_string(),
+            session_id: handle.id.0,
+            inbox_version,
+            server_time_ms: now_ms(),
+            heartbeat_interval_ms: shared.config.heartbeat_interval.as_millis() as u32,
+            max_frame_bytes: shared.config.max_frame_bytes as u32,
+        }),
+    );
+    tracing::debug!(session = handle.id.0, user = %handle.user, device = %handle.device, "connected");
+    Session {
+        engine,
+        handle: handle.clone(),
+        malformed: 0,
+    }
+    .read_loop(&mut *reader)
+    .await;
+    shared.registry.unregister(&handle);
+    handle.close(
+        None,
+        CloseReason::new(CloseCode::Normal, "session ended"),
+        false,
+    );
+    let _ = writer_task.await;
+    tracing::debug!(session = handle.id.0, user = %handle.user, "disconnected");
+}
+
+/// Reads and checks the `Connect` frame. On failure answers and closes.
+async fn handshake(
+    engine: &Engine,
+    reader: &mut dyn FrameReader,
+    writer: &mut dyn FrameWriter,
+    info: crate::transport::ConnectionInfo,
+) -> Option<(Arc<SessionHandle>, u64, u64)> {
+    let shared = engine.shared();
+    let refuse = |code: pb::ErrorCode, reason: String, close: CloseCode| {
+        let frame = encode_server_frame(&error_frame(0, code, reason.clone(), false));
+        (frame, CloseReason::new(close, reason))
+    };
+    let first = tokio::select! {
+        r = timeout(shared.config.handshake_timeout, reader.read_frame()) => r,
+        _ = shared.shutdown.cancelled() => return None,
+    };
+    let (frame, reason) = match first {
+        Err(_) => refuse(
+            pb::ErrorCode::NotConnected,
+            "no Connect frame within the handshake timeout".into(),
+            CloseCode::Policy,
+        ),
+        Ok(Ok(None)) | Ok(Err(TransportError::Closed | TransportError::Io(_))) => return None,
+        Ok(Err(e)) => transport_refusal(&e),
+        Ok(Ok(Some(bytes))) => match decode_client_frame(&bytes) {
+            Ok(pb::ClientFrame {
+                request_id,
+                body: Some(In::Connect(c)),
+            }) => match authenticate(engine, c, &info).await {
+                Ok((user, device, kind, inbox_version)) => {
+                    let handle = Arc::new(SessionHandle {
+                        id: SessionId(engine.next_session_id()),
+                        user,
+                        device,
+                        device_kind: kind,
+                        out: Outbound::new(shared.config.outbound_queue_bytes),
+                        stop: CancellationToken::new(),
+                        rooms: Mutex::new(HashSet::new()),
+                        groups: Mutex::new(HashSet::new()),
+                    });
+                    return Some((handle, request_id, inbox_version));
+                }
+                Err(e) => {
+                    let frame = encode_server_frame(&error_frame(
+                        request_id,
+                        e.code,
+                        e.reason.clone(),
+                        e.retryable,
+                    ));
+                    (frame, CloseReason::new(CloseCode::Policy, e.reason))
+                }
+            },
+            Ok(_) => refuse(
+                pb::ErrorCode::NotConnected,
+                "the first frame must be Connect".into(),
+                CloseCode::Policy,
+            ),
+            Err(e) => refuse(
+                pb::ErrorCode::MalformedFrame,
+                e.to_string(),
+                CloseCode::InvalidData,
+            ),
+        },
+    };
+    let _ = writer.write_frames(&[frame]).await;
+    let _ = writer.close(reason).await;
+    None
+}
+
+async fn authenticate(
+    engine: &Engine,
+    c: pb::Connect,
+    info: &crate::transport::ConnectionInfo,
+) -> RequestResult<(UserId, DeviceId, pb::DeviceKind, u64)> {
+    let shared = engine.shared();
+    let device = DeviceId::new(&c.device_id)?;
+    let kind = pb::DeviceKind::try_from(c.device_kind).unwrap_or(pb::DeviceKind::Unspecified);
+    let req = AuthRequest {
+        token: c.token,
+        device_id: c.device_id,
+        device_kind: kind,
+        transport: info.transport,
+        peer_addr: info.peer_addr,
+    };
+    let user = shared
+        .auth
+        .authenticate(&req)
+        .await
+        .map_err(|e| RequestError {
+            code: pb::ErrorCode::Unauthenticated,
+            retryable: matches!(e, crate::error::AuthError::Unavailable(_)),
+            reason: e.to_string(),
+        })?;
+    let inbox_version = shared.store.inbox_head(&user).await?;
+    Ok((user, device, kind, inbox_version))
+}
+
+/// The error frame and close reason for a transport failure.
+fn transport_refusal(e: &TransportError) -> (Bytes, CloseReason) {
+    let (code, close) = match e {
+        TransportError::FrameTooLarge { .. } => (pb::ErrorCode::FrameTooLarge, CloseCode::TooBig),
+        TransportError::InvalidData(_) => (pb::ErrorCode::MalformedFrame, CloseCode::InvalidData),
+        _ => (pb::ErrorCode::MalformedFrame, CloseCode::Policy),
+    };
+    let reason = e.to_string();
+    (
+        encode_server_frame(&error_frame(0, code, reason.clone(), false)),
+        CloseReason::new(close, reason),
+    )
+}
+
+/// Kicks the user's older sessions the policy does not allow beside `new`.
+fn apply_kick_policy(policy: KickPolicy, new: &SessionHandle, others: &[Arc<SessionHandle>]) {
+    for old in others {
+        let replace = old.device == new.device
+            || match policy {
+                KickPolicy::AllowMany => false,
+                KickPolicy::OnePerDeviceKind => old.device_kind == new.device_kind,
+                KickPolicy::One => true,
+            };
+        if replace {
+            old.kick(
+                pb::KickReason::Replaced,
+                "another session of this user or device connected",
+                false,
+            );
+        }
+    }
+}
+
+/// Writes whatever is queued, all at once, until the queue closes.
+async fn write_loop(handle: Arc<SessionHandle>, mut writer: Box<dyn FrameWriter>) {
+    let mut batch = Vec::new();
+    loop {
+        let closing = handle.out.drain(&mut batch).await;
+        if !batch.is_empty() {
+            let result = writer.write_frames(&batch).await;
+            batch.clear();
+            if let Err(e) = result {
+                tracing::debug!(session = handle.id.0, error = %e, "write failed");
+                handle.close(
+                    None,
+                    CloseReason::new(CloseCode::Normal, "write failed"),
+                    true,
+                );
+                return;
+            }
+        }
+        if let Some(reason) = closing {
+            let _ = writer.close(reason).await;
+            return;
+        }
+    }
+}
+
+struct Session {
+    engine: Engine,
+    handle: Arc<SessionHandle>,
+    malformed: u32,
+}
+
+impl Session {
+    async fn read_loop(&mut self, reader: &mut dyn FrameReader) {
+        let shared = self.engine.shared().clone();
+        let idle = shared.config.heartbeat_interval * 2;
+        let mut draining = false;
+        loop {
+            let read = tokio::select! {
+                r = timeout(idle, reader.read_frame()), if !draining => r,
+                _ = self.handle.stop.cancelled() => return,
+                _ = shared.shutdown.cancelled(), if !draining => {
+                    // Stop reading; keep the session until shutdown kicks it so
+                    // in-flight sends are still acked.
+                    draining = true;
+                    continue;
+                }
+            };
+            match read {
+                Err(_) => {
+                    self.handle.kick(
+                        pb::KickReason::HeartbeatTimeout,
+                        "no frame for two heartbeat intervals",
+                        false,
+                    );
+                    return;
+                }
+                Ok(Ok(Some(bytes))) => self.on_frame(&bytes).await,
+                Ok(Ok(None)) | Ok(Err(TransportError::Closed | TransportError::Io(_))) => return,
+                Ok(Err(e)) => {
+                    let (frame, reason) = transport_refusal(&e);
+                    self.handle.close(Some(frame), reason, false);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, bytes: &[u8]) {
+        let frame = match decode_client_frame(bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                self.malformed += 1;
+                let reply = error_frame(0, pb::ErrorCode::MalformedFrame, e.to_string(), false);
+                if self.malformed >= MAX_MALFORMED_FRAMES {
+                    self.handle.close(
+                        Some(encode_server_frame(&reply)),
+                        CloseReason::new(CloseCode::InvalidData, "too many malformed frames"),
+                        false,
+                    );
+                } else {
+                    self.handle.send(encode_server_frame(&reply));
+                }
+                return;
+            }
+        };
+        let id = frame.request_id;
+        let result = match frame.body {
+            Some(In::Send(s)) => self.on_send(id, s).await,
+            Some(In::Pull(p)) => self.on_pull(id, p).await,
+            Some(In::Sync(s)) => self.on_sync(id, s).await,
+            Some(In::Ack(a)) => self.on_cursor(id, a.conversation, a.seq, false).await,
+            Some(In::Read(r)) => self.on_cursor(id, r.conversation, r.seq, true).await,
+            Some(In::JoinRoom(j)) => self.on_join(id, j).await,
+            Some(In::LeaveRoom(l)) => self.on_leave(id, l),
+            Some(In::ListConversations(l)) => self.on_list(id, l).await,
+            Some(In::Ping(p)) => {
+                self.reply(
+                    id,
+                    Out::Pong(pb::Pong {
+                        client_time_ms: p.client_time_ms,
+                        server_time_ms: now_ms(),
+                    }),
+                );
+                Ok(())
+            }
+            Some(In::Connect(_)) => Err(RequestError::new(
+                pb::ErrorCode::NotConnected,
+                "already connected",
+            )),
+            None => Err(RequestError::new(
+                pb::ErrorCode::InvalidArgument,
+                "empty or unknown frame body",
+            )),
+        };
+        if let Err(e) = result {
+            self.handle.send(encode_server_frame(&error_frame(
+                id,
+                e.code,
+                e.reason,
+                e.retryable,
+            )));
+        }
+    }
+
+    fn reply(&self, request_id: u64, body: Out) {
+        self.handle.send_frame(request_id, body);
+    }
+
+    fn conversation(&self, r: Option<pb::ConversationRef>) -> RequestResult<ConversationId> {
+        let r = r.ok_or_else(|| {
+            RequestError::new(pb::ErrorCode::InvalidArgument, "conversation missing")
+        })?;
+        Ok(ConversationId::from_wire(&self.handle.user, &r)?)
+    }
+
+    /// May this session read `conv`?
+    async fn authorize_read(&self, conv: &ConversationId) -> RequestResult {
+        let allowed = match conv {
+            ConversationId::Direct(..) => conv.is_direct_participant(&self.handle.user),
+            ConversationId::Room(r) => self.handle.rooms.lock().contains(r),
+            ConversationId::Group(g) => {
+                let store = &self.engine.shared().store;
+                if store.member_count(g).await?.is_none() {
+                    return Err(RequestError::new(
+                        pb::ErrorCode::NotFound,
+                        format!("group {g} not found"),
+                    ));
+                }
+                store
+                    .are_members(g, std::slice::from_ref(&self.handle.user))
+                    .await?
+                    .first()
+                    .copied()
+                    .unwrap_or(false)
+            }
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(RequestError::new(
+                pb::ErrorCode::Forbidden,
+                format!("not a member of {conv}"),
+            ))
+        }
+    }
+
+    async fn on_send(&mut self, request_id: u64, s: pb::Send) -> RequestResult {
+        let shared = self.engine.shared();
+        if s.client_msg_id.is_empty() || s.client_msg_id.len() > MAX_CLIENT_MSG_ID {
+            return Err(RequestError::new(
+                pb::ErrorCode::InvalidArgument,
+                format!("client_msg_id must be 1..={MAX_CLIENT_MSG_ID} bytes"),
+            ));
+        }
+        if s.body.len() > shared.config.max_body_bytes {
+            return Err(RequestError::new(
+                pb::ErrorCode::InvalidArgument,
+                format!(
+                    "body of {} bytes exceeds {}",
+                    s.body.len(),
+                    shared.config.max_body_bytes
+                ),
+            ));
+        }
+        let conversation = self.conversation(s.conversation)?;
+        if let ConversationId::Room(r) = &conversation {
+            if !self.handle.rooms.lock().contains(r) {
+                return Err(RequestError::new(
+                    pb::ErrorCode::Forbidden,
+                    format!("join room {r} before sending to it"),
+                ));
+            }
+        }
+        self.engine
+            .submit(PendingSend {
+                conversation,
+                sender: self.handle.user.clone(),
+                device: self.handle.device.clone(),
+                client_msg_id: Some(s.client_msg_id),
+                body: s.body,
+                check_membership: true,
+                reply: Reply::Session {
+                    session: self.handle.clone(),
+                    request_id,
+                },
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn on_pull(&mut self, request_id: u64, p: pb::Pull) -> RequestResult {
+        let conv = self.conversation(p.conversation)?;
+        self.authorize_read(&conv).await?;
+        let shared = self.engine.shared();
+        let max = shared.config.pull_page_max;
+        let limit = match p.limit as usize {
+            0 => max,
+            n => n.min(max),
+        };
+        let page = shared
+            .store
+            .read_range(RangeRequest {
+                conversation: conv.clone(),
+                after_seq: p.after_seq,
+                until_seq: (p.until_seq != 0).then_some(p.until_seq),
+                limit,
+                newest: p.newest,
+            })
+            .await?;
+        let until = if p.until_seq == 0 {
+            page.head_seq
+        } else {
+            p.until_seq.min(page.head_seq)
+        };
+        let lost = page.first_retained_seq > p.after_seq + 1;
+        let from = p.after_seq.max(page.first_retained_seq.saturating_sub(1));
+        let available = until.saturating_sub(from);
+        let user = &self.handle.user;
+        self.reply(
+            request_id,
+            Out::PullResult(pb::PullResult {
+                conversation: Some(conv.to_wire(user)),
+                has_more: (page.messages.len() as u64) < available,
+                messages: page
+                    .messages
+                    .iter()
+                    .map(|m| message_to_wire(m, user))
+                    .collect(),
+                head_seq: page.head_seq,
+                history_start_seq: if lost { page.first_retained_seq } else { 0 },
+            }),
+        );
+        Ok(())
+    }
+
+    async fn on_sync(&mut self, request_id: u64, s: pb::Sync) -> RequestResult {
+        let shared = self.engine.shared();
+        let max = shared.config.sync_page_max;
+        let limit = match s.limit as usize {
+            0 => max,
+            n => n.min(max),
+        };
+        let page = shared
+            .store
+            .read_inbox(InboxRequest {
+                user: self.handle.user.clone(),
+                after_version: s.inbox_version,
+                limit,
+            })
+            .await?;
+        let full_sync_required = s.inbox_version < page.head_version
+            && s.inbox_version + 1 < page.first_retained_version;
+        let refs: Vec<(ConversationId, u64)> = page
+            .entries
+            .iter()
+            .map(|e| (e.conversation.clone(), e.seq))
+            .collect();
+        let messages = shared.store.get_messages(&refs).await?;
+        let user = &self.handle.user;
+        let last = page.entries.last().map_or(s.inbox_version, |e| e.version);
+        self.reply(
+            request_id,
+            Out::SyncResult(pb::SyncResult {
+                entries: page
+                    .entries
+                    .iter()
+                    .map(|e| pb::InboxEntry {
+                        version: e.version,
+                        conversation: Some(e.conversation.to_wire(user)),
+                        seq: e.seq,
+                    })
+                    .collect(),
+                messages: messages.iter().map(|m| message_to_wire(m, user)).collect(),
+                inbox_version: page.head_version,
+                has_more: last < page.head_version,
+                full_sync_required,
+            }),
+        );
+        Ok(())
+    }
+
+    async fn on_cursor(
+        &mut self,
+        request_id: u64,
+        conversation: Option<pb::ConversationRef>,
+        seq: u64,
+        read: bool,
+    ) -> RequestResult {
+        let conv = self.conversation(conversation)?;
+        self.authorize_read(&conv).await?;
+        let store = &self.engine.shared().store;
+        let user = self.handle.user.clone();
+        store
+            .update_cursors(vec![CursorUpdate {
+                user: user.clone(),
+                conversation: conv.clone(),
+                delivered: (!read).then_some(seq),
+                read: read.then_some(seq),
+            }])
+            .await?;
+        if !read {
+            return Ok(());
+        }
+        let state = store
+            .conversation_states(ConversationStatesRequest {
+                user: user.clone(),
+                only: Some(vec![conv.clone()]),
+                unread_cap: UNREAD_CAP,
+                limit: 1,
+            })
+            .await?;
+        let (read_seq, count) = state.first().map_or((seq, 0), |s| (s.read_seq, s.unread));
+        let (unread, unread_more) = unread_display(count);
+        self.reply(
+            request_id,
+            Out::ReadAck(pb::ReadAck {
+                conversation: Some(conv.to_wire(&user)),
+                read_seq,
+                unread,
+                unread_more,
+            }),
+        );
+        Ok(())
+    }
+
+    async fn on_list(&mut self, request_id: u64, l: pb::ListConversations) -> RequestResult {
+        let shared = self.engine.shared();
+        let max = shared.config.list_max;
+        let limit = match l.limit as usize {
+            0 => max,
+            n => n.min(max),
+        };
+        let states = shared
+            .store
+            .conversation_states(ConversationStatesRequest {
+                user: self.handle.user.clone(),
+                only: None,
+                unread_cap: UNREAD_CAP,
+                limit,
+            })
+            .await?;
+        let user = &self.handle.user;
+        self.reply(
+            request_id,
+            Out::ConversationList(pb::ConversationList {
+                conversations: states.iter().map(|s| summary_to_wire(s, user)).collect(),
+            }),
+        );
+        Ok(())
+    }
+
+    async fn on_join(&mut self, request_id: u64, j: pb::JoinRoom) -> RequestResult {
+        let room = ChannelId::new(&j.room_id)?;
+        let shared = self.engine.shared();
+        let conv = ConversationId::Room(room.clone());
+        let head = shared.store.head_seqs(std::slice::from_ref(&conv)).await?;
+        let online = shared.registry.join_room(&room, &self.handle);
+        self.reply(
+            request_id,
+            Out::RoomJoined(pb::RoomJoined {
+                room_id: room.to_string(),
+                head_seq: head.first().copied().unwrap_or(0),
+                online: online as u64,
+            }),
+        );
+        Ok(())
+    }
+
+    fn on_leave(&mut self, request_id: u64, l: pb::LeaveRoom) -> RequestResult {
+        let room = ChannelId::new(&l.room_id)?;
+        self.engine
+            .shared()
+            .registry
+            .leave_room(&room, &self.handle);
+        self.reply(
+            request_id,
+            Out::RoomLeft(pb::RoomLeft {
+                room_id: room.to_string(),
+            }),
+        );
+        Ok(())
+    }
+}

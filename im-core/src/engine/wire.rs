@@ -1,0 +1,66 @@
+//! Conversions between stored records and protocol messages.
+
+use crate::ids::UserId;
+use crate::pb;
+use crate::store::{ConversationState, StoredMessage};
+
+/// Unread counts are exact to this, then shown as "99+".
+pub(crate) const UNREAD_EXACT_MAX: u32 = 99;
+
+/// A stored message as `viewer` sees it on the wire.
+pub(crate) fn message_to_wire(m: &StoredMessage, viewer: &UserId) -> pb::Message {
+    pb::Message {
+        conversation: Some(m.conversation.to_wire(viewer)),
+        seq: m.seq,
+        message_id: m.message_id.0,
+        sender_user: m.sender.to_string(),
+        sender_device: m.sender_device.to_string(),
+        client_msg_id: m.client_msg_id.clone().unwrap_or_default(),
+        body: m.body.clone(),
+        server_time_ms: m.server_time_ms,
+    }
+}
+
+/// The `SendAck` for a committed message.
+pub(crate) fn send_ack(m: &StoredMessage, viewer: &UserId, duplicate: bool) -> pb::SendAck {
+    pb::SendAck {
+        client_msg_id: m.client_msg_id.clone().unwrap_or_default(),
+        conversation: Some(m.conversation.to_wire(viewer)),
+        seq: m.seq,
+        message_id: m.message_id.0,
+        server_time_ms: m.server_time_ms,
+        duplicate,
+    }
+}
+
+/// Splits a capped unread count into (exact count up to 99, "more than 99").
+pub(crate) fn unread_display(count: u32) -> (u32, bool) {
+    (count.min(UNREAD_EXACT_MAX), count > UNREAD_EXACT_MAX)
+}
+
+/// A conversation state as a list entry.
+pub(crate) fn summary_to_wire(s: &ConversationState, viewer: &UserId) -> pb::ConversationSummary {
+    let (unread, unread_more) = unread_display(s.unread);
+    pb::ConversationSummary {
+        conversation: Some(s.conversation.to_wire(viewer)),
+        head_seq: s.head_seq,
+        read_seq: s.read_seq,
+        delivered_seq: s.delivered_seq,
+        unread,
+        unread_more,
+        last_message: s.last_message.as_ref().map(|m| message_to_wire(m, viewer)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unread_is_exact_to_99_then_99_plus() {
+        assert_eq!(unread_display(0), (0, false));
+        assert_eq!(unread_display(99), (99, false));
+        assert_eq!(unread_display(100), (99, true));
+        assert_eq!(unread_display(u32::MAX), (99, true));
+    }
+}

@@ -1,0 +1,108 @@
+//! Error types shared by the engine and its backends.
+
+use crate::ids::{ConversationId, DedupKey, Seq};
+
+/// Boxed error from a backend's own library.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a store can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The append was refused as a whole because these idempotency keys are
+    /// already committed; nothing was written. The engine answers those sends
+    /// with the original message and appends the rest again.
+    #[error("{} client message id(s) already committed", .0.len())]
+    Duplicate(Vec<DedupKey>),
+    /// The append was refused as a whole because `conversation` is not at the
+    /// expected head (another writer appended). Nothing was written.
+    #[error("{conversation} is at seq {actual}, not {expected}")]
+    SeqConflict {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The head the writer expected.
+        expected: Seq,
+        /// The head the store has.
+        actual: Seq,
+    },
+    /// The group or conversation does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The group already exists.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// The store cannot be reached or is overloaded; retrying may succeed.
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// The operation took longer than the configured timeout.
+    #[error("store operation timed out")]
+    Timeout,
+    /// Any other backend failure.
+    #[error("store backend failed: {source}")]
+    Backend {
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+        /// Whether retrying may succeed.
+        retryable: bool,
+    },
+}
+
+impl StoreError {
+    /// True if the same operation may succeed when retried later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Unavailable(_) | Self::Timeout | Self::SeqConflict { .. } => true,
+            Self::Backend { retryable, .. } => *retryable,
+            Self::Duplicate(_) | Self::NotFound(_) | Self::AlreadyExists(_) => false,
+        }
+    }
+}
+
+/// Why the authenticator refused a connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The token is not valid.
+    #[error("invalid credentials: {0}")]
+    InvalidToken(String),
+    /// The authenticator could not decide (its backend failed).
+    #[error("authenticator unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+}
+
+/// Errors of the host-facing engine API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An id was invalid.
+    #[error(transparent)]
+    InvalidId(#[from] crate::ids::IdError),
+    /// The request is invalid (e.g. body too large, direct conversations have
+    /// no member list).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The sender may not send into this conversation.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// Too many requests.
+    #[error("rate limited: {0}")]
+    RateLimited(String),
+    /// The engine is shutting down.
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+}
+
+impl EngineError {
+    /// True if the same request may succeed when retried later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_retryable(),
+            Self::RateLimited(_) => true,
+            _ => false,
+        }
+    }
+}

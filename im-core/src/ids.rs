@@ -1,0 +1,355 @@
+//! Identifiers: users, devices, conversations, sessions, messages.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::pb;
+
+/// Position of a committed message in its conversation: 1, 2, 3, … gap-free.
+pub type Seq = u64;
+
+/// Largest accepted length, in bytes, of a user, device, group or room id.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// Why a string was refused as an identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdError {
+    /// The id is empty.
+    #[error("{what} is empty")]
+    Empty {
+        /// Which kind of id.
+        what: &'static str,
+    },
+    /// The id is longer than [`MAX_ID_BYTES`].
+    #[error("{what} is longer than {MAX_ID_BYTES} bytes")]
+    TooLong {
+        /// Which kind of id.
+        what: &'static str,
+    },
+    /// The id contains a control character.
+    #[error("{what} contains a control character")]
+    ControlCharacter {
+        /// Which kind of id.
+        what: &'static str,
+    },
+    /// The conversation kind is missing or unknown.
+    #[error("conversation kind is unspecified or unknown")]
+    UnknownKind,
+    /// A stored conversation key could not be parsed.
+    #[error("malformed conversation key {0:?}")]
+    MalformedKey(String),
+}
+
+fn validate(what: &'static str, s: &str) -> Result<(), IdError> {
+    if s.is_empty() {
+        return Err(IdError::Empty { what });
+    }
+    if s.len() > MAX_ID_BYTES {
+        return Err(IdError::TooLong { what });
+    }
+    if s.chars().any(char::is_control) {
+        return Err(IdError::ControlCharacter { what });
+    }
+    Ok(())
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// Validates and wraps `s` (1..=128 bytes, no control characters).
+            pub fn new(s: impl AsRef<str>) -> Result<Self, IdError> {
+                let s = s.as_ref();
+                validate($what, s)?;
+                Ok(Self(Arc::from(s)))
+            }
+
+            /// The id as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", &*self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A user, as decided by the host application's authenticator.
+    UserId,
+    "user id"
+);
+string_id!(
+    /// One device of a user (a phone, a browser profile, …).
+    DeviceId,
+    "device id"
+);
+string_id!(
+    /// A group (durable membership) or a room (live membership).
+    ChannelId,
+    "group or room id"
+);
+
+/// Where messages live.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConversationId {
+    /// Two users; always stored with the smaller id first.
+    Direct(UserId, UserId),
+    /// A group with durable membership.
+    Group(ChannelId),
+    /// A live room: whoever is joined right now.
+    Room(ChannelId),
+}
+
+/// The kind of a [`ConversationId`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConversationKind {
+    /// Two users.
+    Direct,
+    /// Durable membership.
+    Group,
+    /// Live membership.
+    Room,
+}
+
+impl ConversationId {
+    /// The direct conversation between `a` and `b` (order does not matter).
+    pub fn direct(a: UserId, b: UserId) -> Self {
+        if a <= b {
+            Self::Direct(a, b)
+        } else {
+            Self::Direct(b, a)
+        }
+    }
+
+    /// A group conversation.
+    pub fn group(id: impl AsRef<str>) -> Result<Self, IdError> {
+        Ok(Self::Group(ChannelId::new(id)?))
+    }
+
+    /// A room conversation.
+    pub fn room(id: impl AsRef<str>) -> Result<Self, IdError> {
+        Ok(Self::Room(ChannelId::new(id)?))
+    }
+
+    /// The conversation's kind.
+    pub fn kind(&self) -> ConversationKind {
+        match self {
+            Self::Direct(..) => ConversationKind::Direct,
+            Self::Group(_) => ConversationKind::Group,
+            Self::Room(_) => ConversationKind::Room,
+        }
+    }
+
+    /// True if `user` is one of the two users of a direct conversation.
+    pub fn is_direct_participant(&self, user: &UserId) -> bool {
+        matches!(self, Self::Direct(a, b) if a == user || b == user)
+    }
+
+    /// Resolves a conversation named by `viewer` on the wire.
+    pub fn from_wire(viewer: &UserId, r: &pb::ConversationRef) -> Result<Self, IdError> {
+        match pb::ConversationKind::try_from(r.kind) {
+            Ok(pb::ConversationKind::Direct) => {
+                Ok(Self::direct(viewer.clone(), UserId::new(&r.id)?))
+            }
+            Ok(pb::ConversationKind::Group) => Self::group(&r.id),
+            Ok(pb::ConversationKind::Room) => Self::room(&r.id),
+            _ => Err(IdError::UnknownKind),
+        }
+    }
+
+    /// Names this conversation on the wire as `viewer` sees it (for a direct
+    /// conversation: the other user).
+    pub fn to_wire(&self, viewer: &UserId) -> pb::ConversationRef {
+        let (kind, id) = match self {
+            Self::Direct(a, b) => {
+                let peer = if a == viewer { b } else { a };
+                (pb::ConversationKind::Direct, peer.as_str())
+            }
+            Self::Group(g) => (pb::ConversationKind::Group, g.as_str()),
+            Self::Room(r) => (pb::ConversationKind::Room, r.as_str()),
+        };
+        pb::ConversationRef {
+            kind: kind as i32,
+            id: id.to_owned(),
+        }
+    }
+
+    /// A stable, unambiguous string key for stores: `g:<id>`, `r:<id>`, or
+    /// `d:<len of first>:<first><second>` for direct conversations.
+    pub fn to_key(&self) -> String {
+        match self {
+            Self::Direct(a, b) => format!("d:{}:{}{}", a.as_str().len(), a, b),
+            Self::Group(g) => format!("g:{g}"),
+            Self::Room(r) => format!("r:{r}"),
+        }
+    }
+
+    /// Parses a key made by [`ConversationId::to_key`].
+    pub fn from_key(key: &str) -> Result<Self, IdError> {
+        let bad = || IdError::MalformedKey(key.to_owned());
+        let (kind, rest) = key.split_once(':').ok_or_else(bad)?;
+        match kind {
+            "g" => Self::group(rest),
+            "r" => Self::room(rest),
+            "d" => {
+                let (len, pair) = rest.split_once(':').ok_or_else(bad)?;
+                let len: usize = len.parse().map_err(|_| bad())?;
+                if !pair.is_char_boundary(len) {
+                    return Err(bad());
+                }
+                let (a, b) = pair.split_at(len);
+                Ok(Self::direct(UserId::new(a)?, UserId::new(b)?))
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Direct(a, b) => write!(f, "direct:{a}+{b}"),
+            Self::Group(g) => write!(f, "group:{g}"),
+            Self::Room(r) => write!(f, "room:{r}"),
+        }
+    }
+}
+
+impl fmt::Debug for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Server-assigned id of one live session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// Server-assigned id of a committed message, unique across restarts: the
+/// high bits are the commit time in milliseconds, the low 16 bits a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub u64);
+
+/// Hands out increasing [`MessageId`]s.
+#[derive(Debug, Default)]
+pub struct MessageIdGenerator {
+    last: AtomicU64,
+}
+
+impl MessageIdGenerator {
+    /// A new generator.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The next id: strictly greater than every id this generator gave before,
+    /// and (while fewer than 65,536 ids per millisecond are taken on average)
+    /// greater than ids given by an earlier process on a clock that did not go back.
+    pub fn next(&self) -> MessageId {
+        let floor = (now_ms().max(0) as u64) << 16;
+        let mut prev = self.last.load(Ordering::Relaxed);
+        loop {
+            let next = floor.max(prev + 1);
+            match self
+                .last
+                .compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return MessageId(next),
+                Err(actual) => prev = actual,
+            }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The idempotency key of a send: (user, device, client_msg_id).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DedupKey {
+    /// Sending user.
+    pub user: UserId,
+    /// Sending device.
+    pub device: DeviceId,
+    /// The client's id for the message.
+    pub client_msg_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(s: &str) -> UserId {
+        UserId::new(s).expect("valid")
+    }
+
+    #[test]
+    fn direct_is_order_independent_and_viewed_as_peer() {
+        let c = ConversationId::direct(u("bob"), u("alice"));
+        assert_eq!(c, ConversationId::direct(u("alice"), u("bob")));
+        assert_eq!(c.to_wire(&u("alice")).id, "bob");
+        assert_eq!(c.to_wire(&u("bob")).id, "alice");
+        let back = ConversationId::from_wire(&u("bob"), &c.to_wire(&u("bob"))).expect("parse");
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn keys_round_trip_even_with_separators_in_ids() {
+        for c in [
+            ConversationId::direct(u("a:b"), u("c")),
+            ConversationId::direct(u("x"), u("x")),
+            ConversationId::group("g:1").expect("valid"),
+            ConversationId::room("lobby").expect("valid"),
+        ] {
+            assert_eq!(ConversationId::from_key(&c.to_key()).expect("parse"), c);
+        }
+        assert!(ConversationId::from_key("d:99:ab").is_err());
+        assert!(ConversationId::from_key("q:x").is_err());
+    }
+
+    #[test]
+    fn ids_are_validated() {
+        assert!(UserId::new("").is_err());
+        assert!(UserId::new("a\nb").is_err());
+        assert!(UserId::new("x".repeat(MAX_ID_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn message_ids_increase() {
+        let g = MessageIdGenerator::new();
+        let mut prev = g.next();
+        for _ in 0..10_000 {
+            let next = g.next();
+            assert!(next > prev);
+            prev = next;
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Core of the im-engine: the wire protocol, identifiers, the storage,
+//! authentication, push and transport seams, the fanout planner, and the
+//! [`Engine`] that ties them together.
+//!
+//! Adapters live in their own crates (`im-store-memory`, `im-store-postgres`,
+//! `im-transport-tcp`, `im-transport-ws`); this crate depends on none of them.
+
+pub mod auth;
+pub mod codec;
+mod engine;
+pub mod error;
+pub mod fanout;
+pub mod ids;
+pub mod push;
+pub mod store;
+pub mod transport;
+
+/// Generated protobuf types of `proto/im.proto` (package `im.v1`).
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    include!("proto/im.v1.rs");
+}
+
+pub use auth::{AuthRequest, Authenticator, InsecureDevAuthenticator};
+pub use engine::{Engine, EngineBuilder, EngineConfig, KickPolicy, SendReceipt};
+pub use error::{AuthError, EngineError, StoreError};
+pub use fanout::{DefaultFanoutPolicy, FanoutPolicy};
+pub use ids::{
+    ChannelId, ConversationId, ConversationKind, DedupKey, DeviceId, MessageId, Seq, UserId,
+};
+pub use push::{NoOfflinePush, OfflineNotice, OfflinePush};
+pub use store::Store;
+pub use transport::{
+    CloseCode, CloseReason, Connection, ConnectionInfo, FrameReader, FrameWriter, TransportError,
+};
+
+/// The protocol file, for clients generated at runtime or shipped alongside.
+pub const PROTO: &str = include_str!("../proto/im.proto");

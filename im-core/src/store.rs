@@ -1,0 +1,263 @@
+//! The storage seam: timelines, inboxes, cursors and membership.
+//!
+//! A store is four traits bundled as [`Store`]; the engine holds an
+//! `Arc<dyn Store>`. Every method takes or returns whole batches so a network
+//! store can answer each in one round trip. `im-store-memory` is the
+//! reference semantics; `im-testkit` checks any store against them.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::StoreError;
+use crate::ids::{ChannelId, ConversationId, DedupKey, DeviceId, MessageId, Seq, UserId};
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A committed message as stored once in its conversation's timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Position in the conversation.
+    pub seq: Seq,
+    /// Server-assigned id.
+    pub message_id: MessageId,
+    /// Who sent it.
+    pub sender: UserId,
+    /// From which device.
+    pub sender_device: DeviceId,
+    /// The client's idempotency id (`None` for messages sent by the host).
+    pub client_msg_id: Option<String>,
+    /// Opaque payload.
+    pub body: Bytes,
+    /// Commit time, milliseconds since the Unix epoch.
+    pub server_time_ms: i64,
+}
+
+impl StoredMessage {
+    /// The idempotency key, if the message came from a client.
+    pub fn dedup_key(&self) -> Option<DedupKey> {
+        self.client_msg_id.as_ref().map(|id| DedupKey {
+            user: self.sender.clone(),
+            device: self.sender_device.clone(),
+            client_msg_id: id.clone(),
+        })
+    }
+}
+
+/// One message to append, with its seq already assigned by the
+/// conversation's single writer.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The message.
+    pub message: StoredMessage,
+    /// Users whose inbox gets an entry for it (write diffusion); empty for
+    /// read diffusion.
+    pub inbox_recipients: Vec<UserId>,
+}
+
+/// A group commit: messages for one or more conversations.
+#[derive(Debug, Clone, Default)]
+pub struct AppendRequest {
+    /// In seq order per conversation; each conversation's seqs continue its
+    /// head with no gap (head+1, head+2, …).
+    pub messages: Vec<NewMessage>,
+}
+
+/// Read part of one conversation's timeline.
+#[derive(Debug, Clone)]
+pub struct RangeRequest {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Exclusive lower bound.
+    pub after_seq: Seq,
+    /// Inclusive upper bound; `None` means the head.
+    pub until_seq: Option<Seq>,
+    /// At most this many messages.
+    pub limit: usize,
+    /// Return the newest `limit` messages of the range instead of the oldest.
+    pub newest: bool,
+}
+
+/// Answer to a [`RangeRequest`].
+#[derive(Debug, Clone, Default)]
+pub struct RangePage {
+    /// Messages in increasing seq order.
+    pub messages: Vec<StoredMessage>,
+    /// The conversation's head seq (0 if empty).
+    pub head_seq: Seq,
+    /// Lowest seq still retained (1 if nothing was ever dropped, head+1 if
+    /// everything was).
+    pub first_retained_seq: Seq,
+}
+
+/// One inbox entry: `conversation` got the message at `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxEntry {
+    /// Per-user version, strictly continuous: 1, 2, 3, …
+    pub version: u64,
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The message's seq there.
+    pub seq: Seq,
+}
+
+/// Read a user's inbox.
+#[derive(Debug, Clone)]
+pub struct InboxRequest {
+    /// Whose inbox.
+    pub user: UserId,
+    /// Return entries with a version greater than this.
+    pub after_version: u64,
+    /// At most this many entries.
+    pub limit: usize,
+}
+
+/// Answer to an [`InboxRequest`].
+#[derive(Debug, Clone, Default)]
+pub struct InboxPage {
+    /// Entries in increasing version order.
+    pub entries: Vec<InboxEntry>,
+    /// The newest version (0 if the inbox never had an entry).
+    pub head_version: u64,
+    /// The oldest version still retained (head+1 when empty). A reader with
+    /// `after_version + 1 < first_retained_version` lost entries to retention.
+    pub first_retained_version: u64,
+}
+
+/// Move a user's cursors in one conversation. Cursors only move forward;
+/// a read cursor also moves the delivered cursor.
+#[derive(Debug, Clone)]
+pub struct CursorUpdate {
+    /// Whose cursors.
+    pub user: UserId,
+    /// Which conversation.
+    pub conversation: ConversationId,
+    /// Delivered up to this seq.
+    pub delivered: Option<Seq>,
+    /// Read up to this seq.
+    pub read: Option<Seq>,
+}
+
+/// Ask for a user's conversations with heads and unread counts.
+#[derive(Debug, Clone)]
+pub struct ConversationStatesRequest {
+    /// Whose view.
+    pub user: UserId,
+    /// Only these conversations (`None`: every direct conversation the user
+    /// took part in and every group the user is a member of).
+    pub only: Option<Vec<ConversationId>>,
+    /// Count unread messages only up to this many (e.g. 100 to show "99+").
+    pub unread_cap: u32,
+    /// At most this many conversations, most recently active first.
+    pub limit: usize,
+}
+
+/// A user's view of one conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationState {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Its head seq.
+    pub head_seq: Seq,
+    /// The user's delivered cursor.
+    pub delivered_seq: Seq,
+    /// The user's read cursor.
+    pub read_seq: Seq,
+    /// Messages from *other* senders with seq > read_seq, counted up to the
+    /// request's `unread_cap`.
+    pub unread: u32,
+    /// The newest message, if any is retained.
+    pub last_message: Option<StoredMessage>,
+}
+
+/// Messages: append (group commit), range reads, lookups.
+#[async_trait]
+pub trait Timeline: Send + Sync + 'static {
+    /// Appends the batch atomically, assigning each inbox recipient the next
+    /// version of their inbox. All or nothing:
+    /// - if any message's [`DedupKey`] is already committed (or repeated in the
+    ///   batch), nothing is written and [`StoreError::Duplicate`] lists the keys;
+    /// - if a conversation's first seq in the batch is not its head + 1,
+    ///   nothing is written and [`StoreError::SeqConflict`] is returned.
+    ///
+    /// Returning `Ok` means the batch is durable to the store's standard.
+    async fn append(&self, req: AppendRequest) -> StoreResult<()>;
+
+    /// Head seq of each conversation (0 if it has no message), in request order.
+    async fn head_seqs(&self, conversations: &[ConversationId]) -> StoreResult<Vec<Seq>>;
+
+    /// Reads `(after_seq, until_seq]` of one conversation.
+    async fn read_range(&self, req: RangeRequest) -> StoreResult<RangePage>;
+
+    /// Fetches specific messages; missing ones (dropped by retention) are
+    /// left out. Order follows the request.
+    async fn get_messages(&self, refs: &[(ConversationId, Seq)])
+    -> StoreResult<Vec<StoredMessage>>;
+
+    /// Looks up committed messages by idempotency key, in request order.
+    async fn find_by_dedup_keys(
+        &self,
+        keys: &[DedupKey],
+    ) -> StoreResult<Vec<Option<StoredMessage>>>;
+}
+
+/// Per-user inboxes of references, written by [`Timeline::append`].
+#[async_trait]
+pub trait Inboxes: Send + Sync + 'static {
+    /// Reads a user's inbox after a version.
+    async fn read_inbox(&self, req: InboxRequest) -> StoreResult<InboxPage>;
+
+    /// The newest inbox version of a user (0 if none).
+    async fn inbox_head(&self, user: &UserId) -> StoreResult<u64>;
+}
+
+/// Delivered and read cursors, and the conversation list built on them.
+#[async_trait]
+pub trait Cursors: Send + Sync + 'static {
+    /// Applies cursor moves (each only forward).
+    async fn update_cursors(&self, updates: Vec<CursorUpdate>) -> StoreResult<()>;
+
+    /// A user's conversations with heads, cursors and unread counts.
+    async fn conversation_states(
+        &self,
+        req: ConversationStatesRequest,
+    ) -> StoreResult<Vec<ConversationState>>;
+}
+
+/// Durable group membership.
+#[async_trait]
+pub trait Membership: Send + Sync + 'static {
+    /// Creates a group with initial members. [`StoreError::AlreadyExists`] if it exists.
+    async fn create_group(&self, group: &ChannelId, members: &[UserId]) -> StoreResult<()>;
+
+    /// Adds members (existing members are ignored). [`StoreError::NotFound`]
+    /// if the group does not exist.
+    async fn add_members(&self, group: &ChannelId, users: &[UserId]) -> StoreResult<()>;
+
+    /// Removes members (non-members are ignored).
+    async fn remove_members(&self, group: &ChannelId, users: &[UserId]) -> StoreResult<()>;
+
+    /// Number of members, or `None` if the group does not exist.
+    async fn member_count(&self, group: &ChannelId) -> StoreResult<Option<u64>>;
+
+    /// Which of `users` are members, in request order.
+    async fn are_members(&self, group: &ChannelId, users: &[UserId]) -> StoreResult<Vec<bool>>;
+
+    /// Members in id order, after `after` (exclusive), at most `limit`.
+    async fn members(
+        &self,
+        group: &ChannelId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> StoreResult<Vec<UserId>>;
+
+    /// Groups the user is a member of.
+    async fn user_groups(&self, user: &UserId) -> StoreResult<Vec<ChannelId>>;
+}
+
+/// Everything the engine needs from storage.
+pub trait Store: Timeline + Inboxes + Cursors + Membership {}
+
+impl<T: Timeline + Inboxes + Cursors + Membership> Store for T {}

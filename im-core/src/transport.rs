@@ -1,0 +1,122 @@
+//! The transport seam: a transport turns a socket into a [`Connection`] and
+//! hands it to [`crate::Engine::accept`].
+//!
+//! A transport only frames bytes; the engine decodes protobuf, enforces the
+//! handshake timeout and heartbeats, and decides when to close and why.
+
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// Failure to read or write a frame.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The peer announced or sent a frame larger than the limit. The frame was
+    /// not buffered; the connection must be closed.
+    #[error("frame of {size} bytes exceeds the limit of {max}")]
+    FrameTooLarge {
+        /// Announced or observed size (a lower bound if not known exactly).
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The peer sent something the transport cannot frame (e.g. a WebSocket
+    /// text frame with invalid UTF-8).
+    #[error("invalid data: {0}")]
+    InvalidData(String),
+    /// The peer broke the transport's protocol.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The connection is closed.
+    #[error("connection closed")]
+    Closed,
+    /// An I/O error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Why the engine closes a connection; transports map it to their own
+/// close codes (WebSocket: 1000, 1001, 1007, 1008, 1009, 1011).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseCode {
+    /// The session ended normally (client left, kicked by the host, replaced).
+    Normal,
+    /// The server is shutting down.
+    GoingAway,
+    /// A frame was too large.
+    TooBig,
+    /// A frame could not be decoded.
+    InvalidData,
+    /// A policy was violated (authentication, heartbeats, slow consumer, flood).
+    Policy,
+    /// The server failed.
+    InternalError,
+}
+
+/// A close code and a short human-readable reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// Machine-readable code.
+    pub code: CloseCode,
+    /// Human-readable reason (kept short: WebSocket allows 123 bytes).
+    pub detail: String,
+}
+
+impl CloseReason {
+    /// A close reason.
+    pub fn new(code: CloseCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Reads whole frames (one encoded `ClientFrame` each) from a connection.
+#[async_trait]
+pub trait FrameReader: Send + 'static {
+    /// The next frame, `Ok(None)` at a clean end of stream. Must be cancel safe:
+    /// the engine races it against timers.
+    async fn read_frame(&mut self) -> Result<Option<Bytes>, TransportError>;
+}
+
+/// Writes frames (one encoded `ServerFrame` each) to a connection.
+#[async_trait]
+pub trait FrameWriter: Send + 'static {
+    /// Writes every frame, in order, with as few system calls as the
+    /// transport allows (ideally one), and flushes.
+    async fn write_frames(&mut self, frames: &[Bytes]) -> Result<(), TransportError>;
+
+    /// Closes the connection with a reason, after anything already written.
+    async fn close(&mut self, reason: CloseReason) -> Result<(), TransportError>;
+}
+
+/// Facts about a connection, for logs and the authenticator.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// Transport name, e.g. `"tcp"` or `"ws"`.
+    pub transport: &'static str,
+    /// The peer's address, if known.
+    pub peer_addr: Option<SocketAddr>,
+}
+
+/// One accepted connection, ready to become a session.
+pub struct Connection {
+    /// Incoming frames.
+    pub reader: Box<dyn FrameReader>,
+    /// Outgoing frames.
+    pub writer: Box<dyn FrameWriter>,
+    /// Facts about it.
+    pub info: ConnectionInfo,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
