@@ -12,6 +12,7 @@ pub mod error;
 pub mod fanout;
 pub mod ids;
 pub mod push;
+pub mod room;
 pub mod store;
 pub mod transport;
 

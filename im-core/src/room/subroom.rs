@@ -1,0 +1,605 @@
+//! Sub-room assignment for huge rooms (the ZEGO design, seed 002).
+//!
+//! A room starts with one *main* sub-room. Joins are placed in two steps, as
+//! a router and a worker would: [`SubRoomPlanner::route`] picks a sub-room
+//! that is not full and *pre-allocates* a seat in it (so a join storm spreads
+//! over sub-rooms instead of piling into the one that looked empty), then
+//! [`SubRoomPlanner::join`] confirms the seat. A join whose sub-room turned
+//! out full (a stale hint, see [`SubRoomPlanner::ticket_for`]) or is being
+//! merged away is *redirected* once; a redirected join is always accepted,
+//! even past the capacity, so no join is redirected twice. When every
+//! sub-room is full a new one is opened. Sparse sub-rooms are merged
+//! ([`SubRoomPlanner::plan_merge`]); a merging sub-room takes no new joins.
+//!
+//! The planner only counts. Who sits where is the caller's business: it
+//! moves its members when a merge is planned and then calls
+//! [`SubRoomPlanner::finish_merge`].
+
+use std::collections::BTreeMap;
+
+/// Identifies a sub-room within one room. The main sub-room is `SubRoomId(0)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SubRoomId(pub u32);
+
+impl SubRoomId {
+    /// The room's first sub-room; it is never merged away.
+    pub const MAIN: SubRoomId = SubRoomId(0);
+}
+
+/// Sizes of sub-rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubRoomConfig {
+    /// Members a sub-room takes before joins go elsewhere (at least 1).
+    pub capacity: u32,
+    /// A sub-room with fewer members than this is merged into another one
+    /// when both fit in `capacity` (0 disables merging).
+    pub merge_below: u32,
+}
+
+impl Default for SubRoomConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 500,
+            merge_below: 125,
+        }
+    }
+}
+
+/// A seat being taken: returned by [`SubRoomPlanner::route`] (pre-allocated)
+/// or [`SubRoomPlanner::ticket_for`] (a hint), consumed by
+/// [`SubRoomPlanner::join`] or [`SubRoomPlanner::cancel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a ticket holds a pre-allocated seat until joined or cancelled"]
+pub struct Ticket {
+    sub: SubRoomId,
+    redirected: bool,
+    reserved: bool,
+}
+
+impl Ticket {
+    /// The sub-room this ticket points at.
+    pub fn sub_room(&self) -> SubRoomId {
+        self.sub
+    }
+
+    /// True if this ticket is the result of a redirect (it will be accepted).
+    pub fn is_redirected(&self) -> bool {
+        self.redirected
+    }
+}
+
+/// What [`SubRoomPlanner::join`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinOutcome {
+    /// The member now sits in this sub-room.
+    Joined(SubRoomId),
+    /// The chosen sub-room could not take the member: join again with this
+    /// ticket, which is always accepted.
+    Redirect(Ticket),
+}
+
+/// A planned merge: move every member of `from` into `into`, then call
+/// [`SubRoomPlanner::finish_merge`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Merge {
+    /// The sparse sub-room being emptied (it takes no new joins).
+    pub from: SubRoomId,
+    /// The sub-room receiving its members.
+    pub into: SubRoomId,
+}
+
+/// A call that does not fit the planner's state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlannerError {
+    /// No such sub-room.
+    #[error("no sub-room {0:?}")]
+    UnknownSubRoom(SubRoomId),
+    /// A leave from a sub-room with no members.
+    #[error("sub-room {0:?} has no members to leave")]
+    Empty(SubRoomId),
+    /// `finish_merge` for a merge that is not in progress.
+    #[error("no merge of {0:?} in progress")]
+    NotMerging(SubRoomId),
+    /// Seats pre-allocated in the merging sub-room are still outstanding.
+    #[error("sub-room {0:?} still has pre-allocated seats")]
+    Busy(SubRoomId),
+}
+
+/// One sub-room's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SubRoomInfo {
+    /// Members confirmed by `join`.
+    pub members: u32,
+    /// Seats pre-allocated by `route` and not yet joined or cancelled.
+    pub reserved: u32,
+    /// Set while the sub-room is being merged into another.
+    pub merging_into: Option<SubRoomId>,
+}
+
+impl SubRoomInfo {
+    fn load(&self) -> u64 {
+        u64::from(self.members) + u64::from(self.reserved)
+    }
+}
+
+/// Sub-room counts of one room. Pure: no IO, deterministic.
+#[derive(Debug, Clone)]
+pub struct SubRoomPlanner {
+    config: SubRoomConfig,
+    subs: BTreeMap<SubRoomId, SubRoomInfo>,
+    next_id: u32,
+    members: u64,
+}
+
+impl SubRoomPlanner {
+    /// A room with only its main sub-room.
+    pub fn new(config: SubRoomConfig) -> Self {
+        let config = SubRoomConfig {
+            capacity: config.capacity.max(1),
+            ..config
+        };
+        let mut subs = BTreeMap::new();
+        subs.insert(SubRoomId::MAIN, SubRoomInfo::default());
+        Self {
+            config,
+            subs,
+            next_id: 1,
+            members: 0,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> SubRoomConfig {
+        self.config
+    }
+
+    /// Confirmed members over all sub-rooms.
+    pub fn members(&self) -> u64 {
+        self.members
+    }
+
+    /// The sub-rooms and their counters, by id.
+    pub fn sub_rooms(&self) -> impl Iterator<Item = (SubRoomId, SubRoomInfo)> + '_ {
+        self.subs.iter().map(|(id, info)| (*id, *info))
+    }
+
+    /// One sub-room's counters.
+    pub fn sub_room(&self, id: SubRoomId) -> Option<SubRoomInfo> {
+        self.subs.get(&id).copied()
+    }
+
+    /// Picks a sub-room with a free seat (the lowest id, so sub-rooms fill up
+    /// one after another) and pre-allocates the seat. Opens a new sub-room
+    /// when all are full or merging.
+    pub fn route(&mut self) -> Ticket {
+        let sub = self.open_seat();
+        self.reserve(sub);
+        Ticket {
+            sub,
+            redirected: false,
+            reserved: true,
+        }
+    }
+
+    /// A ticket for a sub-room chosen elsewhere (a client's previous
+    /// sub-room, a router with a stale view). Nothing is pre-allocated; the
+    /// join is redirected if the sub-room is full, merging or gone.
+    pub fn ticket_for(&self, sub: SubRoomId) -> Ticket {
+        Ticket {
+            sub,
+            redirected: false,
+            reserved: false,
+        }
+    }
+
+    /// Gives back a seat that will not be taken.
+    pub fn cancel(&mut self, ticket: Ticket) {
+        self.release(ticket);
+    }
+
+    /// Confirms a seat. A redirected ticket is always accepted: into its
+    /// sub-room even past the capacity, or into the merge target if its
+    /// sub-room started merging meanwhile.
+    pub fn join(&mut self, ticket: Ticket) -> JoinOutcome {
+        self.release(ticket);
+        let target = match self.subs.get(&ticket.sub) {
+            Some(info) if info.merging_into.is_none() => {
+                if ticket.redirected || u64::from(info.members) < u64::from(self.config.capacity) {
+                    Some(ticket.sub)
+                } else {
+                    None
+                }
+            }
+            Some(info) if ticket.redirected => info.merging_into,
+            _ => None,
+        };
+        let target = match target {
+            Some(t) => t,
+            None if ticket.redirected => self.open_seat(),
+            None => {
+                let sub = self.open_seat();
+                self.reserve(sub);
+                return JoinOutcome::Redirect(Ticket {
+                    sub,
+                    redirected: true,
+                    reserved: true,
+                });
+            }
+        };
+        if let Some(info) = self.subs.get_mut(&target) {
+            info.members += 1;
+            self.members += 1;
+        }
+        JoinOutcome::Joined(target)
+    }
+
+    /// Routes and joins in one step (the engine's path: it holds one lock).
+    pub fn join_now(&mut self) -> SubRoomId {
+        let mut ticket = self.route();
+        loop {
+            match self.join(ticket) {
+                JoinOutcome::Joined(sub) => return sub,
+                JoinOutcome::Redirect(t) => ticket = t,
+            }
+        }
+    }
+
+    /// A member left `sub`. Returns true if the sub-room is now gone (it was
+    /// empty, not the main one, and not part of a merge).
+    pub fn leave(&mut self, sub: SubRoomId) -> Result<bool, PlannerError> {
+        let info = self
+            .subs
+            .get_mut(&sub)
+            .ok_or(PlannerError::UnknownSubRoom(sub))?;
+        if info.members == 0 {
+            return Err(PlannerError::Empty(sub));
+        }
+        info.members -= 1;
+        self.members -= 1;
+        let removable = sub != SubRoomId::MAIN
+            && info.members == 0
+            && info.reserved == 0
+            && info.merging_into.is_none()
+            && !self.subs.values().any(|i| i.merging_into == Some(sub));
+        if removable {
+            self.subs.remove(&sub);
+        }
+        Ok(removable)
+    }
+
+    /// Plans one merge of a sparse sub-room into the fullest sub-room the two
+    /// fit in, and stops the sparse one taking joins. `None` if nothing is
+    /// sparse enough or nothing fits.
+    pub fn plan_merge(&mut self) -> Option<Merge> {
+        let busy = |id: SubRoomId, subs: &BTreeMap<SubRoomId, SubRoomInfo>| {
+            subs.get(&id).is_some_and(|i| i.merging_into.is_some())
+                || subs.values().any(|i| i.merging_into == Some(id))
+        };
+        let cap = u64::from(self.config.capacity);
+        let from = self
+            .subs
+            .iter()
+            .filter(|(id, info)| {
+                **id != SubRoomId::MAIN
+                    && info.load() < u64::from(self.config.merge_below)
+                    && !busy(**id, &self.subs)
+            })
+            .min_by_key(|(id, info)| (info.load(), std::cmp::Reverse(**id)))
+            .map(|(id, info)| (*id, info.load()))?;
+        let into = self
+            .subs
+            .iter()
+            .filter(|(id, info)| {
+                **id != from.0 && !busy(**id, &self.subs) && info.load() + from.1 <= cap
+            })
+            .max_by_key(|(id, info)| (info.load(), std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)?;
+        if let Some(info) = self.subs.get_mut(&from.0) {
+            info.merging_into = Some(into);
+        }
+        Some(Merge { from: from.0, into })
+    }
+
+    /// Completes a merge once the caller moved the members: `from`'s members
+    /// now count in `into` and `from` is gone. Fails with
+    /// [`PlannerError::Busy`] while seats pre-allocated in `from` are
+    /// outstanding (join or cancel them first).
+    pub fn finish_merge(&mut self, merge: Merge) -> Result<(), PlannerError> {
+        let from = self
+            .subs
+            .get(&merge.from)
+            .copied()
+            .ok_or(PlannerError::UnknownSubRoom(merge.from))?;
+        if from.merging_into != Some(merge.into) || !self.subs.contains_key(&merge.into) {
+            return Err(PlannerError::NotMerging(merge.from));
+        }
+        if from.reserved > 0 {
+            return Err(PlannerError::Busy(merge.from));
+        }
+        self.subs.remove(&merge.from);
+        if let Some(into) = self.subs.get_mut(&merge.into) {
+            into.members += from.members;
+        }
+        Ok(())
+    }
+
+    /// The first sub-room with a free seat, or a new one.
+    fn open_seat(&mut self) -> SubRoomId {
+        let cap = u64::from(self.config.capacity);
+        let found = self
+            .subs
+            .iter()
+            .find(|(_, info)| info.merging_into.is_none() && info.load() < cap)
+            .map(|(id, _)| *id);
+        found.unwrap_or_else(|| {
+            let id = SubRoomId(self.next_id);
+            self.next_id = self.next_id.wrapping_add(1);
+            self.subs.insert(id, SubRoomInfo::default());
+            id
+        })
+    }
+
+    fn reserve(&mut self, sub: SubRoomId) {
+        if let Some(info) = self.subs.get_mut(&sub) {
+            info.reserved += 1;
+        }
+    }
+
+    fn release(&mut self, ticket: Ticket) {
+        if ticket.reserved {
+            if let Some(info) = self.subs.get_mut(&ticket.sub) {
+                info.reserved = info.reserved.saturating_sub(1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn fills_sub_rooms_in_order_and_opens_new_ones() {
+        let mut p = SubRoomPlanner::new(SubRoomConfig {
+            capacity: 2,
+            merge_below: 0,
+        });
+        let subs: Vec<u32> = (0..5).map(|_| p.join_now().0).collect();
+        assert_eq!(subs, [0, 0, 1, 1, 2]);
+        assert_eq!(p.members(), 5);
+    }
+
+    #[test]
+    fn a_join_storm_spreads_through_pre_allocation() {
+        let mut p = SubRoomPlanner::new(SubRoomConfig {
+            capacity: 100,
+            merge_below: 0,
+        });
+        // 1000 joins routed before any of them is confirmed.
+        let tickets: Vec<Ticket> = (0..1000).map(|_| p.route()).collect();
+        let mut per: HashMap<SubRoomId, u32> = HashMap::new();
+        for t in &tickets {
+            *per.entry(t.sub_room()).or_default() += 1;
+        }
+        assert_eq!(per.len(), 10);
+        assert!(per.values().all(|n| *n == 100));
+        for t in tickets {
+            assert!(matches!(p.join(t), JoinOutcome::Joined(_)));
+        }
+        assert_eq!(p.members(), 1000);
+    }
+
+    #[test]
+    fn a_stale_hint_to_a_full_sub_room_is_redirected_once() {
+        let mut p = SubRoomPlanner::new(SubRoomConfig {
+            capacity: 1,
+            merge_below: 0,
+        });
+        assert_eq!(p.join_now(), SubRoomId(0));
+        let JoinOutcome::Redirect(t) = p.join(p.ticket_for(SubRoomId(0))) else {
+            panic!("a full sub-room must redirect");
+        };
+        assert!(t.is_redirected());
+        assert_eq!(p.join(t), JoinOutcome::Joined(SubRoomId(1)));
+    }
+
+    #[test]
+    fn sparse_sub_rooms_merge_and_the_merging_one_takes_no_joins() {
+        let mut p = SubRoomPlanner::new(SubRoomConfig {
+            capacity: 4,
+            merge_below: 3,
+        });
+        for _ in 0..8 {
+            p.join_now();
+        }
+        // Sub-room 1 drops to 1 member, sub-room 0 to 2.
+        for _ in 0..3 {
+            p.leave(SubRoomId(1)).expect("leave");
+        }
+        p.leave(SubRoomId(0)).expect("leave");
+        p.leave(SubRoomId(0)).expect("leave");
+        let m = p.plan_merge().expect("a merge");
+        assert_eq!(
+            m,
+            Merge {
+                from: SubRoomId(1),
+                into: SubRoomId(0)
+            }
+        );
+        // Joins now avoid sub-room 1; a hint into it is redirected.
+        let JoinOutcome::Redirect(t) = p.join(p.ticket_for(SubRoomId(1))) else {
+            panic!("a merging sub-room must redirect");
+        };
+        assert_eq!(p.join(t), JoinOutcome::Joined(SubRoomId(0)));
+        p.finish_merge(m).expect("finish");
+        assert!(p.sub_room(SubRoomId(1)).is_none());
+        assert_eq!(p.members(), 4);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Route,
+        JoinTicket(usize),
+        CancelTicket(usize),
+        Hint(u32),
+        Leave(usize),
+        PlanMerge,
+        FinishMerge(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => Just(Op::Route),
+            4 => any::<usize>().prop_map(Op::JoinTicket),
+            1 => any::<usize>().prop_map(Op::CancelTicket),
+            2 => (0u32..8).prop_map(Op::Hint),
+            4 => any::<usize>().prop_map(Op::Leave),
+            2 => Just(Op::PlanMerge),
+            2 => any::<usize>().prop_map(Op::FinishMerge),
+        ]
+    }
+
+    /// The model: who sits where, and the tickets out.
+    #[derive(Default)]
+    struct Model {
+        seats: Vec<SubRoomId>,
+        tickets: Vec<Ticket>,
+        merges: Vec<Merge>,
+    }
+
+    impl Model {
+        fn join(&mut self, p: &mut SubRoomPlanner, mut t: Ticket) -> Result<(), TestCaseError> {
+            let mut hops = 0;
+            loop {
+                let merging =
+                    |p: &SubRoomPlanner, s| p.sub_room(s).and_then(|i| i.merging_into).is_some();
+                let was_redirected = t.is_redirected();
+                match p.join(t) {
+                    JoinOutcome::Joined(s) => {
+                        prop_assert!(!merging(p, s), "joined a merging sub-room");
+                        let info = p.sub_room(s).expect("joined sub-room exists");
+                        if !was_redirected {
+                            prop_assert!(info.members <= p.config().capacity);
+                        }
+                        self.seats.push(s);
+                        return Ok(());
+                    }
+                    JoinOutcome::Redirect(next) => {
+                        prop_assert!(!was_redirected, "a redirected join was redirected again");
+                        hops += 1;
+                        prop_assert!(hops <= 1);
+                        t = next;
+                    }
+                }
+            }
+        }
+
+        fn check(&self, p: &SubRoomPlanner) -> Result<(), TestCaseError> {
+            let mut counts: HashMap<SubRoomId, u32> = HashMap::new();
+            for s in &self.seats {
+                *counts.entry(*s).or_default() += 1;
+            }
+            let mut reserved: HashMap<SubRoomId, u32> = HashMap::new();
+            for t in &self.tickets {
+                if t.reserved {
+                    *reserved.entry(t.sub).or_default() += 1;
+                }
+            }
+            for (s, n) in &counts {
+                prop_assert!(
+                    p.sub_room(*s).is_some(),
+                    "member in a vanished sub-room {:?}",
+                    s
+                );
+                prop_assert_eq!(p.sub_room(*s).map(|i| i.members), Some(*n));
+            }
+            for (id, info) in p.sub_rooms() {
+                prop_assert_eq!(info.members, counts.get(&id).copied().unwrap_or(0));
+                prop_assert_eq!(info.reserved, reserved.get(&id).copied().unwrap_or(0));
+            }
+            prop_assert_eq!(p.members(), self.seats.len() as u64);
+            prop_assert!(p.sub_room(SubRoomId::MAIN).is_some());
+            Ok(())
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn no_member_is_lost_or_counted_twice(
+            capacity in 1u32..6, merge_below in 0u32..6,
+            ops in proptest::collection::vec(op(), 0..200),
+        ) {
+            let mut p = SubRoomPlanner::new(SubRoomConfig { capacity, merge_below });
+            let mut m = Model::default();
+            for o in ops {
+                match o {
+                    Op::Route => m.tickets.push(p.route()),
+                    Op::JoinTicket(i) if !m.tickets.is_empty() => {
+                        let t = m.tickets.swap_remove(i % m.tickets.len());
+                        m.join(&mut p, t)?;
+                    }
+                    Op::CancelTicket(i) if !m.tickets.is_empty() => {
+                        let t = m.tickets.swap_remove(i % m.tickets.len());
+                        p.cancel(t);
+                    }
+                    Op::Hint(s) => {
+                        let t = p.ticket_for(SubRoomId(s));
+                        m.join(&mut p, t)?;
+                    }
+                    Op::Leave(i) if !m.seats.is_empty() => {
+                        let s = m.seats.swap_remove(i % m.seats.len());
+                        p.leave(s).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    }
+                    Op::PlanMerge => {
+                        if let Some(mg) = p.plan_merge() {
+                            let from = p.sub_room(mg.from).expect("from exists");
+                            let into = p.sub_room(mg.into).expect("into exists");
+                            prop_assert!(from.load() + into.load() <= u64::from(capacity));
+                            m.merges.push(mg);
+                        }
+                    }
+                    Op::FinishMerge(i) if !m.merges.is_empty() => {
+                        let mg = m.merges[i % m.merges.len()];
+                        match p.finish_merge(mg) {
+                            Ok(()) => {
+                                // The caller moves its members.
+                                for s in &mut m.seats {
+                                    if *s == mg.from {
+                                        *s = mg.into;
+                                    }
+                                }
+                                m.merges.retain(|x| *x != mg);
+                            }
+                            Err(PlannerError::Busy(_)) => {}
+                            Err(e) => return Err(TestCaseError::fail(e.to_string())),
+                        }
+                    }
+                    _ => {}
+                }
+                m.check(&p)?;
+            }
+        }
+
+        #[test]
+        fn routed_seats_never_overfill_a_sub_room(capacity in 1u32..50, n in 0usize..500) {
+            let mut p = SubRoomPlanner::new(SubRoomConfig { capacity, merge_below: 0 });
+            let tickets: Vec<Ticket> = (0..n).map(|_| p.route()).collect();
+            for (_, info) in p.sub_rooms() {
+                prop_assert!(info.reserved <= capacity);
+            }
+            for t in tickets {
+                prop_assert!(matches!(p.join(t), JoinOutcome::Joined(_)));
+            }
+            for (_, info) in p.sub_rooms() {
+                prop_assert!(info.members <= capacity);
+            }
+            let expected_subs = (n as u64).div_ceil(u64::from(capacity)).max(1);
+            prop_assert_eq!(p.sub_rooms().count() as u64, expected_subs);
+        }
+    }
+}
