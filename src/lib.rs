@@ -1,1 +1,10 @@
-//! facade
+#![doc = include_str!("../README.md")]
+
+pub use im_core as core;
+pub use im_core::{Engine, EngineConfig};
+
+#[cfg(feature = "memory")]
+pub use im_store_memory as store_memory;
+
+#[cfg(feature = "tcp")]
+pub use im_transport_tcp as transport_tcp;

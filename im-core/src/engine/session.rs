@@ -502,7 +502,7 @@ impl Session {
         } else {
             p.until_seq.min(page.head_seq)
         };
-        let lost = page.first_retained_seq > p.after_seq + 1;
+        let lost = page.first_retained_seq > p.after_seq.saturating_add(1);
         let from = p.after_seq.max(page.first_retained_seq.saturating_sub(1));
         let available = until.saturating_sub(from);
         let user = &self.handle.user;
@@ -580,6 +580,9 @@ impl Session {
         self.authorize_read(&conv).await?;
         let store = &self.engine.shared().store;
         let user = self.handle.user.clone();
+        // A cursor past the head would hide messages not yet sent.
+        let head = store.head_seqs(std::slice::from_ref(&conv)).await?;
+        let seq = seq.min(head.first().copied().unwrap_or(0));
         store
             .update_cursors(vec![CursorUpdate {
                 user: user.clone(),

@@ -1,0 +1,169 @@
+#![doc = include_str!("../README.md")]
+
+pub mod client;
+mod codec;
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::StreamExt;
+use im_core::{
+    CloseReason, Connection, ConnectionInfo, Engine, FrameReader, FrameWriter, TransportError,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::task::JoinHandle;
+use tokio_util::codec::FramedRead;
+
+pub use codec::{FrameCodec, LENGTH_PREFIX_BYTES};
+
+/// Settings of the TCP transport.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TcpConfig {
+    /// Largest frame accepted from a client. A larger announced length gets
+    /// an `Error{FRAME_TOO_LARGE}` and a close, without buffering the frame.
+    pub max_frame_bytes: usize,
+    /// Disable Nagle's algorithm (lower latency for small frames).
+    pub nodelay: bool,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 256 * 1024,
+            nodelay: true,
+        }
+    }
+}
+
+impl TcpConfig {
+    /// Sets the largest accepted frame.
+    pub fn max_frame_bytes(mut self, n: usize) -> Self {
+        self.max_frame_bytes = n;
+        self
+    }
+}
+
+/// A bound TCP listener that feeds connections to an [`Engine`].
+#[derive(Debug)]
+pub struct TcpServer {
+    listener: TcpListener,
+    config: TcpConfig,
+}
+
+impl TcpServer {
+    /// Binds a listener.
+    pub async fn bind(addr: impl ToSocketAddrs, config: TcpConfig) -> io::Result<Self> {
+        Ok(Self {
+            listener: TcpListener::bind(addr).await?,
+            config,
+        })
+    }
+
+    /// The bound address (useful after binding port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts connections until the engine shuts down.
+    pub fn serve(self, engine: Engine) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let stop = engine.shutdown_token();
+            loop {
+                let accepted = tokio::select! {
+                    r = self.listener.accept() => r,
+                    _ = stop.cancelled() => return,
+                };
+                match accepted {
+                    Ok((stream, peer)) => match connection(stream, Some(peer), &self.config) {
+                        Ok(conn) => engine.accept(conn),
+                        Err(e) => tracing::debug!(%peer, error = %e, "could not set up connection"),
+                    },
+                    Err(e) => {
+                        // Typically EMFILE: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Wraps an accepted stream as an engine [`Connection`].
+pub fn connection(
+    stream: TcpStream,
+    peer_addr: Option<SocketAddr>,
+    config: &TcpConfig,
+) -> io::Result<Connection> {
+    stream.set_nodelay(config.nodelay)?;
+    let (read, write) = stream.into_split();
+    Ok(Connection {
+        reader: Box::new(TcpFrameReader {
+            frames: FramedRead::new(read, FrameCodec::new(config.max_frame_bytes)),
+        }),
+        writer: Box::new(TcpFrameWriter {
+            stream: write,
+            buf: BytesMut::new(),
+        }),
+        info: ConnectionInfo {
+            transport: "tcp",
+            peer_addr,
+        },
+    })
+}
+
+struct TcpFrameReader {
+    frames: FramedRead<OwnedReadHalf, FrameCodec>,
+}
+
+#[async_trait]
+impl FrameReader for TcpFrameReader {
+    async fn read_frame(&mut self) -> Result<Option<Bytes>, TransportError> {
+        match self.frames.next().await {
+            None => Ok(None),
+            Some(Ok(frame)) => Ok(Some(frame.freeze())),
+            Some(Err(e)) => Err(e),
+        }
+    }
+}
+
+/// Keeps the coalescing buffer from pinning memory after a burst.
+const RETAINED_WRITE_BUFFER: usize = 64 * 1024;
+
+struct TcpFrameWriter {
+    stream: OwnedWriteHalf,
+    buf: BytesMut,
+}
+
+#[async_trait]
+impl FrameWriter for TcpFrameWriter {
+    async fn write_frames(&mut self, frames: &[Bytes]) -> Result<(), TransportError> {
+        let total: usize = frames.iter().map(|f| LENGTH_PREFIX_BYTES + f.len()).sum();
+        self.buf.clear();
+        self.buf.reserve(total);
+        for f in frames {
+            let len = u32::try_from(f.len())
+                .map_err(|_| TransportError::Protocol("outgoing frame exceeds 4 GiB".into()))?;
+            self.buf.put_u32(len);
+            self.buf.put_slice(f);
+        }
+        self.stream.write_all(&self.buf).await?;
+        if self.buf.capacity() > RETAINED_WRITE_BUFFER {
+            self.buf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self, _reason: CloseReason) -> Result<(), TransportError> {
+        // TCP has no close reason of its own: the engine sent an Error or
+        // Kicked frame before asking to close.
+        self.stream.shutdown().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,90 @@
+//! Shared setup for end-to-end tests: an engine on a real TCP socket.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use im_engine::core::pb::{self, server_frame::Body as Out};
+use im_engine::core::{ChannelId, Engine, EngineConfig, Store, UserId};
+use im_engine::store_memory::MemoryStore;
+use im_engine::transport_tcp::client::Client;
+use im_engine::transport_tcp::{TcpConfig, TcpServer};
+
+/// How long tests wait for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(5);
+/// How long tests wait to be sure something does *not* happen.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// An engine served on 127.0.0.1 over TCP.
+pub struct Server {
+    pub engine: Engine,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    pub async fn start() -> Self {
+        Self::start_with(EngineConfig::default(), Arc::new(MemoryStore::new())).await
+    }
+
+    pub async fn start_with(config: EngineConfig, store: Arc<dyn Store>) -> Self {
+        let max_frame = config.max_frame_bytes;
+        let engine = Engine::builder(store)
+            .config(config)
+            .insecure_dev_auth()
+            .build()
+            .expect("engine");
+        let tcp = TcpServer::bind(
+            "127.0.0.1:0",
+            TcpConfig::default().max_frame_bytes(max_frame),
+        )
+        .await
+        .expect("bind");
+        let addr = tcp.local_addr().expect("addr");
+        tcp.serve(engine.clone());
+        Self { engine, addr }
+    }
+
+    /// Connects `user` from device `device`.
+    pub async fn connect(&self, user: &str, device: &str) -> Client {
+        Client::connect(self.addr, &format!("{user}:{device}"), device)
+            .await
+            .expect("connect")
+    }
+
+    pub async fn group(&self, id: &str, members: &[&str]) {
+        let members: Vec<UserId> = members.iter().map(|m| user(m)).collect();
+        self.engine
+            .create_group(&ChannelId::new(id).expect("id"), &members)
+            .await
+            .expect("create group");
+    }
+}
+
+pub fn user(s: &str) -> UserId {
+    UserId::new(s).expect("user id")
+}
+
+/// Waits for the next unsolicited frame matching `pick`, skipping others.
+pub async fn next_matching<T>(c: &Client, mut pick: impl FnMut(Out) -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match c.next_event(left).await {
+            Ok(Some(pb::ServerFrame { body: Some(b), .. })) => {
+                if let Some(t) = pick(b) {
+                    return Some(t);
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+/// Bodies of pushed messages, as strings.
+pub fn bodies(msgs: &[pb::Message]) -> Vec<String> {
+    msgs.iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect()
+}
