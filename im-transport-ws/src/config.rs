@@ -1,0 +1,130 @@
+//! Settings of the WebSocket transport.
+
+use std::time::Duration;
+
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// The WebSocket subprotocol of the engine: each binary message is one
+/// protobuf frame of `im.proto` (`ClientFrame` up, `ServerFrame` down).
+pub const SUBPROTOCOL: &str = "im.v1.proto";
+
+/// Settings of the WebSocket transport. `Default` suits chat.
+///
+/// ```
+/// use std::time::Duration;
+/// use im_transport_ws::WsConfig;
+///
+/// let config = WsConfig::default()
+///     .max_message_bytes(64 * 1024)
+///     .handshake_timeout(Duration::from_secs(5))
+///     .path("/ws");
+/// assert_eq!(config.max_frame_bytes, 64 * 1024);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WsConfig {
+    /// Largest message accepted from a client (after reassembling fragments).
+    /// A larger one is refused with close code 1009.
+    pub max_message_bytes: usize,
+    /// Largest single frame accepted from a client. Checked against the
+    /// length in the frame header, before any of the payload is buffered;
+    /// a larger one is refused with close code 1009.
+    pub max_frame_bytes: usize,
+    /// Time allowed for the whole opening handshake (request head in,
+    /// response out). A client that trickles its request is closed.
+    pub handshake_timeout: Duration,
+    /// Largest HTTP request head (request line and headers) accepted.
+    pub max_request_head_bytes: usize,
+    /// If set, WebSocket upgrades are accepted only on this path (e.g.
+    /// `"/ws"`); other paths get `404`.
+    pub path: Option<String>,
+    /// Refuse clients that offer no subprotocol at all. Clients offering only
+    /// subprotocols other than [`SUBPROTOCOL`] are always refused.
+    pub require_subprotocol: bool,
+    /// Time allowed to write one batch of frames (or the close frame) to a
+    /// client. A client that stops reading entirely is disconnected after it.
+    pub write_timeout: Duration,
+    /// After sending a close frame, how long to wait for the client's close
+    /// reply before dropping the TCP connection.
+    pub close_linger: Duration,
+    /// Read buffer per connection (allocated up front; keep it small when
+    /// holding many idle connections).
+    pub read_buffer_bytes: usize,
+    /// Outgoing bytes buffered before tungstenite writes to the socket in the
+    /// middle of a batch; every batch ends with one flush regardless.
+    pub write_buffer_bytes: usize,
+    /// Disable Nagle's algorithm (lower latency for small frames).
+    pub nodelay: bool,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 256 * 1024,
+            max_frame_bytes: 256 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            max_request_head_bytes: 8 * 1024,
+            path: None,
+            require_subprotocol: false,
+            write_timeout: Duration::from_secs(30),
+            close_linger: Duration::from_secs(2),
+            read_buffer_bytes: 8 * 1024,
+            write_buffer_bytes: 64 * 1024,
+            nodelay: true,
+        }
+    }
+}
+
+impl WsConfig {
+    /// Sets the largest accepted message and frame (both limits at once).
+    pub fn max_message_bytes(mut self, n: usize) -> Self {
+        self.max_message_bytes = n;
+        self.max_frame_bytes = n;
+        self
+    }
+
+    /// Sets the largest accepted single frame (keep it at most the message size).
+    pub fn max_frame_bytes(mut self, n: usize) -> Self {
+        self.max_frame_bytes = n;
+        self
+    }
+
+    /// Sets the opening-handshake timeout.
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.handshake_timeout = d;
+        self
+    }
+
+    /// Accepts upgrades only on `path`.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// Refuses clients that offer no subprotocol.
+    pub fn require_subprotocol(mut self, yes: bool) -> Self {
+        self.require_subprotocol = yes;
+        self
+    }
+
+    /// Sets the per-batch write timeout.
+    pub fn write_timeout(mut self, d: Duration) -> Self {
+        self.write_timeout = d;
+        self
+    }
+
+    /// Sets how long to wait for the client's close reply.
+    pub fn close_linger(mut self, d: Duration) -> Self {
+        self.close_linger = d;
+        self
+    }
+
+    /// The tungstenite configuration these settings imply.
+    pub fn websocket_config(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(self.read_buffer_bytes)
+            .write_buffer_size(self.write_buffer_bytes)
+            .max_message_size(Some(self.max_message_bytes))
+            .max_frame_size(Some(self.max_frame_bytes))
+    }
+}

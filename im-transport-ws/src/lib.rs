@@ -1,0 +1,132 @@
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod conn;
+mod error;
+mod handshake;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use im_core::{Connection, Engine};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::task::JoinHandle;
+
+pub use config::{SUBPROTOCOL, WsConfig};
+pub use conn::{close_code, close_code_for_error, connection};
+pub use error::WsError;
+pub use handshake::{Accepted, HttpHandler, accept};
+/// Re-exported so users of [`accept`] can name the WebSocket types.
+pub use tokio_tungstenite;
+
+/// A bound TCP listener that upgrades connections to WebSocket and feeds them
+/// to an [`Engine`]; plain HTTP requests go to an optional [`HttpHandler`].
+pub struct WsServer {
+    listener: TcpListener,
+    config: Arc<WsConfig>,
+    http: Option<Arc<dyn HttpHandler>>,
+}
+
+impl std::fmt::Debug for WsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsServer")
+            .field("listener", &self.listener)
+            .field("config", &self.config)
+            .field("http", &self.http.is_some())
+            .finish()
+    }
+}
+
+impl WsServer {
+    /// Binds a listener.
+    pub async fn bind(addr: impl ToSocketAddrs, config: WsConfig) -> io::Result<Self> {
+        Ok(Self {
+            listener: TcpListener::bind(addr).await?,
+            config: Arc::new(config),
+            http: None,
+        })
+    }
+
+    /// Answers plain HTTP requests on the same port with `handler` (e.g. a
+    /// static page beside a `/ws` endpoint; see [`WsConfig::path`]).
+    pub fn with_http_handler(mut self, handler: Arc<dyn HttpHandler>) -> Self {
+        self.http = Some(handler);
+        self
+    }
+
+    /// The bound address (useful after binding port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts connections until the engine shuts down. Each handshake runs
+    /// on its own task, bounded by [`WsConfig::handshake_timeout`].
+    pub fn serve(self, engine: Engine) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let stop = engine.shutdown_token();
+            loop {
+                let accepted = tokio::select! {
+                    r = self.listener.accept() => r,
+                    _ = stop.cancelled() => return,
+                };
+                match accepted {
+                    Ok((stream, peer)) => {
+                        let engine = engine.clone();
+                        let config = self.config.clone();
+                        let http = self.http.clone();
+                        tokio::spawn(async move {
+                            match upgrade_with(stream, Some(peer), &config, http.as_deref()).await {
+                                Ok(Some(conn)) => engine.accept(conn),
+                                Ok(None) => {}
+                                Err(e) => {
+                                    tracing::debug!(%peer, error = %e, "websocket handshake failed")
+                                }
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // Typically EMFILE: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Runs the opening handshake on an accepted TCP stream and wraps the result
+/// as an engine [`Connection`]. Plain HTTP requests are answered by `http`
+/// (or `426 Upgrade Required`) and give `Ok(None)`.
+pub async fn upgrade_with(
+    stream: TcpStream,
+    peer_addr: Option<SocketAddr>,
+    config: &WsConfig,
+    http: Option<&dyn HttpHandler>,
+) -> Result<Option<Connection>, WsError> {
+    stream.set_nodelay(config.nodelay)?;
+    upgrade_stream(stream, peer_addr, config, http).await
+}
+
+/// Like [`upgrade_with`], for any byte stream (TLS, a Unix socket, a test
+/// duplex).
+pub async fn upgrade_stream<S>(
+    stream: S,
+    peer_addr: Option<SocketAddr>,
+    config: &WsConfig,
+    http: Option<&dyn HttpHandler>,
+) -> Result<Option<Connection>, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match accept(stream, config, http).await? {
+        Accepted::WebSocket { stream, .. } => Ok(Some(connection(*stream, peer_addr, config))),
+        Accepted::Http { path, status } => {
+            tracing::debug!(?peer_addr, %path, %status, "answered plain HTTP");
+            Ok(None)
+        }
+    }
+}
