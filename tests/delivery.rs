@@ -1,0 +1,389 @@
+//! End-to-end: ack after commit, store failures, multi-device, host API, shutdown.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::*;
+use im_engine::core::pb::{self, ErrorCode, server_frame::Body as Out};
+use im_engine::core::store::*;
+use im_engine::core::{
+    ChannelId, ConversationId, DedupKey, EngineConfig, KickPolicy, Seq, StoreError, UserId,
+};
+use im_engine::store_memory::MemoryStore;
+use im_engine::transport_tcp::client::{Client, direct, group};
+use tokio::sync::Semaphore;
+
+/// A memory store whose appends can be held at a gate or made to fail.
+struct GatedStore {
+    inner: MemoryStore,
+    gate: Semaphore,
+    failing: AtomicBool,
+}
+
+impl GatedStore {
+    fn new(open: bool) -> Arc<Self> {
+        Arc::new(Self {
+            inner: MemoryStore::new(),
+            gate: Semaphore::new(if open { Semaphore::MAX_PERMITS } else { 0 }),
+            failing: AtomicBool::new(false),
+        })
+    }
+}
+
+#[async_trait]
+impl Timeline for GatedStore {
+    async fn append(&self, req: AppendRequest) -> StoreResult<()> {
+        let permit = self.gate.acquire().await.expect("gate");
+        permit.forget();
+        self.gate.add_permits(1);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("database is down (test)".into()));
+        }
+        self.inner.append(req).await
+    }
+    async fn head_seqs(&self, c: &[ConversationId]) -> StoreResult<Vec<Seq>> {
+        self.inner.head_seqs(c).await
+    }
+    async fn read_range(&self, req: RangeRequest) -> StoreResult<RangePage> {
+        self.inner.read_range(req).await
+    }
+    async fn get_messages(
+        &self,
+        refs: &[(ConversationId, Seq)],
+    ) -> StoreResult<Vec<StoredMessage>> {
+        self.inner.get_messages(refs).await
+    }
+    async fn find_by_dedup_keys(
+        &self,
+        keys: &[DedupKey],
+    ) -> StoreResult<Vec<Option<StoredMessage>>> {
+        self.inner.find_by_dedup_keys(keys).await
+    }
+}
+
+#[async_trait]
+impl Inboxes for GatedStore {
+    async fn read_inbox(&self, req: InboxRequest) -> StoreResult<InboxPage> {
+        self.inner.read_inbox(req).await
+    }
+    async fn inbox_head(&self, user: &UserId) -> StoreResult<u64> {
+        self.inner.inbox_head(user).await
+    }
+}
+
+#[async_trait]
+impl Cursors for GatedStore {
+    async fn update_cursors(&self, updates: Vec<CursorUpdate>) -> StoreResult<()> {
+        self.inner.update_cursors(updates).await
+    }
+    async fn conversation_states(
+        &self,
+        req: ConversationStatesRequest,
+    ) -> StoreResult<Vec<ConversationState>> {
+        self.inner.conversation_states(req).await
+    }
+}
+
+#[async_trait]
+impl Membership for GatedStore {
+    async fn create_group(&self, g: &ChannelId, m: &[UserId]) -> StoreResult<()> {
+        self.inner.create_group(g, m).await
+    }
+    async fn add_members(&self, g: &ChannelId, u: &[UserId]) -> StoreResult<()> {
+        self.inner.add_members(g, u).await
+    }
+    async fn remove_members(&self, g: &ChannelId, u: &[UserId]) -> StoreResult<()> {
+        self.inner.remove_members(g, u).await
+    }
+    async fn member_count(&self, g: &ChannelId) -> StoreResult<Option<u64>> {
+        self.inner.member_count(g).await
+    }
+    async fn are_members(&self, g: &ChannelId, u: &[UserId]) -> StoreResult<Vec<bool>> {
+        self.inner.are_members(g, u).await
+    }
+    async fn members(
+        &self,
+        g: &ChannelId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> StoreResult<Vec<UserId>> {
+        self.inner.members(g, after, limit).await
+    }
+    async fn user_groups(&self, u: &UserId) -> StoreResult<Vec<ChannelId>> {
+        self.inner.user_groups(u).await
+    }
+}
+
+fn alice_bob() -> ConversationId {
+    ConversationId::direct(user("alice"), user("bob"))
+}
+
+async fn stored_bodies(store: &GatedStore) -> Vec<String> {
+    let page = store
+        .read_range(RangeRequest {
+            conversation: alice_bob(),
+            after_seq: 0,
+            until_seq: None,
+            limit: 1000,
+            newest: false,
+        })
+        .await
+        .expect("read");
+    page.messages
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn no_ack_and_no_push_before_the_store_commits() {
+    let store = GatedStore::new(false);
+    let s = Server::start_with(EngineConfig::default(), store.clone()).await;
+    let alice = Arc::new(s.connect("alice", "d").await);
+    let bob = s.connect("bob", "d").await;
+    let sending = {
+        let alice = alice.clone();
+        tokio::spawn(async move { alice.send(direct("bob"), "m1", "held").await })
+    };
+    tokio::time::sleep(QUIET).await;
+    assert!(!sending.is_finished(), "acked before commit");
+    assert!(
+        bob.collect_pushed(1, QUIET)
+            .await
+            .expect("events")
+            .is_empty(),
+        "pushed before commit"
+    );
+    assert!(stored_bodies(&store).await.is_empty());
+
+    store.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    let ack = sending.await.expect("task").expect("ack");
+    assert_eq!(ack.seq, 1);
+    assert_eq!(
+        stored_bodies(&store).await,
+        ["held"],
+        "acked means committed"
+    );
+    assert_eq!(
+        bodies(&bob.collect_pushed(1, WAIT).await.expect("push")),
+        ["held"]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_store_gives_a_retryable_error_and_a_retry_commits_once() {
+    let store = GatedStore::new(true);
+    let s = Server::start_with(EngineConfig::default(), store.clone()).await;
+    let alice = s.connect("alice", "d").await;
+    alice
+        .send(direct("bob"), "ok", "before")
+        .await
+        .expect("send");
+
+    store.failing.store(true, Ordering::SeqCst);
+    let err = alice
+        .send(direct("bob"), "m2", "during")
+        .await
+        .expect_err("store down");
+    assert_eq!(err.code(), Some(ErrorCode::Unavailable));
+    match &err {
+        im_engine::transport_tcp::client::ClientError::Server(e) => assert!(e.retryable),
+        other => panic!("expected a server error, got {other:?}"),
+    }
+    assert_eq!(stored_bodies(&store).await, ["before"]);
+
+    store.failing.store(false, Ordering::SeqCst);
+    let ack = alice
+        .send(direct("bob"), "m2", "during")
+        .await
+        .expect("retry");
+    assert_eq!(
+        (ack.seq, ack.duplicate),
+        (2, false),
+        "no hole left by the failure"
+    );
+    let again = alice
+        .send(direct("bob"), "m2", "during")
+        .await
+        .expect("retry");
+    assert_eq!((again.seq, again.duplicate), (2, true));
+    assert_eq!(stored_bodies(&store).await, ["before", "during"]);
+}
+
+#[tokio::test]
+async fn the_senders_other_devices_get_the_message() {
+    let s = Server::start().await;
+    let phone = s.connect("alice", "phone").await;
+    let laptop = s.connect("alice", "laptop").await;
+    let bob = s.connect("bob", "phone").await;
+    phone
+        .send(direct("bob"), "m", "from phone")
+        .await
+        .expect("send");
+    let on_laptop = laptop.collect_pushed(1, WAIT).await.expect("push");
+    assert_eq!(bodies(&on_laptop), ["from phone"]);
+    assert_eq!(on_laptop[0].sender_device, "phone");
+    assert_eq!(on_laptop[0].conversation, Some(direct("bob")));
+    assert_eq!(
+        bodies(&bob.collect_pushed(1, WAIT).await.expect("push")),
+        ["from phone"]
+    );
+}
+
+async fn kicked(c: &Client) -> Option<pb::Kicked> {
+    next_matching(c, |b| match b {
+        Out::Kicked(k) => Some(k),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn kick_policies_decide_which_sessions_survive() {
+    // Same device id: the older session is always replaced.
+    let s = Server::start().await;
+    let first = s.connect("alice", "phone").await;
+    let _second = s.connect("alice", "phone").await;
+    assert_eq!(
+        kicked(&first).await.map(|k| k.reason),
+        Some(pb::KickReason::Replaced as i32)
+    );
+
+    // One session per device kind.
+    let mut config = EngineConfig::default();
+    config.kick_policy = KickPolicy::OnePerDeviceKind;
+    let s = Server::start_with(config, Arc::new(MemoryStore::new())).await;
+    let phone = Client::connect_with(s.addr, "alice", "p1", pb::DeviceKind::Mobile)
+        .await
+        .expect("c");
+    let desk = Client::connect_with(s.addr, "alice", "d1", pb::DeviceKind::Desktop)
+        .await
+        .expect("c");
+    let _phone2 = Client::connect_with(s.addr, "alice", "p2", pb::DeviceKind::Mobile)
+        .await
+        .expect("c");
+    assert!(
+        kicked(&phone).await.is_some(),
+        "second phone replaces the first"
+    );
+    desk.ping().await.expect("desktop survives");
+
+    // One session per user.
+    let mut config = EngineConfig::default();
+    config.kick_policy = KickPolicy::One;
+    let s = Server::start_with(config, Arc::new(MemoryStore::new())).await;
+    let a = s.connect("alice", "a").await;
+    let b = s.connect("alice", "b").await;
+    assert!(kicked(&a).await.is_some());
+    b.ping().await.expect("newest survives");
+}
+
+#[tokio::test]
+async fn the_host_can_send_as_the_system_and_kick_users() {
+    let s = Server::start().await;
+    s.group("news", &["alice", "bob"]).await;
+    let alice = s.connect("alice", "d").await;
+    let gid = ConversationId::group("news").expect("id");
+    let receipt = s
+        .engine
+        .send_as(
+            gid.clone(),
+            user("system"),
+            "welcome".into(),
+            Some("w1".into()),
+        )
+        .await
+        .expect("send");
+    assert_eq!(receipt.seq, 1);
+    let got = alice.collect_pushed(1, WAIT).await.expect("push");
+    assert_eq!(
+        (got[0].sender_user.as_str(), got[0].body.as_ref()),
+        ("system", &b"welcome"[..])
+    );
+    let again = s
+        .engine
+        .send_as(gid, user("system"), "welcome".into(), Some("w1".into()))
+        .await
+        .expect("send");
+    assert_eq!((again.seq, again.duplicate), (1, true));
+
+    assert_eq!(s.engine.kick_user(&user("alice"), "banned"), 1);
+    let k = kicked(&alice).await.expect("kicked");
+    assert_eq!(
+        (k.reason, k.detail.as_str()),
+        (pb::KickReason::ByHost as i32, "banned")
+    );
+}
+
+#[tokio::test]
+async fn shutdown_acks_what_was_in_flight_then_closes_every_session() {
+    let store = GatedStore::new(false);
+    let s = Server::start_with(EngineConfig::default(), store.clone()).await;
+    let alice = s.connect("alice", "d").await;
+    for i in 0..50 {
+        alice
+            .send_frame(&pb::ClientFrame {
+                request_id: 1000 + i,
+                body: Some(pb::client_frame::Body::Send(pb::Send {
+                    client_msg_id: format!("m{i}"),
+                    conversation: Some(direct("bob")),
+                    body: "x".into(),
+                })),
+            })
+            .await
+            .expect("send");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let engine = s.engine.clone();
+    let shutting = tokio::spawn(async move { engine.shutdown().await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    store.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    shutting.await.expect("shutdown");
+
+    let mut acked = Vec::new();
+    let mut kicked_reason = None;
+    while let Ok(Some(frame)) = alice.next_event(WAIT).await {
+        match frame.body {
+            Some(Out::SendAck(a)) => acked.push(a.seq),
+            Some(Out::Kicked(k)) => kicked_reason = Some(k.reason),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        acked,
+        (1..=50).collect::<Vec<_>>(),
+        "every in-flight send was committed and acked"
+    );
+    assert_eq!(kicked_reason, Some(pb::KickReason::Shutdown as i32));
+    assert_eq!(stored_bodies(&store).await.len(), 50);
+}
+
+#[tokio::test]
+async fn group_members_added_later_receive_live_and_see_history() {
+    let s = Server::start().await;
+    s.group("club", &["alice"]).await;
+    let alice = s.connect("alice", "d").await;
+    let bob = s.connect("bob", "d").await;
+    alice
+        .send(group("club"), "1", "before bob")
+        .await
+        .expect("send");
+    s.engine
+        .add_members(&ChannelId::new("club").expect("id"), &[user("bob")])
+        .await
+        .expect("add");
+    alice
+        .send(group("club"), "2", "welcome bob")
+        .await
+        .expect("send");
+    assert_eq!(
+        bodies(&bob.collect_pushed(1, WAIT).await.expect("push")),
+        ["welcome bob"]
+    );
+    let page = bob.pull(group("club"), 0, 0, 0).await.expect("pull");
+    assert_eq!(bodies(&page.messages), ["before bob", "welcome bob"]);
+}
