@@ -22,7 +22,12 @@ pub mod pb {
     include!("proto/im.v1.rs");
 }
 
+pub use async_trait::async_trait;
 pub use auth::{AuthRequest, Authenticator, InsecureDevAuthenticator};
+/// Hooks for the criterion benches (feature `bench`); not a stable API.
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub use engine::bench_support;
 pub use engine::{Engine, EngineBuilder, EngineConfig, KickPolicy, SendReceipt};
 pub use error::{AuthError, EngineError, StoreError};
 pub use fanout::{DefaultFanoutPolicy, FanoutPolicy};
