@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::room::BatchConfig;
+
 /// What happens to a user's existing sessions when a new one connects.
 /// A session for the *same device id* always replaces the old one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -47,6 +49,32 @@ pub struct EngineConfig {
     pub list_max: usize,
     /// How long shutdown waits for sessions to flush their last frames.
     pub shutdown_grace: Duration,
+    /// Sessions per sub-room of a live room before joins open another one.
+    pub room_sub_room_capacity: u32,
+    /// A sub-room with fewer sessions than this is merged into another when
+    /// both fit (0: never merge).
+    pub room_sub_room_merge_below: u32,
+    /// The tiered batch window of room messages (default: at once when
+    /// quiet, at most 10 messages or 1 s when busy).
+    pub room_batch: BatchConfig,
+    /// Recent messages kept in memory per room for late joiners and pulls.
+    pub room_hot_ring: usize,
+    /// Encoded frames a room may have waiting for fanout; past that, the
+    /// waiting frames are replaced by one `Notify` and members pull.
+    pub room_backlog_frames: usize,
+    /// Messages per second one room accepts from clients (0: unlimited).
+    pub room_send_rate: u32,
+    /// Burst above `room_send_rate`.
+    pub room_send_burst: u32,
+    /// Room messages per second one user may send, over all rooms (0: unlimited).
+    pub user_room_send_rate: u32,
+    /// Burst above `user_room_send_rate`.
+    pub user_room_send_burst: u32,
+    /// Fanout threads per rate class `[fast, medium, slow]` for room
+    /// traffic. A room is served by one thread at a time, so huge rooms
+    /// together use at most the slow lane's share of fanout capacity, and
+    /// direct and group chat never wait behind any of them.
+    pub room_fanout_threads: [usize; 3],
 }
 
 impl Default for EngineConfig {
@@ -65,6 +93,16 @@ impl Default for EngineConfig {
             sync_page_max: 500,
             list_max: 500,
             shutdown_grace: Duration::from_secs(5),
+            room_sub_room_capacity: 500,
+            room_sub_room_merge_below: 125,
+            room_batch: BatchConfig::default(),
+            room_hot_ring: 1000,
+            room_backlog_frames: 256,
+            room_send_rate: 1000,
+            room_send_burst: 2000,
+            user_room_send_rate: 20,
+            user_room_send_burst: 40,
+            room_fanout_threads: [1, 1, 1],
         }
     }
 }

@@ -1,8 +1,11 @@
 //! The engine: sessions, conversation owners, fanout, and the host API.
 
+#[cfg(feature = "bench")]
+pub mod bench_support;
 mod config;
 mod outbound;
 mod registry;
+mod rooms;
 mod session;
 mod shard;
 mod wire;
@@ -30,6 +33,7 @@ pub use config::{EngineConfig, KickPolicy};
 pub use shard::SendReceipt;
 
 use registry::Registry;
+use rooms::{FanoutStage, RoomIndex, RoomSettings};
 use shard::{PendingSend, Reply, ShardCommand, ShardWorker};
 
 /// What shard workers and sessions share.
@@ -124,13 +128,17 @@ impl EngineBuilder {
         let auth = self.auth.ok_or_else(|| {
             EngineError::InvalidRequest("an authenticator is required".to_owned())
         })?;
+        let rooms = RoomIndex::new(
+            RoomSettings::from_config(&self.config),
+            FanoutStage::start(self.config.room_fanout_threads),
+        );
         let shared = Arc::new(Shared {
             config: self.config,
             store: self.store,
             auth,
             offline_push: self.offline_push,
             policy: self.policy,
-            registry: Registry::default(),
+            registry: Registry::new(rooms),
             ids: MessageIdGenerator::new(),
             next_session: AtomicU64::new(1),
             shutdown: CancellationToken::new(),

@@ -106,6 +106,14 @@ impl Outbound {
         }
     }
 
+    /// Moves every queued frame into `out` without waiting (benches).
+    #[cfg(any(test, feature = "bench"))]
+    pub(crate) fn take_all(&self, out: &mut Vec<Bytes>) {
+        let mut st = self.state.lock();
+        out.extend(st.frames.drain(..));
+        st.bytes = 0;
+    }
+
     /// Bytes currently queued.
     #[cfg(test)]
     pub(crate) fn queued_bytes(&self) -> usize {

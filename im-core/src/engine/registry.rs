@@ -14,6 +14,7 @@ use crate::pb;
 use crate::transport::{CloseCode, CloseReason};
 
 use super::outbound::{Enqueued, Outbound};
+use super::rooms::RoomIndex;
 
 /// One live session, shared by its reader, its writer and the indexes.
 pub(crate) struct SessionHandle {
@@ -79,14 +80,27 @@ impl SessionHandle {
 }
 
 /// Live sessions by id, by user, by group and by room.
-#[derive(Default)]
 pub(crate) struct Registry {
     by_user: RwLock<HashMap<UserId, Vec<Arc<SessionHandle>>>>,
     groups: RwLock<HashMap<ChannelId, HashMap<SessionId, Arc<SessionHandle>>>>,
-    rooms: RwLock<HashMap<ChannelId, HashMap<SessionId, Arc<SessionHandle>>>>,
+    rooms: RoomIndex,
 }
 
 impl Registry {
+    /// An empty registry over a room index.
+    pub(crate) fn new(rooms: RoomIndex) -> Self {
+        Self {
+            by_user: RwLock::default(),
+            groups: RwLock::default(),
+            rooms,
+        }
+    }
+
+    /// The live rooms.
+    pub(crate) fn rooms(&self) -> &RoomIndex {
+        &self.rooms
+    }
+
     /// Adds a session; returns the user's other sessions.
     pub(crate) fn register(&self, s: &Arc<SessionHandle>) -> Vec<Arc<SessionHandle>> {
         let mut by_user = self.by_user.write();
@@ -115,7 +129,9 @@ impl Registry {
         let groups: Vec<ChannelId> = s.groups.lock().drain().collect();
         remove_from(&self.groups, &groups, s.id);
         let rooms: Vec<ChannelId> = s.rooms.lock().drain().collect();
-        remove_from(&self.rooms, &rooms, s.id);
+        for r in &rooms {
+            self.rooms.leave(r, s.id);
+        }
     }
 
     /// The user's live sessions.
@@ -194,33 +210,19 @@ impl Registry {
         if s.stop.is_cancelled() {
             return 0;
         }
-        let mut rooms = self.rooms.write();
-        let set = rooms.entry(room.clone()).or_default();
-        set.insert(s.id, s.clone());
         s.rooms.lock().insert(room.clone());
-        set.len()
+        self.rooms.join(room, s)
     }
 
     /// Removes a session from a room.
     pub(crate) fn leave_room(&self, room: &ChannelId, s: &SessionHandle) {
         s.rooms.lock().remove(room);
-        remove_from(&self.rooms, std::slice::from_ref(room), s.id);
-    }
-
-    /// Calls `f` with the live sessions of a room.
-    pub(crate) fn with_room<R>(
-        &self,
-        room: &ChannelId,
-        f: impl FnOnce(&mut dyn Iterator<Item = &Arc<SessionHandle>>) -> R,
-    ) -> R {
-        let index = self.rooms.read();
-        let mut it = index.get(room).into_iter().flat_map(|m| m.values());
-        f(&mut it)
+        self.rooms.leave(room, s.id);
     }
 
     /// Sessions in a room.
     pub(crate) fn room_online(&self, room: &ChannelId) -> usize {
-        self.rooms.read().get(room).map_or(0, HashMap::len)
+        self.rooms.online(room)
     }
 }
 

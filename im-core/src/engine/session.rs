@@ -460,6 +460,13 @@ impl Session {
                     format!("join room {r} before sending to it"),
                 ));
             }
+            if let Err(e) = shared.registry.rooms().check_send(r, &self.handle.user) {
+                return Err(RequestError {
+                    code: pb::ErrorCode::RateLimited,
+                    retryable: true,
+                    reason: e.to_string(),
+                });
+            }
         }
         self.engine
             .submit(PendingSend {
@@ -487,16 +494,21 @@ impl Session {
             0 => max,
             n => n.min(max),
         };
-        let page = shared
-            .store
-            .read_range(RangeRequest {
-                conversation: conv.clone(),
-                after_seq: p.after_seq,
-                until_seq: (p.until_seq != 0).then_some(p.until_seq),
-                limit,
-                newest: p.newest,
-            })
-            .await?;
+        let req = RangeRequest {
+            conversation: conv.clone(),
+            after_seq: p.after_seq,
+            until_seq: (p.until_seq != 0).then_some(p.until_seq),
+            limit,
+            newest: p.newest,
+        };
+        let page = match &conv {
+            // Rooms answer from their hot ring, one store load per miss.
+            ConversationId::Room(r) => {
+                let rooms = shared.registry.rooms();
+                rooms.read_range(&shared.store, r, req).await?
+            }
+            _ => shared.store.read_range(req).await?,
+        };
         let until = if p.until_seq == 0 {
             page.head_seq
         } else {

@@ -476,12 +476,12 @@ impl ShardWorker {
                     n
                 }
                 ConversationId::Room(r) => {
+                    // Rooms are batched and delivered by the room fanout
+                    // lanes (engine/rooms.rs), never on this worker.
                     let online = self.shared.registry.room_online(r) as u64;
                     let plan = self.plan(&conv, online, r);
-                    let frame = batch_frame(&conv, &msgs, plan);
-                    self.shared
-                        .registry
-                        .with_room(r, |it| it.filter(|s| s.send(frame.clone())).count())
+                    self.shared.registry.rooms().on_committed(r, msgs, plan);
+                    0
                 }
             };
             metrics::counter!("im_deliveries_total").increment(delivered as u64);

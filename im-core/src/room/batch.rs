@@ -239,7 +239,9 @@ mod tests {
         assert!(sizes.iter().all(|n| *n <= 10));
         // Once the rate is up, batches are full.
         assert!(
-            sizes[sizes.len() / 2..sizes.len() - 1].iter().all(|n| *n == 10),
+            sizes[sizes.len() / 2..sizes.len() - 1]
+                .iter()
+                .all(|n| *n == 10),
             "{sizes:?}"
         );
         let flat: Vec<u32> = batches.into_iter().flatten().collect();
