@@ -1,9 +1,4 @@
-//! Core of the im-engine: the wire protocol, identifiers, the storage,
-//! authentication, push and transport seams, the fanout planner, and the
-//! [`Engine`] that ties them together.
-//!
-//! Adapters live in their own crates (`im-store-memory`, `im-store-postgres`,
-//! `im-transport-tcp`, `im-transport-ws`); this crate depends on none of them.
+#![doc = include_str!("../README.md")]
 
 pub mod auth;
 pub mod codec;

@@ -6,6 +6,7 @@ mod config;
 mod outbound;
 mod registry;
 mod rooms;
+mod sequencer;
 mod session;
 mod shard;
 mod wire;

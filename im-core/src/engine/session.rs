@@ -94,20 +94,18 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
     else {
         return;
     };
-    let writer_task = tokio::spawn(write_loop(handle.clone(), writer));
-    let others = shared.registry.register(&handle);
-    apply_kick_policy(shared.config.kick_policy, &handle, &others);
-    match shared.store.user_groups(&handle.user).await {
-        Ok(groups) => shared.registry.index_groups(&handle, &groups),
+    let groups = match shared.store.user_groups(&handle.user).await {
+        Ok(groups) => groups,
         Err(e) => {
             let frame = error_frame(request_id, pb::ErrorCode::Unavailable, e.to_string(), true);
-            handle.close(
-                Some(encode_server_frame(&frame)),
-                CloseReason::new(CloseCode::InternalError, "store unavailable"),
-                false,
-            );
+            let _ = writer.write_frames(&[encode_server_frame(&frame)]).await;
+            let _ = writer
+                .close(CloseReason::new(CloseCode::InternalError, "store unavailable"))
+                .await;
+            return;
         }
-    }
+    };
+    // `Connected` is queued first: nothing may reach the client before it.
     handle.send_frame(
         request_id,
         Out::Connected(pb::Connected {
@@ -120,6 +118,10 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
             max_frame_bytes: shared.config.max_frame_bytes as u32,
         }),
     );
+    let writer_task = tokio::spawn(write_loop(handle.clone(), writer));
+    let others = shared.registry.register(&handle);
+    apply_kick_policy(shared.config.kick_policy, &handle, &others);
+    shared.registry.index_groups(&handle, &groups);
     tracing::debug!(session = handle.id.0, user = %handle.user, device = %handle.device, "connected");
     Session {
         engine,

@@ -17,6 +17,7 @@ use crate::store::{AppendRequest, NewMessage, StoredMessage};
 
 use super::Shared;
 use super::registry::SessionHandle;
+use super::sequencer::assign_seqs;
 use super::wire::{message_to_wire, send_ack};
 
 /// Caches are dropped and reloaded when they grow past this many entries.
@@ -352,20 +353,16 @@ impl ShardWorker {
             }
             self.heads.extend(missing.into_iter().zip(heads));
         }
-        let mut next: HashMap<&ConversationId, Seq> = HashMap::new();
+        let assigned = assign_seqs(&self.heads, pending.iter().map(|a| &a.send.conversation));
         let now = now_ms();
         let mut req = AppendRequest {
             messages: Vec::with_capacity(pending.len()),
         };
-        for a in pending {
+        for (a, seq) in pending.iter().zip(assigned.seqs) {
             let s = &a.send;
-            let seq = next
-                .entry(&s.conversation)
-                .or_insert_with(|| self.heads.get(&s.conversation).copied().unwrap_or(0));
-            *seq += 1;
             let message = StoredMessage {
                 conversation: s.conversation.clone(),
-                seq: *seq,
+                seq,
                 message_id: self.shared.ids.next(),
                 sender: s.sender.clone(),
                 sender_device: s.device.clone(),
@@ -379,11 +376,12 @@ impl ShardWorker {
                 inbox_recipients,
             });
         }
-        let new_heads: Vec<(ConversationId, Seq)> =
-            next.into_iter().map(|(c, s)| (c.clone(), s)).collect();
-        self.shared.store.append(req.clone()).await?;
-        self.heads.extend(new_heads);
-        Ok(req.messages.into_iter().map(|m| m.message).collect())
+        // Inbox recipient lists can be long: keep only the messages for after.
+        let committed: Vec<StoredMessage> =
+            req.messages.iter().map(|m| m.message.clone()).collect();
+        self.shared.store.append(req).await?;
+        self.heads.extend(assigned.heads);
+        Ok(committed)
     }
 
     /// Inbox entries go to every member under write diffusion, to no one under read.
