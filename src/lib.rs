@@ -8,3 +8,6 @@ pub use im_store_memory as store_memory;
 
 #[cfg(feature = "tcp")]
 pub use im_transport_tcp as transport_tcp;
+
+#[cfg(feature = "ws")]
+pub use im_transport_ws as transport_ws;

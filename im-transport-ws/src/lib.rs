@@ -19,6 +19,8 @@ pub use config::{SUBPROTOCOL, WsConfig};
 pub use conn::{close_code, close_code_for_error, connection};
 pub use error::WsError;
 pub use handshake::{Accepted, HttpHandler, accept};
+/// Re-exported so [`HttpHandler`] implementors can name the HTTP types.
+pub use http;
 /// Re-exported so users of [`accept`] can name the WebSocket types.
 pub use tokio_tungstenite;
 

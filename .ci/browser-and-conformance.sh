@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The web chat in a real (headless) browser, and the Autobahn WebSocket
+# conformance cases against the transport. Called by .ci/run; runnable alone.
+# Installs what it needs: Debian's chromium, playwright-core (npm, pinned in
+# tests/browser/package-lock.json), kosoku (PyPI, pinned below) in a venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KOSOKU_VERSION=0.1.0
+out=target/ci-web
+mkdir -p "$out"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+# Starts a harness on 127.0.0.1:0 and prints the ws:// URL it reports.
+start_echo() {
+  local log=$1; shift
+  target/debug/examples/autobahn_echo --addr 127.0.0.1:0 "$@" >"$log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do
+    if url=$(grep -o 'ws://[0-9.:]*' "$log" 2>/dev/null); then
+      echo "$url"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "echo harness did not start:" >&2
+  cat "$log" >&2
+  return 1
+}
+
+echo "== autobahn: echo harness and kosoku $KOSOKU_VERSION"
+cargo build -p im-transport-ws --example autobahn_echo
+if [ ! -x target/autobahn-venv/bin/python ]; then
+  python3 -m venv target/autobahn-venv
+fi
+target/autobahn-venv/bin/pip install --quiet --disable-pip-version-check "kosoku==$KOSOKU_VERSION"
+py=target/autobahn-venv/bin/python
+
+# 1. Everything but the performance/limits section (9.x) and compression
+#    (12.x, 13.x: permessage-deflate is not offered), at the transport's
+#    default chat limits (256 KiB messages).
+url=$(start_echo "$out/echo-chat.log")
+"$py" tests/autobahn/run.py "$url" chat-limits --out "$out/autobahn" \
+  --exclude '9.*' '12.*' '13.*'
+# 2. Section 9 sends messages up to 16 MiB: same harness, limits raised.
+url=$(start_echo "$out/echo-limits.log" --max-message-bytes 20000000)
+"$py" tests/autobahn/run.py "$url" large-messages --out "$out/autobahn" --cases '9.*'
+cleanup
+pids=()
+
+echo "== browser: web-chat in headless chromium"
+if [ ! -x /usr/bin/chromium ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+cargo build --example web-chat
+(
+  cd tests/browser
+  npm ci --no-audit --no-fund --loglevel=error
+  SCREENSHOT_DIR="$PWD/../../$out" node --test chat.test.mjs
+)
+echo "screenshots: $out/web-chat-*.png"

@@ -1,0 +1,176 @@
+// Browser test of examples/web-chat: headless Debian Chromium, driven by
+// playwright-core. Two pages chat both ways (direct and in #lobby); a third
+// logs in late, sees the unread count, and scrolls back through the history.
+//
+// Run by .ci/browser-and-conformance.sh. By hand:
+//   cargo build --example web-chat && (cd tests/browser && npm ci && npm test)
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, "../..");
+const serverBin = process.env.WEB_CHAT_BIN || join(repo, "target/debug/examples/web-chat");
+const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
+const shots = process.env.SCREENSHOT_DIR || join(repo, "target/browser");
+const TIMEOUT = 15_000;
+
+let server;
+let url;
+let browser;
+let profile;
+
+before(async () => {
+  server = spawn(serverBin, ["--addr", "127.0.0.1:0"], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" },
+  });
+  url = await new Promise((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error("web-chat did not start")), 30_000);
+    let out = "";
+    server.stdout.on("data", (chunk) => {
+      out += chunk;
+      const m = out.match(/listening on (http:\/\/\S+)/);
+      if (m) {
+        clearTimeout(timer);
+        ok(m[1]);
+      }
+    });
+    server.on("exit", (code) => fail(new Error(`web-chat exited with ${code}`)));
+  });
+  profile = mkdtempSync(join(tmpdir(), "im-chromium-"));
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill("SIGINT");
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+/** A page logged in as `user`, in its own browser context. */
+async function login(user) {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  const problems = [];
+  page.on("pageerror", (e) => problems.push(String(e)));
+  page.on("console", (m) => m.type() === "error" && problems.push(m.text()));
+  page.problems = problems;
+  await page.goto(url);
+  await page.fill("#login-user", user);
+  await page.click("#login-button");
+  await page.waitForSelector("#chat:not([hidden])");
+  assert.equal(await page.textContent("#me"), `logged in as ${user}`);
+  return page;
+}
+
+const conv = (page, key) => page.locator(`#conversations li[data-conv="${key}"]`);
+const badge = (page, key) => conv(page, key).locator(".badge");
+const messages = (page) => page.locator("#message-list li .text");
+
+async function say(page, text) {
+  await page.fill("#compose-text", text);
+  await page.press("#compose-text", "Enter");
+  await page.locator("#message-list li.mine .text", { hasText: text }).last().waitFor();
+}
+
+async function waitForMessage(page, text) {
+  await page.locator("#message-list li .text", { hasText: text }).first().waitFor();
+}
+
+test("two people chat both ways; a late member sees the history", async () => {
+  const alice = await login("alice");
+  const bob = await login("bob");
+
+  // The demo group greets everyone: one unread message.
+  await badge(alice, "2:lobby").filter({ hasText: "1" }).waitFor();
+
+  // alice opens a direct chat with bob and writes.
+  await alice.fill("#new-chat-user", "bob");
+  await alice.press("#new-chat-user", "Enter");
+  await say(alice, "hi bob, it's alice");
+
+  // bob sees the conversation appear live with an unread badge, opens it.
+  await badge(bob, "1:alice").filter({ hasText: "1" }).waitFor();
+  await conv(bob, "1:alice").click();
+  await waitForMessage(bob, "hi bob, it's alice");
+  await badge(bob, "1:alice").waitFor({ state: "hidden" });
+
+  // bob answers; alice (conversation open) sees it arrive live.
+  await say(bob, "hello alice!");
+  await waitForMessage(alice, "hello alice!");
+
+  // The group: alice writes more than one page of history.
+  await conv(alice, "2:lobby").click();
+  await waitForMessage(alice, "Welcome to #lobby");
+  for (let i = 1; i <= 35; i++) await say(alice, `lobby message ${i}`);
+
+  // bob, in the lobby, gets them live and answers.
+  await conv(bob, "2:lobby").click();
+  await waitForMessage(bob, "lobby message 35");
+  await say(bob, "bob in the lobby");
+  await waitForMessage(alice, "bob in the lobby");
+
+  // carol logs in late: 37 unread (welcome + 35 from alice + 1 from bob).
+  const carol = await login("carol");
+  await badge(carol, "2:lobby").filter({ hasText: "37" }).waitFor();
+  await conv(carol, "2:lobby").click();
+  await waitForMessage(carol, "bob in the lobby");
+  // The newest page only: 30 messages.
+  assert.equal(await messages(carol).count(), 30);
+  assert.equal(await carol.locator("#load-older").isVisible(), true);
+
+  // Scroll back through the history to the first message.
+  await carol.locator("#messages").evaluate((el) => {
+    el.scrollTop = 0;
+  });
+  await waitForMessage(carol, "lobby message 1");
+  await waitForMessage(carol, "Welcome to #lobby");
+  assert.equal(await messages(carol).count(), 37);
+  await carol.locator("#history-start").waitFor();
+  const order = await messages(carol).allTextContents();
+  assert.equal(order[0], "Welcome to #lobby! Members: alice, bob, carol.");
+  assert.equal(order[1], "lobby message 1");
+  assert.equal(order[36], "bob in the lobby");
+  await badge(carol, "2:lobby").waitFor({ state: "hidden" });
+
+  // carol writes; both others see it live.
+  await say(carol, "carol here, caught up");
+  await waitForMessage(alice, "carol here, caught up");
+  await waitForMessage(bob, "carol here, caught up");
+
+  // alice read bob's reply while the chat was open: nothing unread there.
+  await badge(alice, "1:bob").waitFor({ state: "hidden" });
+  await conv(carol, "2:lobby").locator(".last", { hasText: "carol: carol here, caught up" }).waitFor();
+
+  mkdirSync(shots, { recursive: true });
+  await carol.locator("#messages").evaluate((el) => {
+    el.scrollTop = el.scrollHeight;
+  });
+  await carol.screenshot({ path: join(shots, "web-chat-carol.png") });
+  await alice.screenshot({ path: join(shots, "web-chat-alice.png") });
+
+  for (const page of [alice, bob, carol]) {
+    assert.deepEqual(page.problems, [], "no page errors");
+  }
+});
