@@ -520,7 +520,7 @@ fn unexpected<T: std::fmt::Debug>(what: &str, r: &StoreResult<T>) -> String {
 /// Checks that `actual` is a valid most-recent-first prefix of `ranked`
 /// (conversation, rank), of length `min(limit, ranked.len())`, where items of
 /// equal rank may come in any order.
-fn check_ranked_prefix(
+pub(crate) fn check_ranked_prefix(
     actual: &[ConversationId],
     ranked: &[(ConversationId, u64)],
     limit: usize,
