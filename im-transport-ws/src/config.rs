@@ -66,7 +66,7 @@ impl Default for WsConfig {
             max_request_head_bytes: 8 * 1024,
             path: None,
             require_subprotocol: false,
-            write_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(10),
             close_linger: Duration::from_secs(2),
             read_buffer_bytes: 8 * 1024,
             write_buffer_bytes: 64 * 1024,

@@ -114,6 +114,7 @@
         clearInterval(state.heartbeat);
         const why = `disconnected (${e.code}${e.reason ? ": " + e.reason : ""})`;
         setStatus("offline", why);
+        if (state.ws === ws && state.me) $("reconnect").hidden = false;
         if (!connected) reject(new Error(why));
       };
       ws.onopen = async () => {
@@ -422,6 +423,21 @@
       $("login-error").textContent = err.message;
     } finally {
       $("login-button").disabled = false;
+    }
+  });
+
+  // Reconnect and converge: the list and the open conversation are reloaded
+  // from the server, so nothing sent meanwhile is missed.
+  $("reconnect").addEventListener("click", async () => {
+    $("reconnect").hidden = true;
+    try {
+      await connect(state.me);
+      setStatus("online", "online");
+      await refreshList();
+      if (state.open) await openConversation(state.open.ref);
+    } catch (err) {
+      showError(`reconnect failed: ${err.message}`);
+      $("reconnect").hidden = false;
     }
   });
 
