@@ -314,3 +314,85 @@ async fn a_slow_reader_is_disconnected_without_slowing_others() {
         "fast reader took {fast_done:?}"
     );
 }
+
+#[tokio::test]
+async fn a_client_close_is_echoed_and_ends_the_session() {
+    let (engine, addr) = start(EngineConfig::default(), WsConfig::default()).await;
+    let mut ws = connect_as(addr, "leaver").await;
+    let user = UserId::new("leaver").expect("id");
+    assert!(engine.is_online(&user));
+    ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    }))
+    .await
+    .expect("close");
+    // The server echoes the close frame, then the stream ends.
+    let echoed = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("no close echo: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("echo in time");
+    assert_eq!(echoed.map(|f| f.code), Some(CloseCode::Normal));
+    let deadline = Instant::now() + WAIT;
+    while engine.is_online(&user) {
+        assert!(Instant::now() < deadline, "session still registered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+struct Page;
+
+impl im_transport_ws::HttpHandler for Page {
+    fn handle(
+        &self,
+        request: &im_transport_ws::http::Request<()>,
+    ) -> im_transport_ws::http::Response<Bytes> {
+        let mut response = im_transport_ws::http::Response::new(Bytes::from(format!(
+            "page for {}",
+            request.uri().path()
+        )));
+        response.headers_mut().insert(
+            im_transport_ws::http::header::CONTENT_TYPE,
+            im_transport_ws::http::HeaderValue::from_static("text/plain"),
+        );
+        response
+    }
+}
+
+#[tokio::test]
+async fn a_page_and_the_websocket_share_one_port() {
+    let engine = im_core::Engine::builder(std::sync::Arc::new(im_store_memory::MemoryStore::new()))
+        .insecure_dev_auth()
+        .build()
+        .expect("engine");
+    let server = im_transport_ws::WsServer::bind("127.0.0.1:0", WsConfig::default().path("/ws"))
+        .await
+        .expect("bind")
+        .with_http_handler(std::sync::Arc::new(Page));
+    let addr = server.local_addr().expect("addr");
+    server.serve(engine);
+
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.expect("read");
+    assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+    assert!(resp.contains("content-length: 20\r\n"), "{resp}");
+    assert!(resp.ends_with("\r\n\r\npage for /index.html"), "{resp}");
+
+    let mut ws = connect_as(addr, "visitor").await;
+    send(&mut ws, 2, In::Ping(pb::Ping { client_time_ms: 7 })).await;
+    match recv(&mut ws).await.body {
+        Some(Out::Pong(p)) => assert_eq!(p.client_time_ms, 7),
+        other => panic!("expected Pong, got {other:?}"),
+    }
+}
