@@ -75,6 +75,13 @@ pub struct EngineConfig {
     /// together use at most the slow lane's share of fanout capacity, and
     /// direct and group chat never wait behind any of them.
     pub room_fanout_threads: [usize; 3],
+    /// Threads one frame of a huge room may be split over (1: never split).
+    /// This is the share of the machine one huge room may take. (On the
+    /// 2-vCPU development VM fanout is memory-bound and splitting measured
+    /// no gain, hence the default of 1.)
+    pub room_fanout_parallelism: usize,
+    /// Sessions a room needs before its frames are split over threads.
+    pub room_fanout_parallel_min: usize,
 }
 
 impl Default for EngineConfig {
@@ -103,6 +110,8 @@ impl Default for EngineConfig {
             user_room_send_rate: 20,
             user_room_send_burst: 40,
             room_fanout_threads: [1, 1, 1],
+            room_fanout_parallelism: 1,
+            room_fanout_parallel_min: 50_000,
         }
     }
 }

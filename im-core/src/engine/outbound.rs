@@ -22,9 +22,34 @@ pub(crate) enum Enqueued {
 
 #[derive(Default)]
 struct State {
+    /// The oldest queued frame, kept inline: a fanout to a million idle
+    /// sessions then touches one cache line per session, not two.
+    first: Option<Bytes>,
+    /// Frames after `first`.
     frames: VecDeque<Bytes>,
     bytes: usize,
     closing: Option<CloseReason>,
+}
+
+impl State {
+    fn enqueue(&mut self, frame: Bytes) {
+        self.bytes += frame.len();
+        if self.first.is_none() && self.frames.is_empty() {
+            self.first = Some(frame);
+        } else {
+            self.frames.push_back(frame);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.frames.is_empty()
+    }
+
+    fn take_into(&mut self, out: &mut Vec<Bytes>) {
+        out.extend(self.first.take());
+        out.extend(self.frames.drain(..));
+        self.bytes = 0;
+    }
 }
 
 /// Frames waiting for a session's writer.
@@ -52,8 +77,7 @@ impl Outbound {
         if st.bytes + frame.len() > self.max_bytes {
             return Enqueued::Overflow;
         }
-        st.bytes += frame.len();
-        st.frames.push_back(frame);
+        st.enqueue(frame);
         drop(st);
         self.wake.notify_one();
         Enqueued::Queued
@@ -73,12 +97,12 @@ impl Outbound {
             return false;
         }
         if discard_queued {
+            st.first = None;
             st.frames.clear();
             st.bytes = 0;
         }
         if let Some(frame) = last {
-            st.bytes += frame.len();
-            st.frames.push_back(frame);
+            st.enqueue(frame);
         }
         st.closing = Some(reason);
         drop(st);
@@ -93,9 +117,8 @@ impl Outbound {
         loop {
             {
                 let mut st = self.state.lock();
-                if !st.frames.is_empty() {
-                    out.extend(st.frames.drain(..));
-                    st.bytes = 0;
+                if !st.is_empty() {
+                    st.take_into(out);
                     return st.closing.clone();
                 }
                 if let Some(reason) = &st.closing {
@@ -109,9 +132,15 @@ impl Outbound {
     /// Moves every queued frame into `out` without waiting (benches).
     #[cfg(any(test, feature = "bench"))]
     pub(crate) fn take_all(&self, out: &mut Vec<Bytes>) {
-        let mut st = self.state.lock();
-        out.extend(st.frames.drain(..));
-        st.bytes = 0;
+        self.state.lock().take_into(out);
+    }
+
+    /// Reads the queue's lock word without taking it: a plain load that
+    /// brings the queue's cache line in ahead of a push (fanout loops touch
+    /// a run of sessions first so their cache misses overlap).
+    #[inline]
+    pub(crate) fn touch(&self) -> bool {
+        self.state.is_locked()
     }
 
     /// Bytes currently queued.

@@ -51,6 +51,8 @@ pub(crate) struct RoomSettings {
     pub(crate) backlog_frames: usize,
     pub(crate) room_rate: (u32, u32),
     pub(crate) user_rate: (u32, u32),
+    pub(crate) parallelism: usize,
+    pub(crate) parallel_min_sessions: usize,
 }
 
 impl RoomSettings {
@@ -65,6 +67,8 @@ impl RoomSettings {
             backlog_frames: c.room_backlog_frames.max(1),
             room_rate: (c.room_send_rate, c.room_send_burst),
             user_rate: (c.user_room_send_rate, c.user_room_send_burst),
+            parallelism: c.room_fanout_parallelism,
+            parallel_min_sessions: c.room_fanout_parallel_min,
         }
     }
 }
@@ -290,13 +294,39 @@ impl Room {
     pub(crate) fn deliver(&self, frame: &Bytes) -> usize {
         let _delivering = self.gate.read();
         let subs: Vec<Arc<SubRoom>> = self.members.lock().subs.values().cloned().collect();
-        let mut n = 0;
-        for sub in subs {
-            for s in sub.sessions.lock().iter() {
-                n += usize::from(s.send(frame.clone()));
-            }
+        let helpers = self.settings.parallelism.saturating_sub(1);
+        if helpers == 0 || self.online() < self.settings.parallel_min_sessions {
+            return subs
+                .iter()
+                .map(|sub| deliver_to(&sub.sessions.lock(), frame))
+                .sum();
         }
-        n
+        // A huge room: split its sub-rooms over a few threads. Each thread
+        // queues its own copy of the bytes, so the threads do not fight over
+        // one reference count.
+        let per = subs.len().div_ceil(helpers + 1).max(1);
+        std::thread::scope(|scope| {
+            let mut parts = subs.chunks(per);
+            let mine = parts.next().unwrap_or(&[]);
+            let others: Vec<_> = parts
+                .map(|part| {
+                    let copy = Bytes::copy_from_slice(frame);
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|sub| deliver_to(&sub.sessions.lock(), &copy))
+                            .sum::<usize>()
+                    })
+                })
+                .collect();
+            let n: usize = mine
+                .iter()
+                .map(|sub| deliver_to(&sub.sessions.lock(), frame))
+                .sum();
+            n + others
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .sum::<usize>()
+        })
     }
 
     /// Delivers up to a turn's worth of backlog; requeues the room if more waits.
@@ -381,6 +411,27 @@ impl Room {
     pub(crate) fn sub_room_count(&self) -> usize {
         self.members.lock().subs.len()
     }
+}
+
+/// Sessions whose queues are touched ahead of the pushes.
+const TOUCH_AHEAD: usize = 16;
+
+/// Queues `frame` to each session. Pushes take a lock (a fence), so their
+/// cache misses would be paid one after another: a plain read of each queue
+/// of the next run first lets those misses overlap.
+fn deliver_to(sessions: &[Arc<SessionHandle>], frame: &Bytes) -> usize {
+    let mut n = 0;
+    for run in sessions.chunks(TOUCH_AHEAD) {
+        let mut busy = false;
+        for s in run {
+            busy |= s.out.touch();
+        }
+        std::hint::black_box(busy);
+        for s in run {
+            n += usize::from(s.send(frame.clone()));
+        }
+    }
+    n
 }
 
 /// Encodes a batch once: the messages, or the new head when the plan says notify.

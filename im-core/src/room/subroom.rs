@@ -15,7 +15,7 @@
 //! moves its members when a merge is planned and then calls
 //! [`SubRoomPlanner::finish_merge`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Identifies a sub-room within one room. The main sub-room is `SubRoomId(0)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -115,11 +115,18 @@ pub struct SubRoomInfo {
     pub reserved: u32,
     /// Set while the sub-room is being merged into another.
     pub merging_into: Option<SubRoomId>,
+    /// Merges in progress into this sub-room.
+    pub incoming: u32,
 }
 
 impl SubRoomInfo {
     fn load(&self) -> u64 {
         u64::from(self.members) + u64::from(self.reserved)
+    }
+
+    /// May take part in a new merge (as either side).
+    fn mergeable(&self) -> bool {
+        self.merging_into.is_none() && self.incoming == 0
     }
 }
 
@@ -128,6 +135,10 @@ impl SubRoomInfo {
 pub struct SubRoomPlanner {
     config: SubRoomConfig,
     subs: BTreeMap<SubRoomId, SubRoomInfo>,
+    /// Sub-rooms taking joins with a free seat: routing is O(log n).
+    open: BTreeSet<SubRoomId>,
+    /// Mergeable sub-rooms by load: planning a merge is O(log n).
+    by_load: BTreeSet<(u64, SubRoomId)>,
     next_id: u32,
     members: u64,
 }
@@ -139,14 +150,53 @@ impl SubRoomPlanner {
             capacity: config.capacity.max(1),
             ..config
         };
-        let mut subs = BTreeMap::new();
-        subs.insert(SubRoomId::MAIN, SubRoomInfo::default());
-        Self {
+        let mut p = Self {
             config,
-            subs,
+            subs: BTreeMap::new(),
+            open: BTreeSet::new(),
+            by_load: BTreeSet::new(),
             next_id: 1,
             members: 0,
+        };
+        p.insert(SubRoomId::MAIN);
+        p
+    }
+
+    fn insert(&mut self, id: SubRoomId) {
+        self.subs.insert(id, SubRoomInfo::default());
+        self.index(id);
+    }
+
+    fn unindex(&mut self, id: SubRoomId) {
+        if let Some(info) = self.subs.get(&id) {
+            self.open.remove(&id);
+            self.by_load.remove(&(info.load(), id));
         }
+    }
+
+    fn index(&mut self, id: SubRoomId) {
+        if let Some(info) = self.subs.get(&id) {
+            if info.merging_into.is_none() && info.load() < u64::from(self.config.capacity) {
+                self.open.insert(id);
+            }
+            if info.mergeable() {
+                self.by_load.insert((info.load(), id));
+            }
+        }
+    }
+
+    /// Changes one sub-room's counters, keeping the indexes in step.
+    fn update(&mut self, id: SubRoomId, f: impl FnOnce(&mut SubRoomInfo)) {
+        self.unindex(id);
+        if let Some(info) = self.subs.get_mut(&id) {
+            f(info);
+        }
+        self.index(id);
+    }
+
+    fn remove(&mut self, id: SubRoomId) -> Option<SubRoomInfo> {
+        self.unindex(id);
+        self.subs.remove(&id)
     }
 
     /// The configuration in use.
@@ -227,8 +277,8 @@ impl SubRoomPlanner {
                 });
             }
         };
-        if let Some(info) = self.subs.get_mut(&target) {
-            info.members += 1;
+        if self.subs.contains_key(&target) {
+            self.update(target, |info| info.members += 1);
             self.members += 1;
         }
         JoinOutcome::Joined(target)
@@ -250,20 +300,20 @@ impl SubRoomPlanner {
     pub fn leave(&mut self, sub: SubRoomId) -> Result<bool, PlannerError> {
         let info = self
             .subs
-            .get_mut(&sub)
+            .get(&sub)
             .ok_or(PlannerError::UnknownSubRoom(sub))?;
         if info.members == 0 {
             return Err(PlannerError::Empty(sub));
         }
-        info.members -= 1;
+        self.update(sub, |info| info.members -= 1);
         self.members -= 1;
         let removable = sub != SubRoomId::MAIN
-            && info.members == 0
-            && info.reserved == 0
-            && info.merging_into.is_none()
-            && !self.subs.values().any(|i| i.merging_into == Some(sub));
+            && self
+                .subs
+                .get(&sub)
+                .is_some_and(|i| i.load() == 0 && i.mergeable());
         if removable {
-            self.subs.remove(&sub);
+            self.remove(sub);
         }
         Ok(removable)
     }
@@ -272,33 +322,25 @@ impl SubRoomPlanner {
     /// fit in, and stops the sparse one taking joins. `None` if nothing is
     /// sparse enough or nothing fits.
     pub fn plan_merge(&mut self) -> Option<Merge> {
-        let busy = |id: SubRoomId, subs: &BTreeMap<SubRoomId, SubRoomInfo>| {
-            subs.get(&id).is_some_and(|i| i.merging_into.is_some())
-                || subs.values().any(|i| i.merging_into == Some(id))
-        };
         let cap = u64::from(self.config.capacity);
-        let from = self
-            .subs
+        let (from_load, from) = self
+            .by_load
             .iter()
-            .filter(|(id, info)| {
-                **id != SubRoomId::MAIN
-                    && info.load() < u64::from(self.config.merge_below)
-                    && !busy(**id, &self.subs)
-            })
-            .min_by_key(|(id, info)| (info.load(), std::cmp::Reverse(**id)))
-            .map(|(id, info)| (*id, info.load()))?;
-        let into = self
-            .subs
-            .iter()
-            .filter(|(id, info)| {
-                **id != from.0 && !busy(**id, &self.subs) && info.load() + from.1 <= cap
-            })
-            .max_by_key(|(id, info)| (info.load(), std::cmp::Reverse(**id)))
-            .map(|(id, _)| *id)?;
-        if let Some(info) = self.subs.get_mut(&from.0) {
-            info.merging_into = Some(into);
+            .find(|(_, id)| *id != SubRoomId::MAIN)
+            .copied()?;
+        if from_load >= u64::from(self.config.merge_below) || from_load > cap {
+            return None;
         }
-        Some(Merge { from: from.0, into })
+        let room = cap - from_load;
+        let (_, into) = self
+            .by_load
+            .range(..=(room, SubRoomId(u32::MAX)))
+            .rev()
+            .find(|(_, id)| *id != from)
+            .copied()?;
+        self.update(from, |i| i.merging_into = Some(into));
+        self.update(into, |i| i.incoming += 1);
+        Some(Merge { from, into })
     }
 
     /// Completes a merge once the caller moved the members: `from`'s members
@@ -317,40 +359,34 @@ impl SubRoomPlanner {
         if from.reserved > 0 {
             return Err(PlannerError::Busy(merge.from));
         }
-        self.subs.remove(&merge.from);
-        if let Some(into) = self.subs.get_mut(&merge.into) {
+        self.remove(merge.from);
+        self.update(merge.into, |into| {
             into.members += from.members;
-        }
+            into.incoming = into.incoming.saturating_sub(1);
+        });
         Ok(())
     }
 
     /// The first sub-room with a free seat, or a new one.
     fn open_seat(&mut self) -> SubRoomId {
-        let cap = u64::from(self.config.capacity);
-        let found = self
-            .subs
-            .iter()
-            .find(|(_, info)| info.merging_into.is_none() && info.load() < cap)
-            .map(|(id, _)| *id);
-        found.unwrap_or_else(|| {
-            let id = SubRoomId(self.next_id);
-            self.next_id = self.next_id.wrapping_add(1);
-            self.subs.insert(id, SubRoomInfo::default());
-            id
-        })
+        if let Some(id) = self.open.first() {
+            return *id;
+        }
+        let id = SubRoomId(self.next_id);
+        self.next_id = self.next_id.wrapping_add(1);
+        self.insert(id);
+        id
     }
 
     fn reserve(&mut self, sub: SubRoomId) {
-        if let Some(info) = self.subs.get_mut(&sub) {
-            info.reserved += 1;
-        }
+        self.update(sub, |info| info.reserved += 1);
     }
 
     fn release(&mut self, ticket: Ticket) {
         if ticket.reserved {
-            if let Some(info) = self.subs.get_mut(&ticket.sub) {
-                info.reserved = info.reserved.saturating_sub(1);
-            }
+            self.update(ticket.sub, |info| {
+                info.reserved = info.reserved.saturating_sub(1)
+            });
         }
     }
 }
