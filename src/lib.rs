@@ -6,6 +6,9 @@ pub use im_core::{Engine, EngineConfig};
 #[cfg(feature = "memory")]
 pub use im_store_memory as store_memory;
 
+#[cfg(feature = "postgres")]
+pub use im_store_postgres as store_postgres;
+
 #[cfg(feature = "tcp")]
 pub use im_transport_tcp as transport_tcp;
 

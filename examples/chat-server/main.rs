@@ -1,7 +1,9 @@
-//! A starter IM server: TCP transport, in-memory store, Prometheus metrics.
+//! A starter IM server: TCP transport, in-memory store (or PostgreSQL),
+//! Prometheus metrics.
 //!
 //! ```text
 //! cargo run --example chat-server -- --demo
+//! cargo run --example chat-server --features postgres -- --postgres postgres://postgres@127.0.0.1/test
 //! ```
 //!
 //! Copy it and replace `insecure_dev_auth()` with your own `Authenticator`
@@ -12,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use im_engine::core::{ChannelId, Engine, EngineConfig, KickPolicy, UserId};
+use im_engine::core::{
+    ChannelId, Engine, EngineConfig, EngineError, KickPolicy, Store, StoreError, UserId,
+};
 use im_engine::store_memory::MemoryStore;
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
 
@@ -44,9 +48,31 @@ struct Args {
     /// Create the demo group `lobby` with alice, bob and carol.
     #[arg(long)]
     demo: bool,
-    /// Create a group: `NAME=user1,user2,...` (repeatable).
+    /// Create a group: `NAME=user1,user2,...` (repeatable; kept if it exists).
     #[arg(long = "group", value_name = "NAME=USERS")]
     groups: Vec<String>,
+    /// Store everything in PostgreSQL at this URL instead of in memory.
+    #[cfg(feature = "postgres")]
+    #[arg(long, env = "IM_PG_URL")]
+    postgres: Option<String>,
+    /// PostgreSQL schema for the tables (created and migrated on start).
+    #[cfg(feature = "postgres")]
+    #[arg(long, env = "IM_PG_SCHEMA", default_value = "im")]
+    pg_schema: String,
+}
+
+/// The store chosen by the flags.
+async fn open_store(args: &Args) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
+    #[cfg(feature = "postgres")]
+    if let Some(url) = &args.postgres {
+        use im_engine::store_postgres::{PgStore, PgStoreConfig};
+        let store = PgStore::connect(PgStoreConfig::new(url).with_schema(&args.pg_schema)).await?;
+        tracing::info!(schema = %args.pg_schema, "store: PostgreSQL");
+        return Ok(Arc::new(store));
+    }
+    let _ = args;
+    tracing::info!("store: in memory (everything is lost on exit)");
+    Ok(Arc::new(MemoryStore::new()))
 }
 
 fn parse_kick_policy(s: &str) -> Result<KickPolicy, String> {
@@ -83,7 +109,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "DEVELOPMENT AUTHENTICATION: any token `user` or `user:anything` is accepted as that user. \
          Replace insecure_dev_auth() with your own Authenticator before exposing this server."
     );
-    let engine = Engine::builder(Arc::new(MemoryStore::new()))
+    let engine = Engine::builder(open_store(&args).await?)
         .config(config)
         .insecure_dev_auth()
         .build()?;
@@ -100,10 +126,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .split(',')
             .map(UserId::new)
             .collect::<Result<Vec<_>, _>>()?;
-        engine
-            .create_group(&ChannelId::new(name)?, &members)
-            .await?;
-        tracing::info!(group = name, members = users, "group created");
+        match engine.create_group(&ChannelId::new(name)?, &members).await {
+            Ok(()) => tracing::info!(group = name, members = users, "group created"),
+            Err(EngineError::Store(StoreError::AlreadyExists(_))) => {
+                tracing::info!(group = name, "group exists; membership left as it is")
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 
     let tcp = TcpServer::bind(
