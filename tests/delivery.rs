@@ -387,3 +387,31 @@ async fn group_members_added_later_receive_live_and_see_history() {
     let page = bob.pull(group("club"), 0, 0, 0).await.expect("pull");
     assert_eq!(bodies(&page.messages), ["before bob", "welcome bob"]);
 }
+
+#[tokio::test]
+async fn a_retry_after_removal_gets_the_original_ack_but_new_sends_are_refused() {
+    let s = Server::start().await;
+    s.group("club", &["alice", "bob"]).await;
+    let alice = s.connect("alice", "d").await;
+    let first = alice
+        .send(group("club"), "m1", "hello")
+        .await
+        .expect("send");
+    s.engine
+        .remove_members(&ChannelId::new("club").expect("id"), &[user("alice")])
+        .await
+        .expect("remove");
+    let retry = alice
+        .send(group("club"), "m1", "hello")
+        .await
+        .expect("retry is idempotent");
+    assert_eq!(
+        (retry.seq, retry.message_id, retry.duplicate),
+        (first.seq, first.message_id, true)
+    );
+    let err = alice
+        .send(group("club"), "m2", "again")
+        .await
+        .expect_err("no longer a member");
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden));
+}

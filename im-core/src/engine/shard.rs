@@ -238,6 +238,7 @@ impl ShardWorker {
     /// Drops sends the sender may not make, answering them.
     async fn authorize(&mut self, sends: Vec<PendingSend>) -> Vec<PendingSend> {
         let mut out = Vec::with_capacity(sends.len());
+        let mut refused = Vec::new();
         // Large groups keep no member set: ask the store once per group.
         let mut to_check: HashMap<ChannelId, Vec<PendingSend>> = HashMap::new();
         for s in sends {
@@ -268,7 +269,7 @@ impl ShardWorker {
             }
             match &info.members {
                 Some(m) if m.contains(&s.sender) => out.push(s),
-                Some(_) => s.reply.fail(not_member(&group)),
+                Some(_) => refused.push(s),
                 None => to_check.entry(group).or_default().push(s),
             }
         }
@@ -280,7 +281,7 @@ impl ShardWorker {
                         if ok {
                             out.push(s);
                         } else {
-                            s.reply.fail(not_member(&group));
+                            refused.push(s);
                         }
                     }
                 }
@@ -292,8 +293,46 @@ impl ShardWorker {
                 }
             }
         }
+        self.refuse_non_members(refused).await;
         // Each conversation's sends took one path above, so their order holds.
         out
+    }
+
+    /// Answers sends from non-members with FORBIDDEN, unless the send is a
+    /// retry of a message committed while the sender was still a member: a
+    /// retry gets its original ack (idempotency), never a second message.
+    async fn refuse_non_members(&self, refused: Vec<PendingSend>) {
+        if refused.is_empty() {
+            return;
+        }
+        let keys: Vec<DedupKey> = refused.iter().filter_map(dedup_key).collect();
+        let originals: HashMap<DedupKey, StoredMessage> =
+            match self.shared.store.find_by_dedup_keys(&keys).await {
+                Ok(found) => keys
+                    .into_iter()
+                    .zip(found)
+                    .filter_map(|(k, m)| Some((k, m?)))
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "dedup lookup for refused sends failed");
+                    HashMap::new()
+                }
+            };
+        for s in refused {
+            let original = dedup_key(&s)
+                .and_then(|k| originals.get(&k).cloned())
+                .filter(|m| m.conversation == s.conversation);
+            match (original, &s.conversation) {
+                (Some(msg), _) => s.reply.ok(&msg, true),
+                (None, ConversationId::Group(g)) => {
+                    let err = not_member(g);
+                    s.reply.fail(err)
+                }
+                (None, conv) => s
+                    .reply
+                    .fail(EngineError::Forbidden(format!("not a member of {conv}"))),
+            }
+        }
     }
 
     async fn group_info(&mut self, group: &ChannelId) -> Result<Option<GroupInfo>, StoreError> {
