@@ -67,4 +67,9 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    code = asyncio.run(main())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: kosoku's native runtime was seen to abort
+    # (SIGABRT) while being finalized after a complete, passing run.
+    os._exit(code)
