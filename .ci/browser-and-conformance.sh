@@ -11,18 +11,24 @@ out=target/ci-web
 mkdir -p "$out"
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
 }
 trap cleanup EXIT
 
-# Starts a harness on 127.0.0.1:0 and prints the ws:// URL it reports.
+# Starts a harness on 127.0.0.1:0 (in this shell, so cleanup knows its pid)
+# and sets ECHO_URL to the ws:// URL it reports.
 start_echo() {
-  local log=$1; shift
+  local log=$1
+  shift
   target/debug/examples/autobahn_echo --addr 127.0.0.1:0 "$@" >"$log" 2>&1 &
   pids+=($!)
+  ECHO_URL=""
   for _ in $(seq 1 100); do
-    if url=$(grep -o 'ws://[0-9.:]*' "$log" 2>/dev/null); then
-      echo "$url"
+    ECHO_URL=$(grep -o 'ws://[0-9.:]*' "$log" 2>/dev/null || true)
+    if [ -n "$ECHO_URL" ]; then
       return 0
     fi
     sleep 0.1
@@ -43,12 +49,12 @@ py=target/autobahn-venv/bin/python
 # 1. Everything but the performance/limits section (9.x) and compression
 #    (12.x, 13.x: permessage-deflate is not offered), at the transport's
 #    default chat limits (256 KiB messages).
-url=$(start_echo "$out/echo-chat.log")
-"$py" tests/autobahn/run.py "$url" chat-limits --out "$out/autobahn" \
+start_echo "$out/echo-chat.log"
+"$py" tests/autobahn/run.py "$ECHO_URL" chat-limits --out "$out/autobahn" \
   --exclude '9.*' '12.*' '13.*'
 # 2. Section 9 sends messages up to 16 MiB: same harness, limits raised.
-url=$(start_echo "$out/echo-limits.log" --max-message-bytes 20000000)
-"$py" tests/autobahn/run.py "$url" large-messages --out "$out/autobahn" --cases '9.*'
+start_echo "$out/echo-limits.log" --max-message-bytes 20000000
+"$py" tests/autobahn/run.py "$ECHO_URL" large-messages --out "$out/autobahn" --cases '9.*'
 cleanup
 pids=()
 
