@@ -177,10 +177,14 @@ impl PgStoreConfig {
 
     fn validate(&self) -> Result<(), PgStoreError> {
         if self.pool_size == 0 {
-            return Err(PgStoreError::InvalidConfig("pool_size must be at least 1".into()));
+            return Err(PgStoreError::InvalidConfig(
+                "pool_size must be at least 1".into(),
+            ));
         }
         if self.prune_slack == 0 {
-            return Err(PgStoreError::InvalidConfig("prune_slack must be at least 1".into()));
+            return Err(PgStoreError::InvalidConfig(
+                "prune_slack must be at least 1".into(),
+            ));
         }
         if let Some(schema) = &self.schema {
             let ok = !schema.is_empty()

@@ -11,7 +11,14 @@ use crate::error::{PgStoreError, map_pg};
 
 /// The migrations, in order: `(version, name, SQL)`. Versions start at 1
 /// and go +1.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("migrations/0001_init.sql")),
+    (
+        2,
+        "append_offsets",
+        include_str!("migrations/0002_append_offsets.sql"),
+    ),
+];
 
 /// Advisory lock key for `schema`: a stable 64-bit FNV-1a hash, so every
 /// process agrees on it.
@@ -64,6 +71,8 @@ pub(crate) async fn run(
         .get(0);
     let known = MIGRATIONS.last().map_or(0, |m| m.0);
     if current > known {
+        // Roll back now rather than on drop, which only queues the rollback.
+        tx.rollback().await.map_err(map_pg)?;
         return Err(PgStoreError::SchemaTooNew {
             found: current,
             known,

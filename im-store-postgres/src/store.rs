@@ -8,9 +8,9 @@ use deadpool_postgres::ClientWrapper;
 use im_core::error::StoreError;
 use im_core::ids::{ChannelId, ConversationId, DedupKey, DeviceId, MessageId, Seq, UserId};
 use im_core::store::{
-    AppendRequest, ConversationState, ConversationStatesRequest, CursorUpdate, Cursors,
-    InboxEntry, InboxPage, InboxRequest, Inboxes, Membership, RangePage, RangeRequest,
-    StoreResult, StoredMessage, Timeline,
+    AppendRequest, ConversationState, ConversationStatesRequest, CursorUpdate, Cursors, InboxEntry,
+    InboxPage, InboxRequest, Inboxes, Membership, RangePage, RangeRequest, StoreResult,
+    StoredMessage, Timeline,
 };
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
@@ -32,7 +32,7 @@ macro_rules! first_seq {
 }
 
 const APPEND: &str = "SELECT o_kind, o_conv, o_sender, o_device, o_cmid, o_head FROM im_append(\
-    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)";
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)";
 
 const HEAD_SEQS: &str = "SELECT coalesce(c.head, 0) \
     FROM unnest($1::text[]) WITH ORDINALITY AS x(cv, ord) \
@@ -224,6 +224,10 @@ fn optional_message(row: &Row, at: usize) -> Result<Option<StoredMessage>, PgSto
     }
 }
 
+/// A conversation's part of a batch: first index, last index, last seq,
+/// message count.
+type ConvSpan = (usize, usize, u64, i64);
+
 /// One append request laid out as the columns `im_append` takes.
 struct Batch<'a> {
     conv: Vec<String>,
@@ -243,8 +247,14 @@ struct Batch<'a> {
     cb: Vec<Option<&'a str>>,
     /// Batch index of each conversation's first message (same order as `cconv`).
     cfirst_index: Vec<usize>,
+    /// Inbox entries: user, 1-based message index, version offset from the
+    /// user's new head.
     ruser: Vec<&'a str>,
     rmsg: Vec<i32>,
+    roff: Vec<i64>,
+    /// Inbox users, sorted, with their entry counts.
+    uuser: Vec<&'a str>,
+    un: Vec<i64>,
     /// A key repeated inside the batch, or a seq gap inside the batch: the
     /// batch will be refused; [`PgStore::explain_refusal`] says why.
     refused_locally: bool,
@@ -271,12 +281,16 @@ impl<'a> Batch<'a> {
             cfirst_index: Vec::new(),
             ruser: Vec::new(),
             rmsg: Vec::new(),
+            roff: Vec::new(),
+            uuser: Vec::new(),
+            un: Vec::new(),
             refused_locally: false,
         };
-        // conversation key -> (first index, last index, last seq, count)
-        let mut convs: HashMap<&ConversationId, (usize, usize, u64, i64)> = HashMap::new();
+        let mut convs: HashMap<&ConversationId, ConvSpan> = HashMap::new();
         let mut keys: HashSet<(&str, &str, &str)> = HashSet::new();
         let mut seen_recipients: HashSet<&str> = HashSet::new();
+        // Entries per inbox user so far (ranks 1, 2, … in batch order).
+        let mut per_user: HashMap<&str, i64> = HashMap::new();
         for (i, new) in req.messages.iter().enumerate() {
             let m = &new.message;
             b.conv.push(m.conversation.to_key());
@@ -309,21 +323,30 @@ impl<'a> Batch<'a> {
             seen_recipients.clear();
             for r in &new.inbox_recipients {
                 if seen_recipients.insert(r.as_str()) {
+                    let rank = per_user.entry(r.as_str()).or_insert(0);
+                    *rank += 1;
                     b.ruser.push(r.as_str());
                     b.rmsg.push(index);
+                    b.roff.push(*rank);
                 }
             }
         }
-        let mut sorted: Vec<(String, &ConversationId, (usize, usize, u64, i64))> = convs
-            .into_iter()
-            .map(|(c, v)| (c.to_key(), c, v))
-            .collect();
+        // Entry k of a user's n gets version new_head - n + k.
+        for (off, user) in b.roff.iter_mut().zip(&b.ruser) {
+            *off -= per_user.get(user).copied().unwrap_or(0);
+        }
+        let mut users: Vec<(&str, i64)> = per_user.into_iter().collect();
+        users.sort_unstable();
+        (b.uuser, b.un) = users.into_iter().unzip();
+        let mut sorted: Vec<(String, &ConversationId, ConvSpan)> =
+            convs.into_iter().map(|(c, v)| (c.to_key(), c, v)).collect();
         sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (key, conv, (first, last, _, count)) in sorted {
             b.cconv.push(key);
             b.cfirst.push(b.seq[first]);
             b.ccount.push(count);
-            b.clast.push(i64::try_from(last).map_err(|_| PgStoreError::OutOfRange("batch size"))?);
+            b.clast
+                .push(i64::try_from(last).map_err(|_| PgStoreError::OutOfRange("batch size"))?);
             b.cfirst_index.push(first);
             match conv {
                 ConversationId::Direct(a, c) => {
@@ -402,7 +425,7 @@ impl PgStore {
         let inbox_cap = self.inbox_cap();
         let timeline_cap = self.timeline_cap();
         let slack = self.slack();
-        let params: [&(dyn ToSql + Sync); 19] = [
+        let params: [&(dyn ToSql + Sync); 22] = [
             &b.conv,
             &b.seq,
             &b.id,
@@ -419,6 +442,9 @@ impl PgStore {
             &b.cb,
             &b.ruser,
             &b.rmsg,
+            &b.roff,
+            &b.uuser,
+            &b.un,
             &inbox_cap,
             &timeline_cap,
             &slack,
@@ -471,7 +497,10 @@ impl PgStore {
                 && !heads.contains_key(&m.message.conversation)
             {
                 debug_assert_eq!(&m.message.conversation.to_key(), key);
-                heads.insert(m.message.conversation.clone(), m.message.seq.saturating_sub(1));
+                heads.insert(
+                    m.message.conversation.clone(),
+                    m.message.seq.saturating_sub(1),
+                );
             }
         }
         match seq_conflict(req, &heads) {
@@ -520,7 +549,11 @@ impl PgStore {
         client: &ClientWrapper,
         req: &AppendRequest,
     ) -> Result<HashSet<DedupKey>, AttemptError> {
-        let keys: Vec<DedupKey> = req.messages.iter().filter_map(|m| m.message.dedup_key()).collect();
+        let keys: Vec<DedupKey> = req
+            .messages
+            .iter()
+            .filter_map(|m| m.message.dedup_key())
+            .collect();
         let found = self.find_keys(client, &keys).await?;
         Ok(found
             .into_iter()
@@ -534,8 +567,11 @@ impl PgStore {
         client: &ClientWrapper,
         req: &AppendRequest,
     ) -> Result<HashMap<ConversationId, Seq>, AttemptError> {
-        let mut convs: Vec<ConversationId> =
-            req.messages.iter().map(|m| m.message.conversation.clone()).collect();
+        let mut convs: Vec<ConversationId> = req
+            .messages
+            .iter()
+            .map(|m| m.message.conversation.clone())
+            .collect();
         convs.sort_unstable();
         convs.dedup();
         let heads = self.heads(client, &convs).await?;
@@ -668,7 +704,11 @@ impl Timeline for PgStore {
         let until = req.until_seq.map(|u| u.min(i64::MAX as u64) as i64);
         let lim = limit(req.limit);
         let cap = self.timeline_cap();
-        let sql = if req.newest { RANGE_NEWEST } else { RANGE_OLDEST };
+        let sql = if req.newest {
+            RANGE_NEWEST
+        } else {
+            RANGE_OLDEST
+        };
         let (key, until, cap) = (&key, &until, &cap);
         self.run(Retry::Idempotent, move |client| async move {
             let stmt = client.prepare_cached(sql).await?;
@@ -1073,7 +1113,11 @@ mod tests {
         let g = ConversationId::group("g").expect("valid");
         let d = ConversationId::direct(u("a"), u("b"));
         let req = AppendRequest {
-            messages: vec![msg(&g, 5, Some("1")), msg(&d, 1, None), msg(&g, 6, Some("2"))],
+            messages: vec![
+                msg(&g, 5, Some("1")),
+                msg(&d, 1, None),
+                msg(&g, 6, Some("2")),
+            ],
         };
         let b = Batch::build(&req).expect("builds");
         assert!(!b.refused_locally);
@@ -1084,6 +1128,9 @@ mod tests {
         assert_eq!(b.ca, vec![Some("a"), None]);
         assert_eq!(b.ruser, vec!["a", "b", "a", "b", "a", "b"]);
         assert_eq!(b.rmsg, vec![1, 1, 2, 2, 3, 3]);
+        assert_eq!(b.roff, vec![-2, -2, -1, -1, 0, 0]);
+        assert_eq!(b.uuser, vec!["a", "b"]);
+        assert_eq!(b.un, vec![3, 3]);
     }
 
     #[test]

@@ -229,39 +229,59 @@ async fn apply(
                 limit: *limit,
                 newest: *newest,
             };
-            let p = pg.read_range(req.clone()).await.map(|r| {
-                (r.messages, r.head_seq, r.first_retained_seq)
-            });
-            let m = mem.read_range(req).await.map(|r| {
-                (r.messages, r.head_seq, r.first_retained_seq)
-            });
+            let p = pg
+                .read_range(req.clone())
+                .await
+                .map(|r| (r.messages, r.head_seq, r.first_retained_seq));
+            let m = mem
+                .read_range(req)
+                .await
+                .map(|r| (r.messages, r.head_seq, r.first_retained_seq));
             same("read_range", p, m)?;
         }
-        Op::Inbox { user: u, after, limit } => {
+        Op::Inbox {
+            user: u,
+            after,
+            limit,
+        } => {
             let req = InboxRequest {
                 user: user(USERS[*u]),
                 after_version: *after,
                 limit: *limit,
             };
-            let p = pg.read_inbox(req.clone()).await.map(|r| {
-                (r.entries, r.head_version, r.first_retained_version)
-            });
-            let m = mem.read_inbox(req).await.map(|r| {
-                (r.entries, r.head_version, r.first_retained_version)
-            });
+            let p = pg
+                .read_inbox(req.clone())
+                .await
+                .map(|r| (r.entries, r.head_version, r.first_retained_version));
+            let m = mem
+                .read_inbox(req)
+                .await
+                .map(|r| (r.entries, r.head_version, r.first_retained_version));
             same("read_inbox", p, m)?;
         }
         Op::InboxHead(u) => {
             let id = user(USERS[*u]);
-            same("inbox_head", pg.inbox_head(&id).await, mem.inbox_head(&id).await)?;
+            same(
+                "inbox_head",
+                pg.inbox_head(&id).await,
+                mem.inbox_head(&id).await,
+            )?;
         }
         Op::Heads(ix) => {
             let list: Vec<_> = ix.iter().map(|&i| convs[i].clone()).collect();
-            same("head_seqs", pg.head_seqs(&list).await, mem.head_seqs(&list).await)?;
+            same(
+                "head_seqs",
+                pg.head_seqs(&list).await,
+                mem.head_seqs(&list).await,
+            )?;
         }
         Op::Get(refs) => {
             let refs: Vec<_> = refs.iter().map(|&(c, s)| (convs[c].clone(), s)).collect();
-            same("get_messages", pg.get_messages(&refs).await, mem.get_messages(&refs).await)?;
+            same(
+                "get_messages",
+                pg.get_messages(&refs).await,
+                mem.get_messages(&refs).await,
+            )?;
         }
         Op::Find(keys) => {
             let keys: Vec<_> = keys
@@ -316,11 +336,19 @@ async fn apply(
         }
         Op::CreateGroup(g, u) => {
             let (g, u) = (channel(*g), users_of(u));
-            same("create_group", pg.create_group(&g, &u).await, mem.create_group(&g, &u).await)?;
+            same(
+                "create_group",
+                pg.create_group(&g, &u).await,
+                mem.create_group(&g, &u).await,
+            )?;
         }
         Op::AddMembers(g, u) => {
             let (g, u) = (channel(*g), users_of(u));
-            same("add_members", pg.add_members(&g, &u).await, mem.add_members(&g, &u).await)?;
+            same(
+                "add_members",
+                pg.add_members(&g, &u).await,
+                mem.add_members(&g, &u).await,
+            )?;
         }
         Op::RemoveMembers(g, u) => {
             let (g, u) = (channel(*g), users_of(u));
@@ -332,11 +360,19 @@ async fn apply(
         }
         Op::MemberCount(g) => {
             let g = channel(*g);
-            same("member_count", pg.member_count(&g).await, mem.member_count(&g).await)?;
+            same(
+                "member_count",
+                pg.member_count(&g).await,
+                mem.member_count(&g).await,
+            )?;
         }
         Op::AreMembers(g, u) => {
             let (g, u) = (channel(*g), users_of(u));
-            same("are_members", pg.are_members(&g, &u).await, mem.are_members(&g, &u).await)?;
+            same(
+                "are_members",
+                pg.are_members(&g, &u).await,
+                mem.are_members(&g, &u).await,
+            )?;
         }
         Op::Members(g, after, limit) => {
             let g = channel(*g);
@@ -349,7 +385,11 @@ async fn apply(
         }
         Op::UserGroups(u) => {
             let u = user(USERS[*u]);
-            same("user_groups", pg.user_groups(&u).await, mem.user_groups(&u).await)?;
+            same(
+                "user_groups",
+                pg.user_groups(&u).await,
+                mem.user_groups(&u).await,
+            )?;
         }
     }
     Ok(())
@@ -369,7 +409,17 @@ async fn compare_everything(pg: &dyn Store, mem: &MemoryStore) -> Result<(), Tes
         apply(pg, mem, &op, &mut next_id).await?;
     }
     for u in 0..USERS.len() {
-        apply(pg, mem, &Op::Inbox { user: u, after: 0, limit: 1000 }, &mut next_id).await?;
+        apply(
+            pg,
+            mem,
+            &Op::Inbox {
+                user: u,
+                after: 0,
+                limit: 1000,
+            },
+            &mut next_id,
+        )
+        .await?;
         let states = Op::States {
             user: u,
             only: None,

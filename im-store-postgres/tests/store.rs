@@ -5,11 +5,11 @@ mod common;
 use common::*;
 use im_core::error::StoreError;
 use im_core::ids::DedupKey;
+use im_core::ids::{ChannelId, DeviceId};
 use im_core::store::{
     AppendRequest, ConversationStatesRequest, CursorUpdate, Cursors, InboxRequest, Inboxes,
     Membership, RangeRequest, Timeline,
 };
-use im_core::ids::{ChannelId, DeviceId};
 
 fn range(conv: &im_core::ids::ConversationId, after: u64, limit: usize) -> RangeRequest {
     RangeRequest {
@@ -37,24 +37,40 @@ async fn append_then_read_back_in_order() {
     assert_eq!(page.messages, expected);
     assert_eq!(page.head_seq, 5);
     assert_eq!(page.first_retained_seq, 1);
-    assert_eq!(db.store.head_seqs(&[g.clone(), group("none")]).await.expect("heads"), vec![5, 0]);
+    assert_eq!(
+        db.store
+            .head_seqs(&[g.clone(), group("none")])
+            .await
+            .expect("heads"),
+        vec![5, 0]
+    );
 
     let newest = db
         .store
-        .read_range(RangeRequest { newest: true, ..range(&g, 1, 2) })
+        .read_range(RangeRequest {
+            newest: true,
+            ..range(&g, 1, 2)
+        })
         .await
         .expect("newest");
     assert_eq!(newest.messages, expected[3..5].to_vec());
     let window = db
         .store
-        .read_range(RangeRequest { until_seq: Some(3), ..range(&g, 1, 10) })
+        .read_range(RangeRequest {
+            until_seq: Some(3),
+            ..range(&g, 1, 10)
+        })
         .await
         .expect("window");
     assert_eq!(window.messages, expected[1..3].to_vec());
 
     let inbox = db
         .store
-        .read_inbox(InboxRequest { user: user("bob"), after_version: 0, limit: 10 })
+        .read_inbox(InboxRequest {
+            user: user("bob"),
+            after_version: 0,
+            limit: 10,
+        })
         .await
         .expect("inbox");
     assert_eq!(inbox.head_version, 5);
@@ -69,7 +85,9 @@ async fn duplicates_and_conflicts_write_nothing() {
     let db = TestDb::new().await;
     let g = group("g");
     db.store
-        .append(AppendRequest { messages: vec![message(&g, 1, "a", Some("x"), &["b"])] })
+        .append(AppendRequest {
+            messages: vec![message(&g, 1, "a", Some("x"), &["b"])],
+        })
         .await
         .expect("first");
     // A batch repeating a committed key is refused whole.
@@ -97,21 +115,44 @@ async fn duplicates_and_conflicts_write_nothing() {
     // A batch not continuing the head is refused whole.
     let err = db
         .store
-        .append(AppendRequest { messages: vec![message(&g, 3, "a", None, &["b"])] })
+        .append(AppendRequest {
+            messages: vec![message(&g, 3, "a", None, &["b"])],
+        })
         .await
         .expect_err("conflict");
     assert!(
-        matches!(err, StoreError::SeqConflict { expected: 2, actual: 1, .. }),
+        matches!(
+            err,
+            StoreError::SeqConflict {
+                expected: 2,
+                actual: 1,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(err.is_retryable());
-    assert_eq!(db.store.head_seqs(&[g.clone()]).await.expect("heads"), vec![1]);
+    assert_eq!(
+        db.store
+            .head_seqs(std::slice::from_ref(&g))
+            .await
+            .expect("heads"),
+        vec![1]
+    );
     assert_eq!(db.store.inbox_head(&user("b")).await.expect("inbox"), 1);
     let found = db
         .store
         .find_by_dedup_keys(&[
-            DedupKey { user: user("a"), device: DeviceId::new("phone").expect("valid"), client_msg_id: "y".into() },
-            DedupKey { user: user("a"), device: DeviceId::new("phone").expect("valid"), client_msg_id: "x".into() },
+            DedupKey {
+                user: user("a"),
+                device: DeviceId::new("phone").expect("valid"),
+                client_msg_id: "y".into(),
+            },
+            DedupKey {
+                user: user("a"),
+                device: DeviceId::new("phone").expect("valid"),
+                client_msg_id: "x".into(),
+            },
         ])
         .await
         .expect("find");
@@ -123,29 +164,49 @@ async fn duplicates_and_conflicts_write_nothing() {
 async fn membership_and_conversation_list() {
     let db = TestDb::new().await;
     let gid = ChannelId::new("team").expect("valid");
-    db.store.create_group(&gid, &[user("b"), user("a"), user("a")]).await.expect("create");
+    db.store
+        .create_group(&gid, &[user("b"), user("a"), user("a")])
+        .await
+        .expect("create");
     assert!(matches!(
         db.store.create_group(&gid, &[]).await,
         Err(StoreError::AlreadyExists(_))
     ));
     assert_eq!(db.store.member_count(&gid).await.expect("count"), Some(2));
-    db.store.add_members(&gid, &[user("c"), user("a")]).await.expect("add");
+    db.store
+        .add_members(&gid, &[user("c"), user("a")])
+        .await
+        .expect("add");
     assert_eq!(db.store.member_count(&gid).await.expect("count"), Some(3));
-    db.store.remove_members(&gid, &[user("a"), user("zz")]).await.expect("remove");
+    db.store
+        .remove_members(&gid, &[user("a"), user("zz")])
+        .await
+        .expect("remove");
     assert_eq!(db.store.member_count(&gid).await.expect("count"), Some(2));
     assert_eq!(
-        db.store.are_members(&gid, &[user("a"), user("c"), user("b")]).await.expect("are"),
+        db.store
+            .are_members(&gid, &[user("a"), user("c"), user("b")])
+            .await
+            .expect("are"),
         vec![false, true, true]
     );
     assert_eq!(
-        db.store.members(&gid, Some(&user("b")), 10).await.expect("members"),
+        db.store
+            .members(&gid, Some(&user("b")), 10)
+            .await
+            .expect("members"),
         vec![user("c")]
     );
     assert!(matches!(
-        db.store.add_members(&ChannelId::new("nope").expect("valid"), &[user("a")]).await,
+        db.store
+            .add_members(&ChannelId::new("nope").expect("valid"), &[user("a")])
+            .await,
         Err(StoreError::NotFound(_))
     ));
-    assert_eq!(db.store.user_groups(&user("c")).await.expect("groups"), vec![gid.clone()]);
+    assert_eq!(
+        db.store.user_groups(&user("c")).await.expect("groups"),
+        vec![gid.clone()]
+    );
 
     let team = group("team");
     let d = direct("c", "d");
@@ -181,8 +242,19 @@ async fn membership_and_conversation_list() {
         .expect("states");
     let summary: Vec<_> = states
         .iter()
-        .map(|s| (s.conversation.clone(), s.head_seq, s.delivered_seq, s.read_seq, s.unread))
+        .map(|s| {
+            (
+                s.conversation.clone(),
+                s.head_seq,
+                s.delivered_seq,
+                s.read_seq,
+                s.unread,
+            )
+        })
         .collect();
-    assert_eq!(summary, vec![(d.clone(), 2, 1, 1, 1), (team.clone(), 2, 0, 0, 1)]);
+    assert_eq!(
+        summary,
+        vec![(d.clone(), 2, 1, 1, 1), (team.clone(), 2, 0, 0, 1)]
+    );
     assert_eq!(states[0].last_message.as_ref().map(|m| m.seq), Some(2));
 }

@@ -18,6 +18,14 @@ pub fn test_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
+/// The test URL with `application_name` set to `tag`, so the schema guard
+/// can find (and end) every session a test left behind.
+pub fn tagged_url(tag: &str) -> String {
+    let url = test_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}application_name={tag}")
+}
+
 /// A schema name no other test uses.
 pub fn fresh_schema() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -36,6 +44,17 @@ pub struct TestDb {
     pub store: PgStore,
     pub schema: String,
     pub config: PgStoreConfig,
+    _guard: SchemaGuard,
+}
+
+/// Drops a schema of the test server when dropped.
+pub struct SchemaGuard(pub String);
+
+impl SchemaGuard {
+    /// Guards a fresh schema name (the schema itself is created by the store).
+    pub fn fresh() -> Self {
+        Self(fresh_schema())
+    }
 }
 
 impl TestDb {
@@ -47,25 +66,29 @@ impl TestDb {
     /// Settings adjusted by `f` (the schema is set afterwards).
     pub async fn with(f: impl FnOnce(PgStoreConfig) -> PgStoreConfig) -> Self {
         let schema = fresh_schema();
-        let config = f(PgStoreConfig::new(test_url()).with_pool_size(4)).with_schema(schema.clone());
+        let config = f(PgStoreConfig::new(tagged_url(&schema)).with_pool_size(4))
+            .with_schema(schema.clone());
         let store = PgStore::connect(config.clone())
             .await
             .expect("connect to the test server (set IM_PG_TEST_URL)");
         Self {
             store,
-            schema,
+            schema: schema.clone(),
             config,
+            _guard: SchemaGuard(schema),
         }
     }
 
     /// A second store on the same schema (another "process").
     pub async fn reopen(&self) -> PgStore {
-        PgStore::connect(self.config.clone()).await.expect("reconnect")
+        PgStore::connect(self.config.clone())
+            .await
+            .expect("reconnect")
     }
 
     /// A raw connection with the schema on its search_path.
     pub async fn raw(&self) -> tokio_postgres::Client {
-        raw_client(&test_url(), Some(&self.schema)).await
+        raw_client(&tagged_url(&self.schema), Some(&self.schema)).await
     }
 }
 
@@ -89,7 +112,12 @@ pub async fn raw_client(url: &str, schema: Option<&str>) -> tokio_postgres::Clie
 impl Drop for TestDb {
     fn drop(&mut self) {
         self.store.close();
-        let schema = self.schema.clone();
+    }
+}
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        let schema = self.0.clone();
         // Drop runs inside the test's runtime: clean up from a thread of our own.
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -105,8 +133,19 @@ impl Drop for TestDb {
                     tokio::spawn(async move {
                         let _ = conn.await;
                     });
+                    // Sessions of the test (tagged with the schema name) may
+                    // still hold locks, e.g. if it panicked mid-transaction.
                     let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                        .execute(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                            &[&schema],
+                        )
+                        .await;
+                    let _ = client
+                        .batch_execute(&format!(
+                            "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+                        ))
                         .await;
                 }
             });
