@@ -30,6 +30,9 @@ pub struct TcpConfig {
     pub max_frame_bytes: usize,
     /// Disable Nagle's algorithm (lower latency for small frames).
     pub nodelay: bool,
+    /// Longest a single write may block on a peer that stopped reading
+    /// before the connection is dropped.
+    pub write_timeout: Duration,
 }
 
 impl Default for TcpConfig {
@@ -37,6 +40,7 @@ impl Default for TcpConfig {
         Self {
             max_frame_bytes: 256 * 1024,
             nodelay: true,
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -110,6 +114,7 @@ pub fn connection(
         writer: Box::new(TcpFrameWriter {
             stream: write,
             buf: BytesMut::new(),
+            write_timeout: config.write_timeout,
         }),
         info: ConnectionInfo {
             transport: "tcp",
@@ -139,6 +144,11 @@ const RETAINED_WRITE_BUFFER: usize = 64 * 1024;
 struct TcpFrameWriter {
     stream: OwnedWriteHalf,
     buf: BytesMut,
+    write_timeout: Duration,
+}
+
+fn timed_out() -> TransportError {
+    TransportError::Io(io::Error::new(io::ErrorKind::TimedOut, "write timed out"))
 }
 
 #[async_trait]
@@ -153,7 +163,9 @@ impl FrameWriter for TcpFrameWriter {
             self.buf.put_u32(len);
             self.buf.put_slice(f);
         }
-        self.stream.write_all(&self.buf).await?;
+        tokio::time::timeout(self.write_timeout, self.stream.write_all(&self.buf))
+            .await
+            .map_err(|_| timed_out())??;
         if self.buf.capacity() > RETAINED_WRITE_BUFFER {
             self.buf = BytesMut::new();
         }
@@ -163,7 +175,9 @@ impl FrameWriter for TcpFrameWriter {
     async fn close(&mut self, _reason: CloseReason) -> Result<(), TransportError> {
         // TCP has no close reason of its own: the engine sent an Error or
         // Kicked frame before asking to close.
-        self.stream.shutdown().await?;
+        tokio::time::timeout(self.write_timeout, self.stream.shutdown())
+            .await
+            .map_err(|_| timed_out())??;
         Ok(())
     }
 }

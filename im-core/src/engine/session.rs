@@ -100,7 +100,10 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
             let frame = error_frame(request_id, pb::ErrorCode::Unavailable, e.to_string(), true);
             let _ = writer.write_frames(&[encode_server_frame(&frame)]).await;
             let _ = writer
-                .close(CloseReason::new(CloseCode::InternalError, "store unavailable"))
+                .close(CloseReason::new(
+                    CloseCode::InternalError,
+                    "store unavailable",
+                ))
                 .await;
             return;
         }
@@ -136,7 +139,15 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
         CloseReason::new(CloseCode::Normal, "session ended"),
         false,
     );
-    let _ = writer_task.await;
+    // The writer flushes the last frames; a peer that stopped reading does not
+    // get to hold the session task forever.
+    let mut writer_task = writer_task;
+    if timeout(shared.config.shutdown_grace, &mut writer_task)
+        .await
+        .is_err()
+    {
+        writer_task.abort();
+    }
     tracing::debug!(session = handle.id.0, user = %handle.user, "disconnected");
 }
 
