@@ -1,0 +1,536 @@
+//! Load generator for live rooms over real TCP connections.
+//!
+//! `loadgen run` starts the server as a child process (`loadgen serve`, the
+//! engine with an in-memory store and no send limits) so the server's RSS
+//! can be read from `/proc/<pid>/status` apart from the clients'. Then it:
+//!
+//! 1. opens N member connections (raw frames: connect, join the room, count
+//!    pushed messages without decoding them; every `--probe-every`th one
+//!    decodes to measure latency from the send timestamp in the body);
+//! 2. reads the server's RSS per idle connection;
+//! 3. measures a 1:1 chat's latency on the idle server;
+//! 4. floods the room: S senders at R msgs/s each, for D seconds, while the
+//!    same 1:1 chat goes on; deliveries/s, room latency p50/p99/p999 and
+//!    the chat's p99 are recorded;
+//! 5. writes `loadgen.json` and `loadgen.svg` to `--out`.
+//!
+//! ```text
+//! cargo run --release --example loadgen -- run --connections 10000 --senders 4 --rate 100
+//! ```
+//!
+//! One process holds about 19k sockets (the 20k file-descriptor limit);
+//! for more, run several `loadgen run --server ADDR` against one server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use im_engine::core::codec::{decode_server_frame, encode_client_frame};
+use im_engine::core::pb::{self, client_frame::Body as In, server_frame::Body as Out};
+use im_engine::core::{Engine, EngineConfig};
+use im_engine::store_memory::MemoryStore;
+use im_engine::transport_tcp::client::{Client, direct, room};
+use im_engine::transport_tcp::{TcpConfig, TcpServer};
+use indicatif::{ProgressBar, ProgressStyle};
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Debug, Parser)]
+#[command(about = "Room load generator over TCP")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Serve the engine (used by `run`; no send limits).
+    Serve {
+        /// TCP listen address.
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        listen: SocketAddr,
+    },
+    /// Run the load and write the report.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Parser)]
+struct RunArgs {
+    /// Use this server instead of starting one (RSS is then not measured).
+    #[arg(long)]
+    server: Option<SocketAddr>,
+    /// Listen address of the child server.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    listen: SocketAddr,
+    /// Member connections.
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Senders.
+    #[arg(long, default_value_t = 4)]
+    senders: usize,
+    /// Messages per second per sender.
+    #[arg(long, default_value_t = 100)]
+    rate: u64,
+    /// Flood duration in seconds.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Message body bytes.
+    #[arg(long, default_value_t = 100)]
+    body: usize,
+    /// One member in this many decodes messages for latency.
+    #[arg(long, default_value_t = 50)]
+    probe_every: usize,
+    /// Chat messages per second in the 1:1 isolation measurement.
+    #[arg(long, default_value_t = 50)]
+    chat_rate: u64,
+    /// Where to write loadgen.json and loadgen.svg.
+    #[arg(long, default_value = "target/loadgen")]
+    out: std::path::PathBuf,
+}
+
+type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+const ROOM: &str = "load";
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn body(len: usize) -> Bytes {
+    let mut b = BytesMut::with_capacity(len.max(8));
+    b.put_u64_le(now_us());
+    b.resize(len.max(8), b'x');
+    b.freeze()
+}
+
+fn sent_at(body: &[u8]) -> Option<u64> {
+    (body.len() >= 8).then(|| (&body[..8]).get_u64_le())
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), AnyError> {
+    match Cli::parse().cmd {
+        Cmd::Serve { listen } => serve(listen).await,
+        Cmd::Run(args) => run(args).await,
+    }
+}
+
+async fn serve(listen: SocketAddr) -> Result<(), AnyError> {
+    let mut c = EngineConfig::default();
+    c.room_send_rate = 0;
+    c.user_room_send_rate = 0;
+    c.heartbeat_interval = Duration::from_secs(600);
+    let engine = Engine::builder(Arc::new(MemoryStore::new()))
+        .config(c)
+        .insecure_dev_auth()
+        .build()?;
+    let tcp = TcpServer::bind(listen, TcpConfig::default()).await?;
+    tcp.serve(engine.clone());
+    println!("READY");
+    tokio::signal::ctrl_c().await?;
+    engine.shutdown().await;
+    Ok(())
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Reads a protobuf varint.
+fn varint(buf: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = buf.split_first()?;
+        *buf = rest;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// The length-delimited top-level fields of a message: (field, bytes).
+fn fields(mut buf: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    std::iter::from_fn(move || {
+        loop {
+            let key = varint(&mut buf)?;
+            match key & 7 {
+                0 => {
+                    varint(&mut buf)?;
+                }
+                2 => {
+                    let len = usize::try_from(varint(&mut buf)?).ok()?;
+                    if len > buf.len() {
+                        return None;
+                    }
+                    let (v, rest) = buf.split_at(len);
+                    buf = rest;
+                    return Some((key >> 3, v));
+                }
+                1 => buf = buf.get(8..)?,
+                5 => buf = buf.get(4..)?,
+                _ => return None,
+            }
+        }
+    })
+}
+
+/// Shared measurements.
+struct Stats {
+    deliveries: AtomicU64,
+    joined: AtomicU64,
+    kicked: AtomicU64,
+    room_latency: Mutex<(Histogram<u64>, Histogram<u64>)>,
+}
+
+fn frame_bytes(body: In, id: u64) -> BytesMut {
+    let bytes = encode_client_frame(&pb::ClientFrame {
+        request_id: id,
+        body: Some(body),
+    });
+    let mut buf = BytesMut::with_capacity(bytes.len() + 4);
+    buf.put_u32(bytes.len() as u32);
+    buf.put_slice(&bytes);
+    buf
+}
+
+/// One room member on a raw socket.
+async fn member(
+    addr: SocketAddr,
+    i: usize,
+    probe: bool,
+    stats: Arc<Stats>,
+) -> Result<(), AnyError> {
+    let mut s = TcpStream::connect(addr).await?;
+    let mut hello = frame_bytes(
+        In::Connect(pb::Connect {
+            token: format!("m{i}:d"),
+            device_id: "d".into(),
+            ..Default::default()
+        }),
+        1,
+    );
+    hello.extend_from_slice(&frame_bytes(
+        In::JoinRoom(pb::JoinRoom {
+            room_id: ROOM.into(),
+        }),
+        2,
+    ));
+    s.write_all(&hello).await?;
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        if s.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+        while buf.len() >= 4 {
+            let len = (&buf[..4]).get_u32() as usize;
+            if buf.len() < 4 + len {
+                break;
+            }
+            buf.advance(4);
+            let frame = buf.split_to(len);
+            for (field, value) in fields(&frame) {
+                match field {
+                    12 if probe => {
+                        let now = now_us();
+                        if let Ok(pb::ServerFrame {
+                            body: Some(Out::Push(p)),
+                            ..
+                        }) = decode_server_frame(&frame)
+                        {
+                            let mut h = stats.room_latency.lock();
+                            for m in &p.messages {
+                                if let Some(t) = sent_at(&m.body) {
+                                    let us = now.saturating_sub(t).max(1);
+                                    let _ = h.0.record(us);
+                                    let _ = h.1.record(us);
+                                }
+                            }
+                            stats
+                                .deliveries
+                                .fetch_add(p.messages.len() as u64, Ordering::Relaxed);
+                        }
+                    }
+                    12 => {
+                        let n = fields(value).filter(|(f, _)| *f == 1).count();
+                        stats.deliveries.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    20 => {
+                        stats.joined.fetch_add(1, Ordering::Relaxed);
+                    }
+                    16 => {
+                        stats.kicked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// A 1:1 chat: `a` sends to `b` at `rate`; returns b's latency histogram.
+async fn chat(
+    addr: SocketAddr,
+    tag: &str,
+    rate: u64,
+    secs: u64,
+    size: usize,
+) -> Result<Histogram<u64>, AnyError> {
+    let a = Client::connect(addr, &format!("chat-a-{tag}:d"), "d").await?;
+    let b = Client::connect(addr, &format!("chat-b-{tag}:d"), "d").await?;
+    let peer = format!("chat-b-{tag}");
+    let total = rate * secs;
+    let recv = tokio::spawn(async move {
+        let mut h = histogram();
+        let mut got = 0;
+        while got < total {
+            match b.next_event(Duration::from_secs(5)).await {
+                Ok(Some(pb::ServerFrame {
+                    body: Some(Out::Push(p)),
+                    ..
+                })) => {
+                    let now = now_us();
+                    for m in p.messages {
+                        if let Some(t) = sent_at(&m.body) {
+                            let _ = h.record(now.saturating_sub(t).max(1));
+                        }
+                        got += 1;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        h
+    });
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    for i in 0..total {
+        tick.tick().await;
+        a.send(direct(&peer), &format!("{tag}{i}"), body(size))
+            .await?;
+    }
+    Ok(recv.await?)
+}
+
+fn pct(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+async fn run(args: RunArgs) -> Result<(), AnyError> {
+    std::fs::create_dir_all(&args.out)?;
+    let mut child = None;
+    let addr = match args.server {
+        Some(a) => a,
+        None => {
+            let exe = std::env::current_exe()?;
+            let mut c = tokio::process::Command::new(exe)
+                .args(["serve", "--listen", &args.listen.to_string()])
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()?;
+            let mut out = c.stdout.take().ok_or("no child stdout")?;
+            let mut line = [0u8; 6];
+            out.read_exact(&mut line).await?;
+            child = Some(c);
+            args.listen
+        }
+    };
+    let pid = child.as_ref().and_then(|c| c.id());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_idle = pid.and_then(rss_kib);
+
+    // 1. Members.
+    let stats = Arc::new(Stats {
+        deliveries: AtomicU64::new(0),
+        joined: AtomicU64::new(0),
+        kicked: AtomicU64::new(0),
+        room_latency: Mutex::new((histogram(), histogram())),
+    });
+    let bar = ProgressBar::new(args.connections as u64).with_style(ProgressStyle::with_template(
+        "{msg:12} {bar:40} {pos}/{len} {per_sec}",
+    )?);
+    bar.set_message("connecting");
+    let t = Instant::now();
+    for chunk in (0..args.connections).collect::<Vec<_>>().chunks(500) {
+        for &i in chunk {
+            let stats = stats.clone();
+            let probe = i % args.probe_every.max(1) == 0;
+            tokio::spawn(async move {
+                if let Err(e) = member(addr, i, probe, stats).await {
+                    eprintln!("member {i}: {e}");
+                }
+            });
+        }
+        while (stats.joined.load(Ordering::Relaxed) as usize) < chunk[chunk.len() - 1] + 1 {
+            bar.set_position(stats.joined.load(Ordering::Relaxed));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if t.elapsed() > Duration::from_secs(120) {
+                return Err("members did not join within 120 s".into());
+            }
+        }
+    }
+    bar.finish_with_message("joined");
+    let connect_secs = t.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_joined = pid.and_then(rss_kib);
+    let per_conn = match (rss_idle, rss_joined) {
+        (Some(a), Some(b)) => Some((b.saturating_sub(a)) as f64 * 1024.0 / args.connections as f64),
+        _ => None,
+    };
+
+    // 2. Chat on the idle server.
+    let chat_idle = chat(addr, "idle", args.chat_rate, 3, args.body).await?;
+
+    // 3. Flood, with the chat beside it.
+    let mut senders = Vec::new();
+    for i in 0..args.senders {
+        let c = Client::connect(addr, &format!("sender{i}:d"), "d").await?;
+        c.join_room(ROOM).await?;
+        senders.push(c);
+    }
+    let flood_start = stats.deliveries.load(Ordering::Relaxed);
+    {
+        let mut h = stats.room_latency.lock();
+        h.0.reset();
+        h.1.reset();
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for (i, c) in senders.into_iter().enumerate() {
+        let (rate, size, sent) = (args.rate, args.body, sent.clone());
+        let c = Arc::new(c);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n = 0u64;
+            // Sends are pipelined: the offered rate does not wait for acks.
+            while Instant::now() < deadline {
+                tick.tick().await;
+                let (c, sent) = (c.clone(), sent.clone());
+                let id = format!("s{i}-{n}");
+                tokio::spawn(async move {
+                    if c.send(room(ROOM), &id, body(size)).await.is_ok() {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                n += 1;
+            }
+        }));
+    }
+    let chat_task = tokio::spawn(chat(
+        addr,
+        "flood",
+        args.chat_rate,
+        args.duration.saturating_sub(1).max(1),
+        args.body,
+    ));
+    let bar = ProgressBar::new(args.duration).with_style(ProgressStyle::with_template(
+        "{msg:40} {bar:30} {pos}/{len}s",
+    )?);
+    let mut series = Vec::new();
+    let mut last = flood_start;
+    for s in 1..=args.duration + 2 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = stats.deliveries.load(Ordering::Relaxed);
+        let p99 = {
+            let mut h = stats.room_latency.lock();
+            let p = if h.1.is_empty() { 0.0 } else { pct(&h.1, 0.99) };
+            h.1.reset();
+            p
+        };
+        series.push((s, now - last, p99));
+        bar.set_position(s.min(args.duration));
+        bar.set_message(format!(
+            "{:.2} M deliveries/s, p99 {p99:.1} ms",
+            (now - last) as f64 / 1e6
+        ));
+        last = now;
+    }
+    bar.finish();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let chat_flood = chat_task.await??;
+    let total = stats.deliveries.load(Ordering::Relaxed) - flood_start;
+    let room_h = stats.room_latency.lock().0.clone();
+    let busy: Vec<u64> = series
+        .iter()
+        .take(args.duration as usize)
+        .skip(1)
+        .map(|s| s.1)
+        .collect();
+    let steady = busy.iter().sum::<u64>() as f64 / busy.len().max(1) as f64;
+
+    let report = serde_json::json!({
+        "connections": args.connections,
+        "senders": args.senders,
+        "rate_per_sender": args.rate,
+        "body_bytes": args.body,
+        "duration_s": args.duration,
+        "connect_s": connect_secs,
+        "messages_sent": sent.load(Ordering::Relaxed),
+        "deliveries": total,
+        "deliveries_per_s_steady": steady,
+        "kicked": stats.kicked.load(Ordering::Relaxed),
+        "room_latency_ms": { "p50": pct(&room_h, 0.5), "p99": pct(&room_h, 0.99), "p999": pct(&room_h, 0.999), "max": room_h.max() as f64 / 1000.0, "samples": room_h.len() },
+        "chat_latency_ms": {
+            "idle": { "p50": pct(&chat_idle, 0.5), "p99": pct(&chat_idle, 0.99), "samples": chat_idle.len() },
+            "during_flood": { "p50": pct(&chat_flood, 0.5), "p99": pct(&chat_flood, 0.99), "samples": chat_flood.len() },
+        },
+        "server_rss_kib": { "idle": rss_idle, "joined": rss_joined, "bytes_per_connection": per_conn, "measured": "server child process /proc/<pid>/status VmRSS" },
+        "series": series.iter().map(|(s, d, p)| serde_json::json!({"s": s, "deliveries": d, "p99_ms": p})).collect::<Vec<_>>(),
+    });
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(args.out.join("loadgen.json"), &json)?;
+    chart(&args.out.join("loadgen.svg"), &series)?;
+    println!("{json}");
+    drop(child);
+    Ok(())
+}
+
+fn chart(path: &std::path::Path, series: &[(u64, u64, f64)]) -> Result<(), AnyError> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (top, bottom) = root.split_vertically(300);
+    let max_d = series.iter().map(|s| s.1).max().unwrap_or(1) as f64 / 1e6;
+    let xs = series.len() as u64 + 1;
+    let mut c = ChartBuilder::on(&top)
+        .caption("room deliveries per second (millions)", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0u64..xs, 0f64..max_d * 1.1 + 0.01)?;
+    c.configure_mesh().x_desc("s").draw()?;
+    c.draw_series(LineSeries::new(
+        series.iter().map(|s| (s.0, s.1 as f64 / 1e6)),
+        &BLUE,
+    ))?;
+    let max_p = series.iter().map(|s| s.2).fold(1.0, f64::max);
+    let mut c = ChartBuilder::on(&bottom)
+        .caption("room latency p99 per second (ms)", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0u64..xs, 0f64..max_p * 1.1)?;
+    c.configure_mesh().x_desc("s").draw()?;
+    c.draw_series(LineSeries::new(series.iter().map(|s| (s.0, s.2)), &RED))?;
+    root.present()?;
+    Ok(())
+}
