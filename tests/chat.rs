@@ -400,3 +400,63 @@ async fn a_device_behind_more_than_the_inbox_keeps_is_told_to_full_sync() {
     assert_eq!(list[0].head_seq, 25);
     assert_eq!(page.messages.len(), 25);
 }
+
+#[tokio::test]
+async fn pages_of_big_messages_fit_the_outbound_queue_instead_of_kicking_the_reader() {
+    let mut config = EngineConfig::default();
+    config.outbound_queue_bytes = 1024 * 1024;
+    let s = Server::start_with(config, Arc::new(MemoryStore::new())).await;
+    let alice = s.connect("alice", "d").await;
+    let body = vec![b'x'; 60 * 1024];
+    for i in 0..40 {
+        alice
+            .send(direct("bob"), &format!("m{i}"), body.clone())
+            .await
+            .expect("send");
+    }
+    let bob = s.connect("bob", "d").await;
+    let mut seqs = Vec::new();
+    loop {
+        let after = seqs.last().copied().unwrap_or(0);
+        let page = bob
+            .pull(direct("alice"), after, 0, 0)
+            .await
+            .expect("pull, not a kick");
+        assert!(
+            page.messages.len() <= 9,
+            "a page stays under half the 1 MiB queue"
+        );
+        seqs.extend(page.messages.iter().map(|m| m.seq));
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+    let mut synced = Vec::new();
+    let mut version = 0;
+    loop {
+        let sync = bob.sync(version).await.expect("sync, not a kick");
+        synced.extend(sync.messages.iter().map(|m| m.seq));
+        version = sync.entries.last().map_or(version, |e| e.version);
+        if !sync.has_more {
+            break;
+        }
+    }
+    assert_eq!(synced, (1..=40).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_session_cannot_join_rooms_without_bound() {
+    let mut config = EngineConfig::default();
+    config.max_rooms_per_session = 3;
+    let s = Server::start_with(config, Arc::new(MemoryStore::new())).await;
+    let c = s.connect("alice", "d").await;
+    for r in ["a", "b", "c"] {
+        c.join_room(r).await.expect("join");
+    }
+    c.join_room("a")
+        .await
+        .expect("rejoining a joined room is fine");
+    let err = c.join_room("d").await.expect_err("fourth room");
+    assert_eq!(err.code(), Some(ErrorCode::InvalidArgument));
+}

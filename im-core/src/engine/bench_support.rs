@@ -5,20 +5,16 @@
 //! sub-rooms, session outbound queues, the batch encoder); only the socket
 //! writers are missing, so queues are emptied by [`RoomFanoutBench::drain`].
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
-use tokio_util::sync::CancellationToken;
 
 use crate::ids::{ChannelId, ConversationId, DeviceId, SessionId, UserId};
 use crate::pb;
 use crate::store::StoredMessage;
 
 use super::config::EngineConfig;
-use super::outbound::Outbound;
 use super::registry::SessionHandle;
 use super::rooms::{FanoutStage, Room, RoomIndex, RoomSettings};
 
@@ -59,16 +55,13 @@ impl RoomFanoutBench {
         let device = DeviceId::new("bench")?;
         let mut sessions = Vec::with_capacity(members);
         for i in 0..members {
-            let s = Arc::new(SessionHandle {
-                id: SessionId(i as u64 + 1),
-                user: UserId::new(format!("u{i}"))?,
-                device: device.clone(),
-                device_kind: pb::DeviceKind::Desktop,
-                out: Outbound::new(config.outbound_queue_bytes),
-                stop: CancellationToken::new(),
-                rooms: Mutex::new(HashSet::new()),
-                groups: Mutex::new(HashSet::new()),
-            });
+            let s = Arc::new(SessionHandle::new(
+                SessionId(i as u64 + 1),
+                UserId::new(format!("u{i}"))?,
+                device.clone(),
+                pb::DeviceKind::Desktop,
+                config.outbound_queue_bytes,
+            ));
             index.join(&id, &s);
             sessions.push(s);
         }
@@ -145,16 +138,13 @@ impl RoomFanoutBench {
     /// Joins and then leaves one extra session, timing both (the online
     /// index must make them O(1) whatever the room's size).
     pub fn join_leave(&self, id: u64) -> Result<Duration, BenchError> {
-        let s = Arc::new(SessionHandle {
-            id: SessionId(u64::MAX - id),
-            user: UserId::new("joiner")?,
-            device: DeviceId::new("bench")?,
-            device_kind: pb::DeviceKind::Desktop,
-            out: Outbound::new(1024),
-            stop: CancellationToken::new(),
-            rooms: Mutex::new(HashSet::new()),
-            groups: Mutex::new(HashSet::new()),
-        });
+        let s = Arc::new(SessionHandle::new(
+            SessionId(u64::MAX - id),
+            UserId::new("joiner")?,
+            DeviceId::new("bench")?,
+            pb::DeviceKind::Desktop,
+            1024,
+        ));
         let t = Instant::now();
         self.index.join(&self.id, &s);
         self.index.leave(&self.id, s.id);

@@ -49,6 +49,9 @@ pub struct EngineConfig {
     pub list_max: usize,
     /// How long shutdown waits for sessions to flush their last frames.
     pub shutdown_grace: Duration,
+    /// Most rooms one session may be in at once (each joined room costs
+    /// server memory, so a client cannot create rooms without bound).
+    pub max_rooms_per_session: usize,
     /// Sessions per sub-room of a live room before joins open another one.
     pub room_sub_room_capacity: u32,
     /// A sub-room with fewer sessions than this is merged into another when
@@ -100,6 +103,7 @@ impl Default for EngineConfig {
             sync_page_max: 500,
             list_max: 500,
             shutdown_grace: Duration::from_secs(5),
+            max_rooms_per_session: 16,
             room_sub_room_capacity: 500,
             room_sub_room_merge_below: 125,
             room_batch: BatchConfig::default(),

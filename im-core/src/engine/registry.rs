@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -29,9 +30,33 @@ pub(crate) struct SessionHandle {
     pub(crate) rooms: Mutex<HashSet<ChannelId>>,
     /// Groups this session is indexed under.
     pub(crate) groups: Mutex<HashSet<ChannelId>>,
+    /// Set (under the index locks) once the session left every index: it
+    /// must never be indexed again.
+    pub(crate) gone: AtomicBool,
 }
 
 impl SessionHandle {
+    /// A new, unindexed session whose outbound queue holds at most `queue_bytes`.
+    pub(crate) fn new(
+        id: SessionId,
+        user: UserId,
+        device: DeviceId,
+        device_kind: pb::DeviceKind,
+        queue_bytes: usize,
+    ) -> Self {
+        Self {
+            id,
+            user,
+            device,
+            device_kind,
+            out: Outbound::new(queue_bytes),
+            stop: CancellationToken::new(),
+            rooms: Mutex::default(),
+            groups: Mutex::default(),
+            gone: AtomicBool::new(false),
+        }
+    }
+
     /// Queues an encoded frame; a full queue disconnects the session as a slow consumer.
     pub(crate) fn send(&self, frame: Bytes) -> bool {
         match self.out.push(frame) {
@@ -82,9 +107,14 @@ impl SessionHandle {
 /// Live sessions by id, by user, by group and by room.
 pub(crate) struct Registry {
     by_user: RwLock<HashMap<UserId, Vec<Arc<SessionHandle>>>>,
-    groups: RwLock<HashMap<ChannelId, HashMap<SessionId, Arc<SessionHandle>>>>,
+    groups: RwLock<GroupIndex>,
+    /// Bumped on every group membership change (under the `groups` lock).
+    epoch: AtomicU64,
     rooms: RoomIndex,
 }
+
+/// Group → its live sessions.
+type GroupIndex = HashMap<ChannelId, HashMap<SessionId, Arc<SessionHandle>>>;
 
 impl Registry {
     /// An empty registry over a room index.
@@ -92,6 +122,7 @@ impl Registry {
         Self {
             by_user: RwLock::default(),
             groups: RwLock::default(),
+            epoch: AtomicU64::new(0),
             rooms,
         }
     }
@@ -126,11 +157,23 @@ impl Registry {
                 }
             }
         }
-        let groups: Vec<ChannelId> = s.groups.lock().drain().collect();
-        remove_from(&self.groups, &groups, s.id);
-        let rooms: Vec<ChannelId> = s.rooms.lock().drain().collect();
-        for r in &rooms {
-            self.rooms.leave(r, s.id);
+        {
+            // Under the index lock, so no concurrent index_groups can re-add it.
+            let mut index = self.groups.write();
+            s.gone.store(true, Ordering::Release);
+            for g in s.groups.lock().drain() {
+                if let Some(set) = index.get_mut(&g) {
+                    set.remove(&s.id);
+                    if set.is_empty() {
+                        index.remove(&g);
+                    }
+                }
+            }
+        }
+        // Held while leaving, so a concurrent join_room waits and then sees `gone`.
+        let mut rooms = s.rooms.lock();
+        for r in rooms.drain() {
+            self.rooms.leave(&r, s.id);
         }
     }
 
@@ -154,12 +197,31 @@ impl Registry {
         self.by_user.read().values().flatten().cloned().collect()
     }
 
-    /// Indexes a session under groups it belongs to.
-    pub(crate) fn index_groups(&self, s: &Arc<SessionHandle>, groups: &[ChannelId]) {
-        if s.stop.is_cancelled() {
+    /// Membership-change counter, read before loading a user's groups.
+    pub(crate) fn membership_epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Indexes a session under the groups loaded at `epoch`. Returns false
+    /// (indexing nothing) if membership changed since: load again.
+    pub(crate) fn index_groups_at(
+        &self,
+        s: &Arc<SessionHandle>,
+        groups: &[ChannelId],
+        epoch: u64,
+    ) -> bool {
+        let mut index = self.groups.write();
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return false;
+        }
+        Self::index_locked(&mut index, s, groups);
+        true
+    }
+
+    fn index_locked(index: &mut GroupIndex, s: &Arc<SessionHandle>, groups: &[ChannelId]) {
+        if s.gone.load(Ordering::Acquire) {
             return;
         }
-        let mut index = self.groups.write();
         let mut mine = s.groups.lock();
         for g in groups {
             index.entry(g.clone()).or_default().insert(s.id, s.clone());
@@ -170,14 +232,17 @@ impl Registry {
     /// Indexes every live session of `users` under `group`.
     pub(crate) fn add_group_members(&self, group: &ChannelId, users: &[UserId]) {
         let sessions: Vec<_> = users.iter().flat_map(|u| self.user_sessions(u)).collect();
+        let mut index = self.groups.write();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         for s in sessions {
-            self.index_groups(&s, std::slice::from_ref(group));
+            Self::index_locked(&mut index, &s, std::slice::from_ref(group));
         }
     }
 
     /// Removes every live session of `users` from `group`'s index.
     pub(crate) fn remove_group_members(&self, group: &ChannelId, users: &[UserId]) {
         let mut index = self.groups.write();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         for s in users.iter().flat_map(|u| self.user_sessions(u)) {
             s.groups.lock().remove(group);
             if let Some(set) = index.get_mut(group) {
@@ -207,10 +272,12 @@ impl Registry {
 
     /// Adds a session to a room; returns the room's session count.
     pub(crate) fn join_room(&self, room: &ChannelId, s: &Arc<SessionHandle>) -> usize {
-        if s.stop.is_cancelled() {
+        // Held across the join: unregister waits for it, then removes it.
+        let mut mine = s.rooms.lock();
+        if s.gone.load(Ordering::Acquire) {
             return 0;
         }
-        s.rooms.lock().insert(room.clone());
+        mine.insert(room.clone());
         self.rooms.join(room, s)
     }
 
@@ -223,24 +290,5 @@ impl Registry {
     /// Sessions in a room.
     pub(crate) fn room_online(&self, room: &ChannelId) -> usize {
         self.rooms.online(room)
-    }
-}
-
-fn remove_from(
-    index: &RwLock<HashMap<ChannelId, HashMap<SessionId, Arc<SessionHandle>>>>,
-    keys: &[ChannelId],
-    id: SessionId,
-) {
-    if keys.is_empty() {
-        return;
-    }
-    let mut index = index.write();
-    for k in keys {
-        if let Some(set) = index.get_mut(k) {
-            set.remove(&id);
-            if set.is_empty() {
-                index.remove(k);
-            }
-        }
     }
 }

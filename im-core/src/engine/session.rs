@@ -1,32 +1,33 @@
 //! One connection's life: handshake, request handling, heartbeats, writer.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 use tokio::time::timeout;
-use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthRequest;
 use crate::codec::{decode_client_frame, encode_server_frame, error_frame};
 use crate::error::{EngineError, StoreError};
 use crate::ids::{ChannelId, ConversationId, DeviceId, SessionId, UserId, now_ms};
 use crate::pb::{self, client_frame::Body as In, server_frame::Body as Out};
-use crate::store::{ConversationStatesRequest, CursorUpdate, InboxRequest, RangeRequest};
+use crate::store::{
+    ConversationStatesRequest, CursorUpdate, InboxRequest, RangeRequest, StoredMessage,
+};
 use crate::transport::{
     CloseCode, CloseReason, Connection, FrameReader, FrameWriter, TransportError,
 };
 
 use super::Engine;
 use super::config::KickPolicy;
-use super::outbound::Outbound;
 use super::registry::SessionHandle;
 use super::shard::{PendingSend, Reply};
 use super::wire::{message_to_wire, summary_to_wire, unread_display};
 
 /// Malformed frames tolerated on one session before it is closed.
 const MAX_MALFORMED_FRAMES: u32 = 8;
+/// Most bytes of message bodies in one `PullResult` or `SyncResult` (the
+/// outbound queue bound also caps it at half the queue).
+const PAGE_BYTES_MAX: usize = 5 * 1024 * 1024;
 /// Unread counts are computed up to this, enough to tell "99+".
 const UNREAD_CAP: u32 = 100;
 /// Largest accepted `client_msg_id`, in bytes.
@@ -94,20 +95,6 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
     else {
         return;
     };
-    let groups = match shared.store.user_groups(&handle.user).await {
-        Ok(groups) => groups,
-        Err(e) => {
-            let frame = error_frame(request_id, pb::ErrorCode::Unavailable, e.to_string(), true);
-            let _ = writer.write_frames(&[encode_server_frame(&frame)]).await;
-            let _ = writer
-                .close(CloseReason::new(
-                    CloseCode::InternalError,
-                    "store unavailable",
-                ))
-                .await;
-            return;
-        }
-    };
     // `Connected` is queued first: nothing may reach the client before it.
     handle.send_frame(
         request_id,
@@ -124,7 +111,18 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
     let writer_task = tokio::spawn(write_loop(handle.clone(), writer));
     let others = shared.registry.register(&handle);
     apply_kick_policy(shared.config.kick_policy, &handle, &others);
-    shared.registry.index_groups(&handle, &groups);
+    if let Err(e) = index_groups(&shared, &handle).await {
+        let frame = error_frame(request_id, pb::ErrorCode::Unavailable, e.to_string(), true);
+        handle.close(
+            Some(encode_server_frame(&frame)),
+            CloseReason::new(CloseCode::InternalError, "store unavailable"),
+            false,
+        );
+    }
+    if shared.shutdown.is_cancelled() {
+        // Connected while shutdown was kicking everyone: it would wait forever.
+        handle.kick(pb::KickReason::Shutdown, "server shutting down", false);
+    }
     tracing::debug!(session = handle.id.0, user = %handle.user, device = %handle.device, "connected");
     Session {
         engine,
@@ -149,6 +147,28 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
         writer_task.abort();
     }
     tracing::debug!(session = handle.id.0, user = %handle.user, "disconnected");
+}
+
+/// Attempts at indexing a new session before membership changes stop racing it.
+const INDEX_ATTEMPTS: usize = 8;
+
+/// Indexes a registered session under its groups. The groups are loaded at a
+/// membership epoch and indexed only if no change happened meanwhile, so a
+/// member removed while connecting never stays indexed.
+async fn index_groups(
+    shared: &super::Shared,
+    handle: &Arc<SessionHandle>,
+) -> Result<(), StoreError> {
+    for _ in 0..INDEX_ATTEMPTS {
+        let epoch = shared.registry.membership_epoch();
+        let groups = shared.store.user_groups(&handle.user).await?;
+        if shared.registry.index_groups_at(handle, &groups, epoch) {
+            return Ok(());
+        }
+    }
+    Err(StoreError::Unavailable(
+        "group membership kept changing while connecting; retry".into(),
+    ))
 }
 
 /// Reads and checks the `Connect` frame. On failure answers and closes.
@@ -181,16 +201,13 @@ async fn handshake(
                 body: Some(In::Connect(c)),
             }) => match authenticate(engine, c, &info).await {
                 Ok((user, device, kind, inbox_version)) => {
-                    let handle = Arc::new(SessionHandle {
-                        id: SessionId(engine.next_session_id()),
+                    let handle = Arc::new(SessionHandle::new(
+                        SessionId(engine.next_session_id()),
                         user,
                         device,
-                        device_kind: kind,
-                        out: Outbound::new(shared.config.outbound_queue_bytes),
-                        stop: CancellationToken::new(),
-                        rooms: Mutex::new(HashSet::new()),
-                        groups: Mutex::new(HashSet::new()),
-                    });
+                        kind,
+                        shared.config.outbound_queue_bytes,
+                    ));
                     return Some((handle, request_id, inbox_version));
                 }
                 Err(e) => {
@@ -262,6 +279,47 @@ fn transport_refusal(e: &TransportError) -> (Bytes, CloseReason) {
     )
 }
 
+/// Approximate encoded size of a message (body plus ids and framing).
+fn wire_size(m: &StoredMessage) -> usize {
+    const OVERHEAD: usize = 64;
+    m.body.len()
+        + m.sender.as_str().len()
+        + m.sender_device.as_str().len()
+        + m.client_msg_id.as_ref().map_or(0, String::len)
+        + OVERHEAD
+}
+
+/// How many messages of a page fit in `budget` bytes: from the newest end
+/// when `newest`, else from the oldest. At least one, so a page always makes
+/// progress (a single body is bounded by `max_body_bytes`).
+fn fitting(messages: &[StoredMessage], newest: bool, budget: usize) -> usize {
+    let mut left = budget;
+    let mut n = 0;
+    let mut take = |m: &StoredMessage| {
+        let size = wire_size(m);
+        if n > 0 && size > left {
+            return false;
+        }
+        left = left.saturating_sub(size);
+        n += 1;
+        true
+    };
+    if newest {
+        for m in messages.iter().rev() {
+            if !take(m) {
+                break;
+            }
+        }
+    } else {
+        for m in messages {
+            if !take(m) {
+                break;
+            }
+        }
+    }
+    n
+}
+
 /// Kicks the user's older sessions the policy does not allow beside `new`.
 fn apply_kick_policy(policy: KickPolicy, new: &SessionHandle, others: &[Arc<SessionHandle>]) {
     for old in others {
@@ -287,6 +345,8 @@ async fn write_loop(handle: Arc<SessionHandle>, mut writer: Box<dyn FrameWriter>
     loop {
         let closing = handle.out.drain(&mut batch).await;
         if !batch.is_empty() {
+            // Bounded by the transport's write timeout; `run` also stops
+            // waiting for this task after `shutdown_grace`.
             let result = writer.write_frames(&batch).await;
             batch.clear();
             if let Err(e) = result {
@@ -319,7 +379,7 @@ impl Session {
         let mut draining = false;
         loop {
             let read = tokio::select! {
-                r = timeout(idle, reader.read_frame()), if !draining => r,
+                biased;
                 _ = self.handle.stop.cancelled() => return,
                 _ = shared.shutdown.cancelled(), if !draining => {
                     // Stop reading; keep the session until shutdown kicks it so
@@ -327,6 +387,7 @@ impl Session {
                     draining = true;
                     continue;
                 }
+                r = timeout(idle, reader.read_frame()), if !draining => r,
             };
             match read {
                 Err(_) => {
@@ -403,6 +464,11 @@ impl Session {
                 e.retryable,
             )));
         }
+    }
+
+    /// Most body bytes one page may carry to this session.
+    fn page_bytes(&self) -> usize {
+        PAGE_BYTES_MAX.min(self.engine.shared().config.outbound_queue_bytes / 2)
     }
 
     fn reply(&self, request_id: u64, body: Out) {
@@ -514,7 +580,7 @@ impl Session {
             limit,
             newest: p.newest,
         };
-        let page = match &conv {
+        let mut page = match &conv {
             // Rooms answer from their hot ring, one store load per miss.
             ConversationId::Room(r) => {
                 let rooms = shared.registry.rooms();
@@ -522,6 +588,12 @@ impl Session {
             }
             _ => shared.store.read_range(req).await?,
         };
+        let keep = fitting(&page.messages, p.newest, self.page_bytes());
+        if p.newest {
+            page.messages.drain(..page.messages.len() - keep);
+        } else {
+            page.messages.truncate(keep);
+        }
         let until = if p.until_seq == 0 {
             page.head_seq
         } else {
@@ -564,13 +636,34 @@ impl Session {
             })
             .await?;
         let full_sync_required = s.inbox_version < page.head_version
-            && s.inbox_version + 1 < page.first_retained_version;
+            && s.inbox_version.saturating_add(1) < page.first_retained_version;
+        let mut page = page;
         let refs: Vec<(ConversationId, u64)> = page
             .entries
             .iter()
             .map(|e| (e.conversation.clone(), e.seq))
             .collect();
-        let messages = shared.store.get_messages(&refs).await?;
+        let mut messages = shared.store.get_messages(&refs).await?;
+        // Keep the entries whose messages fit one frame; the rest come next time.
+        let mut budget = self.page_bytes();
+        let mut kept = 0;
+        for e in &page.entries {
+            let size = messages
+                .iter()
+                .find(|m| m.seq == e.seq && m.conversation == e.conversation)
+                .map_or(0, wire_size);
+            if kept > 0 && size > budget {
+                break;
+            }
+            budget = budget.saturating_sub(size);
+            kept += 1;
+        }
+        page.entries.truncate(kept);
+        messages.retain(|m| {
+            page.entries
+                .iter()
+                .any(|e| e.seq == m.seq && e.conversation == m.conversation)
+        });
         let user = &self.handle.user;
         let last = page.entries.last().map_or(s.inbox_version, |e| e.version);
         self.reply(
@@ -670,9 +763,19 @@ impl Session {
     async fn on_join(&mut self, request_id: u64, j: pb::JoinRoom) -> RequestResult {
         let room = ChannelId::new(&j.room_id)?;
         let shared = self.engine.shared();
+        let max_rooms = shared.config.max_rooms_per_session;
+        let joined = self.handle.rooms.lock().len();
+        if joined >= max_rooms && !self.handle.rooms.lock().contains(&room) {
+            return Err(RequestError::new(
+                pb::ErrorCode::InvalidArgument,
+                format!("a session may be in at most {max_rooms} rooms; leave one first"),
+            ));
+        }
         let conv = ConversationId::Room(room.clone());
-        let head = shared.store.head_seqs(std::slice::from_ref(&conv)).await?;
+        // Seated before reading the head: anything committed after the head
+        // read is pushed, anything before is covered by `head_seq`.
         let online = shared.registry.join_room(&room, &self.handle);
+        let head = shared.store.head_seqs(std::slice::from_ref(&conv)).await?;
         self.reply(
             request_id,
             Out::RoomJoined(pb::RoomJoined {

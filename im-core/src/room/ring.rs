@@ -17,7 +17,8 @@ impl<T: Clone> HotRing<T> {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            items: VecDeque::with_capacity(capacity.min(4096)),
+            // Grows with use: an idle room costs nothing here.
+            items: VecDeque::new(),
         }
     }
 
