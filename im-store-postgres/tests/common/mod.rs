@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod throwaway;
+
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
