@@ -415,3 +415,49 @@ async fn a_retry_after_removal_gets_the_original_ack_but_new_sends_are_refused()
         .expect_err("no longer a member");
     assert_eq!(err.code(), Some(ErrorCode::Forbidden));
 }
+
+#[tokio::test]
+async fn after_a_failed_send_later_sends_wait_for_its_resend_so_order_holds() {
+    let store = GatedStore::new(true);
+    let s = Server::start_with(EngineConfig::default(), store.clone()).await;
+    let alice = s.connect("alice", "d").await;
+    alice.send(direct("bob"), "m0", "zero").await.expect("send");
+    store.failing.store(true, Ordering::SeqCst);
+    let err = alice
+        .send(direct("bob"), "m1", "one")
+        .await
+        .expect_err("store down");
+    assert_eq!(err.code(), Some(ErrorCode::Unavailable));
+    store.failing.store(false, Ordering::SeqCst);
+
+    // m2 must not overtake m1, even though the store is back.
+    let held = alice
+        .send(direct("bob"), "m2", "two")
+        .await
+        .expect_err("held back");
+    assert_eq!(held.code(), Some(ErrorCode::Unavailable));
+    assert!(held.to_string().contains("m1"), "{held}");
+    // Another conversation is not held back.
+    alice
+        .send(direct("carol"), "c1", "hi")
+        .await
+        .expect("other conversation");
+
+    assert_eq!(
+        alice
+            .send(direct("bob"), "m1", "one")
+            .await
+            .expect("resend")
+            .seq,
+        2
+    );
+    assert_eq!(
+        alice
+            .send(direct("bob"), "m2", "two")
+            .await
+            .expect("then m2")
+            .seq,
+        3
+    );
+    assert_eq!(stored_bodies(&store).await, ["zero", "one", "two"]);
+}

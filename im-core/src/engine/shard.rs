@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::codec::{encode_server_frame, error_frame, server_frame};
 use crate::error::{EngineError, StoreError};
 use crate::fanout::{Delivery, Diffusion, FanoutInput, FanoutPlan};
-use crate::ids::{ChannelId, ConversationId, DedupKey, DeviceId, Seq, UserId, now_ms};
+use crate::ids::{ChannelId, ConversationId, DedupKey, DeviceId, Seq, SessionId, UserId, now_ms};
 use crate::pb;
 use crate::push::OfflineNotice;
 use crate::store::{AppendRequest, NewMessage, StoredMessage};
@@ -74,6 +74,14 @@ pub struct SendReceipt {
 }
 
 impl Reply {
+    /// The session the send came from (none for host sends).
+    fn session_id(&self) -> Option<SessionId> {
+        match self {
+            Reply::Session { session, .. } => Some(session.id),
+            Reply::Host(_) => None,
+        }
+    }
+
     fn ok(self, msg: &StoredMessage, duplicate: bool) {
         match self {
             Reply::Session {
@@ -140,11 +148,33 @@ struct Admitted {
     retries: Vec<Reply>,
 }
 
+impl Admitted {
+    /// Answers the send and every retry folded into it with the committed message.
+    fn ok(self, msg: &StoredMessage, duplicate: bool) {
+        for r in self.retries {
+            r.ok(msg, true);
+        }
+        self.send.reply.ok(msg, duplicate);
+    }
+
+    /// Answers the send and every retry folded into it with an error.
+    fn fail(self, err: impl Fn() -> EngineError) {
+        for r in self.retries {
+            r.fail(err());
+        }
+        self.send.reply.fail(err());
+    }
+}
+
 /// One shard's worker.
 pub(crate) struct ShardWorker {
     shared: Arc<Shared>,
     heads: HashMap<ConversationId, Seq>,
     groups: HashMap<ChannelId, GroupInfo>,
+    /// Sessions whose send to a conversation failed, with the first failed
+    /// `client_msg_id`: their later sends there are refused until that one is
+    /// sent again, so a failure never lets later messages overtake it.
+    failed: HashMap<(SessionId, ConversationId), String>,
 }
 
 impl ShardWorker {
@@ -153,7 +183,54 @@ impl ShardWorker {
             shared,
             heads: HashMap::new(),
             groups: HashMap::new(),
+            failed: HashMap::new(),
         }
+    }
+
+    /// Remembers that a session's send failed (retryably), keeping the first one.
+    fn note_failure(&mut self, s: &PendingSend) {
+        let (Some(session), Some(id)) = (s.reply.session_id(), &s.client_msg_id) else {
+            return;
+        };
+        if self.failed.len() >= CACHE_LIMIT {
+            self.failed.clear();
+        }
+        self.failed
+            .entry((session, s.conversation.clone()))
+            .or_insert_with(|| id.clone());
+    }
+
+    /// Refuses sends that would overtake an earlier failed one from the same
+    /// session; the resend of the failed one lifts the hold.
+    fn hold_back_after_failures(&mut self, sends: Vec<PendingSend>) -> Vec<PendingSend> {
+        if self.failed.is_empty() {
+            return sends;
+        }
+        let mut out = Vec::with_capacity(sends.len());
+        for s in sends {
+            let key = s.reply.session_id().map(|id| (id, s.conversation.clone()));
+            let first_failed = key.as_ref().and_then(|k| self.failed.get(k));
+            match first_failed {
+                None => out.push(s),
+                Some(first) if s.client_msg_id.as_ref() == Some(first) => {
+                    if let Some(k) = key {
+                        self.failed.remove(&k);
+                    }
+                    out.push(s);
+                }
+                Some(first) => {
+                    let first = first.clone();
+                    s.reply.fail(store_failure(
+                        &format!(
+                            "an earlier send ({first}) to this conversation failed: \
+                             resend from it to keep your order"
+                        ),
+                        true,
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// Runs until every sender of the channel is gone.
@@ -189,6 +266,7 @@ impl ShardWorker {
         if sends.is_empty() {
             return;
         }
+        let sends = self.hold_back_after_failures(sends);
         let admitted = self.authorize(sends).await;
         let mut pending = dedup_within_batch(admitted);
         for attempt in 1..=APPEND_ATTEMPTS {
@@ -201,10 +279,7 @@ impl ShardWorker {
                         .increment(committed.len() as u64);
                     metrics::histogram!("im_commit_batch_size").record(committed.len() as f64);
                     for (a, msg) in pending.into_iter().zip(&committed) {
-                        for r in a.retries {
-                            r.ok(msg, true);
-                        }
-                        a.send.reply.ok(msg, false);
+                        a.ok(msg, false);
                     }
                     self.fan_out(committed);
                     return;
@@ -221,13 +296,14 @@ impl ShardWorker {
                     self.heads.clear();
                     metrics::counter!("im_send_failures_total").increment(pending.len() as u64);
                     tracing::warn!(error = %e, count = pending.len(), "append failed");
-                    let retryable = e.is_retryable();
+                    // Conflicts that outlast every attempt are worth retrying too.
+                    let retryable = e.is_retryable() || matches!(e, StoreError::Duplicate(_));
                     let msg = e.to_string();
                     for a in pending {
-                        for r in a.retries {
-                            r.fail(store_failure(&msg, retryable));
+                        if retryable {
+                            self.note_failure(&a.send);
                         }
-                        a.send.reply.fail(store_failure(&msg, retryable));
+                        a.fail(|| store_failure(&msg, retryable));
                     }
                     return;
                 }
@@ -259,6 +335,9 @@ impl ShardWorker {
                     continue;
                 }
                 Err(e) => {
+                    if e.is_retryable() {
+                        self.note_failure(&s);
+                    }
                     s.reply.fail(EngineError::Store(e));
                     continue;
                 }
@@ -288,6 +367,9 @@ impl ShardWorker {
                 Err(e) => {
                     let (msg, retryable) = (e.to_string(), e.is_retryable());
                     for s in sends {
+                        if retryable {
+                            self.note_failure(&s);
+                        }
                         s.reply.fail(store_failure(&msg, retryable));
                     }
                 }
@@ -453,23 +535,17 @@ impl ShardWorker {
             Ok(found) => {
                 for (a, original) in dups.into_iter().zip(found) {
                     match original {
-                        Some(msg) => {
-                            for r in a.retries {
-                                r.ok(&msg, true);
-                            }
-                            a.send.reply.ok(&msg, true);
-                        }
-                        None => a.send.reply.fail(EngineError::Store(StoreError::Backend {
-                            source: "store reported a duplicate it cannot find".into(),
-                            retryable: true,
-                        })),
+                        Some(msg) => a.ok(&msg, true),
+                        None => a.fail(|| {
+                            store_failure("store reported a duplicate it cannot find", true)
+                        }),
                     }
                 }
             }
             Err(e) => {
                 let (msg, retryable) = (e.to_string(), e.is_retryable());
                 for a in dups {
-                    a.send.reply.fail(store_failure(&msg, retryable));
+                    a.fail(|| store_failure(&msg, retryable));
                 }
             }
         }
