@@ -21,7 +21,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::codec::FrameCodec;
 
-/// Unsolicited frames buffered before the reader waits for the application.
+/// Unsolicited frames buffered for the application; more are dropped and counted.
 const EVENT_BUFFER: usize = 4096;
 /// Largest frame the client accepts from the server.
 const MAX_SERVER_FRAME: usize = 16 * 1024 * 1024;
@@ -66,6 +66,7 @@ pub struct Client {
     pending: Pending,
     events: tokio::sync::Mutex<mpsc::Receiver<pb::ServerFrame>>,
     next_id: AtomicU64,
+    dropped: Arc<AtomicU64>,
     /// What the server said on connect.
     pub connected: pb::Connected,
     /// How long requests wait for an answer.
@@ -94,16 +95,19 @@ impl Client {
         let (read, write) = stream.into_split();
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        let dropped = Arc::new(AtomicU64::new(0));
         tokio::spawn(read_loop(
             FramedRead::new(read, FrameCodec::new(MAX_SERVER_FRAME)),
             pending.clone(),
             tx,
+            dropped.clone(),
         ));
         let mut client = Self {
             writer: tokio::sync::Mutex::new(write),
             pending,
             events: tokio::sync::Mutex::new(rx),
             next_id: AtomicU64::new(1),
+            dropped,
             connected: pb::Connected::default(),
             timeout: Duration::from_secs(10),
         };
@@ -123,6 +127,12 @@ impl Client {
         Ok(client)
     }
 
+    /// Events dropped because the application did not read them in time
+    /// (more than the event buffer held); sync to catch up.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
     /// The authenticated user id.
     pub fn user_id(&self) -> &str {
         &self.connected.user_id
@@ -137,15 +147,29 @@ impl Client {
             Some(p) => p.insert(id, tx),
             None => return Err(ClientError::Closed),
         };
-        self.send_frame(&pb::ClientFrame {
-            request_id: id,
-            body: Some(body),
-        })
-        .await?;
-        let frame = tokio::time::timeout(self.timeout, rx)
+        let forget = || {
+            if let Some(p) = self.pending.lock().as_mut() {
+                p.remove(&id);
+            }
+        };
+        if let Err(e) = self
+            .send_frame(&pb::ClientFrame {
+                request_id: id,
+                body: Some(body),
+            })
             .await
-            .map_err(|_| ClientError::Timeout)?
-            .map_err(|_| ClientError::Closed)?;
+        {
+            forget();
+            return Err(e);
+        }
+        let frame = match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(frame)) => frame,
+            Ok(Err(_)) => return Err(ClientError::Closed),
+            Err(_) => {
+                forget();
+                return Err(ClientError::Timeout);
+            }
+        };
         match frame.body {
             Some(Out::Error(e)) => Err(ClientError::Server(e)),
             Some(body) => Ok(body),
@@ -351,6 +375,7 @@ async fn read_loop(
     mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
     pending: Pending,
     events: mpsc::Sender<pb::ServerFrame>,
+    dropped: Arc<AtomicU64>,
 ) {
     while let Some(Ok(bytes)) = frames.next().await {
         let Ok(frame) = decode_server_frame(&bytes) else {
@@ -365,11 +390,16 @@ async fn read_loop(
             Some(tx) => {
                 let _ = tx.send(frame);
             }
-            None => {
-                if events.send(frame).await.is_err() {
-                    break;
+            // Answers must keep flowing even if the application never reads
+            // events: when the event buffer is full, events are dropped and
+            // counted (resync to catch up).
+            None => match events.try_send(frame) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    dropped.fetch_add(1, Ordering::Relaxed);
                 }
-            }
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
+            },
         }
     }
     // Wake every waiter: the connection is gone.

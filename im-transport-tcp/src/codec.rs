@@ -7,6 +7,9 @@ use tokio_util::codec::{Decoder, Encoder};
 /// Bytes of the big-endian length that precedes every frame.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
 
+/// Most buffer space reserved ahead of data that has not arrived yet.
+const READ_CHUNK: usize = 8 * 1024;
+
 /// Frames are a 4-byte big-endian length followed by that many bytes. A
 /// length over the limit is refused as soon as the prefix arrives, so an
 /// oversize frame is never buffered.
@@ -41,8 +44,9 @@ impl Decoder for FrameCodec {
         }
         let total = LENGTH_PREFIX_BYTES + len;
         if src.len() < total {
-            // Room for the rest of this frame (bounded by the limit above).
-            src.reserve(total - src.len());
+            // Grow with the data that actually arrives, not with what the
+            // (possibly unauthenticated) peer announced.
+            src.reserve((total - src.len()).min(READ_CHUNK));
             return Ok(None);
         }
         src.advance(LENGTH_PREFIX_BYTES);

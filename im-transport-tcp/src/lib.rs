@@ -21,6 +21,9 @@ use tokio_util::codec::FramedRead;
 
 pub use codec::{FrameCodec, LENGTH_PREFIX_BYTES};
 
+/// Read buffer a new connection starts with.
+const INITIAL_READ_BUFFER: usize = 1024;
+
 /// Settings of the TCP transport.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -109,11 +112,16 @@ pub fn connection(
     let (read, write) = stream.into_split();
     Ok(Connection {
         reader: Box::new(TcpFrameReader {
-            frames: FramedRead::new(read, FrameCodec::new(config.max_frame_bytes)),
+            // Small to start: an idle connection should cost little; the
+            // buffer grows with the frames that actually arrive.
+            frames: FramedRead::with_capacity(
+                read,
+                FrameCodec::new(config.max_frame_bytes),
+                INITIAL_READ_BUFFER,
+            ),
         }),
         writer: Box::new(TcpFrameWriter {
             stream: write,
-            buf: BytesMut::new(),
             write_timeout: config.write_timeout,
         }),
         info: ConnectionInfo {
@@ -138,12 +146,8 @@ impl FrameReader for TcpFrameReader {
     }
 }
 
-/// Keeps the coalescing buffer from pinning memory after a burst.
-const RETAINED_WRITE_BUFFER: usize = 64 * 1024;
-
 struct TcpFrameWriter {
     stream: OwnedWriteHalf,
-    buf: BytesMut,
     write_timeout: Duration,
 }
 
@@ -154,21 +158,19 @@ fn timed_out() -> TransportError {
 #[async_trait]
 impl FrameWriter for TcpFrameWriter {
     async fn write_frames(&mut self, frames: &[Bytes]) -> Result<(), TransportError> {
+        // One buffer per batch, freed after the write: an idle connection
+        // keeps no write buffer, and the whole batch is one system call.
         let total: usize = frames.iter().map(|f| LENGTH_PREFIX_BYTES + f.len()).sum();
-        self.buf.clear();
-        self.buf.reserve(total);
+        let mut buf = BytesMut::with_capacity(total);
         for f in frames {
             let len = u32::try_from(f.len())
                 .map_err(|_| TransportError::Protocol("outgoing frame exceeds 4 GiB".into()))?;
-            self.buf.put_u32(len);
-            self.buf.put_slice(f);
+            buf.put_u32(len);
+            buf.put_slice(f);
         }
-        tokio::time::timeout(self.write_timeout, self.stream.write_all(&self.buf))
+        tokio::time::timeout(self.write_timeout, self.stream.write_all(&buf))
             .await
             .map_err(|_| timed_out())??;
-        if self.buf.capacity() > RETAINED_WRITE_BUFFER {
-            self.buf = BytesMut::new();
-        }
         Ok(())
     }
 
