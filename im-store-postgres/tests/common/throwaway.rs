@@ -7,9 +7,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
-use tokio::process::Command;
+use std::process::Command;
 
 /// A server in a temporary directory, stopped and deleted on drop.
 pub struct ThrowawayPg {
@@ -109,11 +108,10 @@ impl ThrowawayPg {
         } else {
             Command::new(&exe)
         };
-        let out = cmd
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
+        cmd.args(args).stdin(Stdio::null());
+        let out = tokio::task::spawn_blocking(move || cmd.output())
             .await
+            .expect("join the tool")
             .unwrap_or_else(|e| panic!("run {tool}: {e}"));
         assert!(
             out.status.success(),
@@ -171,20 +169,6 @@ impl ThrowawayPg {
         self.pg_ctl_start().await;
     }
 
-    /// Waits until the server accepts connections.
-    pub async fn wait_ready(&self) {
-        for _ in 0..100 {
-            if tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("throwaway server did not come back");
-    }
-
     fn dir(&self) -> &Path {
         &self.dir
     }
@@ -195,11 +179,11 @@ impl Drop for ThrowawayPg {
         let exe = self.bin.join("pg_ctl");
         let data = self.data();
         let mut cmd = if self.as_postgres {
-            let mut c = std::process::Command::new("runuser");
+            let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(&exe);
             c
         } else {
-            std::process::Command::new(&exe)
+            Command::new(&exe)
         };
         let _ = cmd
             .arg("-D")
