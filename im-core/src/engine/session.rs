@@ -91,7 +91,8 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
     } = conn;
     let shared = engine.shared().clone();
     let Some((handle, request_id, inbox_version)) =
-        handshake(&engine, &mut *reader, &mut *writer, info).await
+        // Boxed: its state would otherwise sit in every idle session's future.
+        Box::pin(handshake(&engine, &mut *reader, &mut *writer, info)).await
     else {
         return;
     };
@@ -398,7 +399,8 @@ impl Session {
                     );
                     return;
                 }
-                Ok(Ok(Some(bytes))) => self.on_frame(&bytes).await,
+                // Boxed per frame, so an idle session's task stays small.
+                Ok(Ok(Some(bytes))) => Box::pin(self.on_frame(&bytes)).await,
                 Ok(Ok(None)) | Ok(Err(TransportError::Closed | TransportError::Io(_))) => return,
                 Ok(Err(e)) => {
                     let (frame, reason) = transport_refusal(&e);
