@@ -18,6 +18,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "append_offsets",
         include_str!("migrations/0002_append_offsets.sql"),
     ),
+    (
+        3,
+        "inbox_chunks",
+        include_str!("migrations/0003_inbox_chunks.sql"),
+    ),
 ];
 
 /// Advisory lock key for `schema`: a stable 64-bit FNV-1a hash, so every

@@ -32,7 +32,7 @@ macro_rules! first_seq {
 }
 
 const APPEND: &str = "SELECT o_kind, o_conv, o_sender, o_device, o_cmid, o_head FROM im_append(\
-    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)";
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)";
 
 const HEAD_SEQS: &str = "SELECT coalesce(c.head, 0) \
     FROM unnest($1::text[]) WITH ORDINALITY AS x(cv, ord) \
@@ -78,13 +78,17 @@ const FIND_BY_DEDUP: &str = concat!(
     first_seq!("$4")
 );
 
-const READ_INBOX: &str = "SELECT h.version, h.first, i.version, i.conv, i.seq \
+const READ_INBOX: &str = "SELECT h.version, h.first, e.version, e.conv, e.seq \
     FROM (SELECT version, greatest(pruned_to + 1, version + 1 - $2) AS first \
           FROM inbox_heads WHERE user_id = $1) h \
-    LEFT JOIN LATERAL (SELECT version, conv, seq FROM inbox \
-        WHERE user_id = $1 AND version > $3 AND version >= h.first \
-        ORDER BY version LIMIT $4) i ON true \
-    ORDER BY i.version";
+    LEFT JOIN LATERAL ( \
+        SELECT c.first_version + o.i - 1 AS version, o.conv, o.seq \
+        FROM inbox_chunks c \
+        CROSS JOIN LATERAL unnest(c.convs, c.seqs) WITH ORDINALITY AS o(conv, seq, i) \
+        WHERE c.user_id = $1 AND c.last_version > greatest($3, h.first - 1) \
+          AND c.first_version + o.i - 1 > greatest($3, h.first - 1) \
+        ORDER BY c.last_version, o.i LIMIT $4) e ON true \
+    ORDER BY e.version";
 
 const INBOX_HEAD: &str = "SELECT version FROM inbox_heads WHERE user_id = $1";
 
@@ -247,11 +251,9 @@ struct Batch<'a> {
     cb: Vec<Option<&'a str>>,
     /// Batch index of each conversation's first message (same order as `cconv`).
     cfirst_index: Vec<usize>,
-    /// Inbox entries: user, 1-based message index, version offset from the
-    /// user's new head.
+    /// Inbox entries: user, 1-based message index.
     ruser: Vec<&'a str>,
     rmsg: Vec<i32>,
-    roff: Vec<i64>,
     /// Inbox users, sorted, with their entry counts.
     uuser: Vec<&'a str>,
     un: Vec<i64>,
@@ -281,7 +283,6 @@ impl<'a> Batch<'a> {
             cfirst_index: Vec::new(),
             ruser: Vec::new(),
             rmsg: Vec::new(),
-            roff: Vec::new(),
             uuser: Vec::new(),
             un: Vec::new(),
             refused_locally: false,
@@ -289,7 +290,7 @@ impl<'a> Batch<'a> {
         let mut convs: HashMap<&ConversationId, ConvSpan> = HashMap::new();
         let mut keys: HashSet<(&str, &str, &str)> = HashSet::new();
         let mut seen_recipients: HashSet<&str> = HashSet::new();
-        // Entries per inbox user so far (ranks 1, 2, … in batch order).
+        // Entries per inbox user.
         let mut per_user: HashMap<&str, i64> = HashMap::new();
         for (i, new) in req.messages.iter().enumerate() {
             let m = &new.message;
@@ -323,17 +324,11 @@ impl<'a> Batch<'a> {
             seen_recipients.clear();
             for r in &new.inbox_recipients {
                 if seen_recipients.insert(r.as_str()) {
-                    let rank = per_user.entry(r.as_str()).or_insert(0);
-                    *rank += 1;
+                    *per_user.entry(r.as_str()).or_insert(0) += 1;
                     b.ruser.push(r.as_str());
                     b.rmsg.push(index);
-                    b.roff.push(*rank);
                 }
             }
-        }
-        // Entry k of a user's n gets version new_head - n + k.
-        for (off, user) in b.roff.iter_mut().zip(&b.ruser) {
-            *off -= per_user.get(user).copied().unwrap_or(0);
         }
         let mut users: Vec<(&str, i64)> = per_user.into_iter().collect();
         users.sort_unstable();
@@ -425,7 +420,7 @@ impl PgStore {
         let inbox_cap = self.inbox_cap();
         let timeline_cap = self.timeline_cap();
         let slack = self.slack();
-        let params: [&(dyn ToSql + Sync); 22] = [
+        let params: [&(dyn ToSql + Sync); 21] = [
             &b.conv,
             &b.seq,
             &b.id,
@@ -442,7 +437,6 @@ impl PgStore {
             &b.cb,
             &b.ruser,
             &b.rmsg,
-            &b.roff,
             &b.uuser,
             &b.un,
             &inbox_cap,
@@ -1128,7 +1122,6 @@ mod tests {
         assert_eq!(b.ca, vec![Some("a"), None]);
         assert_eq!(b.ruser, vec!["a", "b", "a", "b", "a", "b"]);
         assert_eq!(b.rmsg, vec![1, 1, 2, 2, 3, 3]);
-        assert_eq!(b.roff, vec![-2, -2, -1, -1, 0, 0]);
         assert_eq!(b.uuser, vec!["a", "b"]);
         assert_eq!(b.un, vec![3, 3]);
     }

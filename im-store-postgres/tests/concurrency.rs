@@ -326,3 +326,58 @@ async fn invalid_settings_are_refused() {
         ),);
     }
 }
+
+/// A database left at schema version 2 (one inbox row per entry) is
+/// upgraded in place: its inbox entries read back the same.
+#[tokio::test]
+async fn upgrade_from_version_2_keeps_inboxes() {
+    let guard = SchemaGuard::fresh();
+    let raw = raw_client(&tagged_url(&guard.0), None).await;
+    raw.batch_execute(&format!(
+        "CREATE SCHEMA {s}; SET search_path TO {s}; \
+         CREATE TABLE im_schema_migrations (version integer PRIMARY KEY, name text NOT NULL, \
+             applied_at timestamptz NOT NULL DEFAULT now());",
+        s = guard.0
+    ))
+    .await
+    .expect("schema");
+    for (v, name, sql) in &MIGRATIONS[..2] {
+        raw.batch_execute(sql).await.expect("old migration");
+        raw.execute(
+            "INSERT INTO im_schema_migrations (version, name) VALUES ($1, $2)",
+            &[v, name],
+        )
+        .await
+        .expect("record");
+    }
+    raw.batch_execute(
+        "INSERT INTO inbox_heads (user_id, version) VALUES ('bob', 3); \
+         INSERT INTO inbox (user_id, version, conv, seq) VALUES \
+             ('bob', 1, 'g:a', 1), ('bob', 2, 'g:b', 7), ('bob', 3, 'g:a', 2)",
+    )
+    .await
+    .expect("old rows");
+    let store = PgStore::connect(
+        PgStoreConfig::new(tagged_url(&guard.0))
+            .with_pool_size(1)
+            .with_schema(guard.0.clone()),
+    )
+    .await
+    .expect("upgrade");
+    let page = store
+        .read_inbox(InboxRequest {
+            user: user("bob"),
+            after_version: 1,
+            limit: 10,
+        })
+        .await
+        .expect("inbox");
+    let got: Vec<_> = page
+        .entries
+        .iter()
+        .map(|e| (e.version, e.conversation.clone(), e.seq))
+        .collect();
+    assert_eq!(got, vec![(2, group("b"), 7), (3, group("a"), 2)]);
+    assert_eq!(page.head_version, 3);
+    store.close();
+}
