@@ -21,6 +21,9 @@
 //! One process holds about 19k sockets (the 20k file-descriptor limit);
 //! for more, run several `loadgen run --server ADDR` against one server.
 
+#[cfg(feature = "postgres")]
+mod durable;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +60,9 @@ enum Cmd {
     },
     /// Run the load and write the report.
     Run(RunArgs),
+    /// Durable messages/s and ack latency on PostgreSQL vs the memory store.
+    #[cfg(feature = "postgres")]
+    Durable(durable::DurableArgs),
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -124,6 +130,8 @@ async fn main() -> Result<(), AnyError> {
     match Cli::parse().cmd {
         Cmd::Serve { listen } => serve(listen).await,
         Cmd::Run(args) => run(args).await,
+        #[cfg(feature = "postgres")]
+        Cmd::Durable(args) => durable::run(args).await,
     }
 }
 
