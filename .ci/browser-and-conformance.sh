@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 KOSOKU_VERSION=0.1.0
+# Binaries live in cargo's target directory, wherever CARGO_TARGET_DIR puts it.
+bin="${CARGO_TARGET_DIR:-target}/debug/examples"
 out=target/ci-web
 mkdir -p "$out"
 pids=()
@@ -23,7 +25,7 @@ trap cleanup EXIT
 start_echo() {
   local log=$1
   shift
-  target/debug/examples/autobahn_echo --addr 127.0.0.1:0 "$@" >"$log" 2>&1 &
+  "$bin/autobahn_echo" --addr 127.0.0.1:0 "$@" >"$log" 2>&1 &
   pids+=($!)
   ECHO_URL=""
   for _ in $(seq 1 100); do
@@ -67,6 +69,7 @@ cargo build --example web-chat
 (
   cd tests/browser
   npm ci --no-audit --no-fund --loglevel=error
-  SCREENSHOT_DIR="$PWD/../../$out" node --test chat.test.mjs
+  WEB_CHAT_BIN="$(cd ../.. && cd "$(dirname "$bin")" && pwd)/examples/web-chat" \
+    SCREENSHOT_DIR="$PWD/../../$out" node --test chat.test.mjs
 )
 echo "screenshots: $out/web-chat-*.png"
