@@ -461,3 +461,75 @@ async fn after_a_failed_send_later_sends_wait_for_its_resend_so_order_holds() {
     );
     assert_eq!(stored_bodies(&store).await, ["zero", "one", "two"]);
 }
+
+/// Records what the engine hands to the offline push hook.
+#[derive(Default)]
+struct RecordingPush(parking_lot::Mutex<Vec<(String, Vec<String>)>>);
+
+#[async_trait]
+impl im_engine::core::OfflinePush for RecordingPush {
+    async fn notify(&self, notice: im_engine::core::OfflineNotice) {
+        let body = String::from_utf8_lossy(&notice.message.body).into_owned();
+        let mut users: Vec<String> = notice.users.iter().map(|u| u.to_string()).collect();
+        users.sort();
+        self.0.lock().push((body, users));
+    }
+}
+
+#[tokio::test]
+async fn offline_recipients_are_handed_to_the_push_hook() {
+    let push = Arc::new(RecordingPush::default());
+    let engine = im_engine::core::Engine::builder(Arc::new(MemoryStore::new()))
+        .insecure_dev_auth()
+        .offline_push(push.clone())
+        .build()
+        .expect("engine");
+    let tcp = im_engine::transport_tcp::TcpServer::bind("127.0.0.1:0", Default::default())
+        .await
+        .expect("bind");
+    let addr = tcp.local_addr().expect("addr");
+    tcp.serve(engine.clone());
+    let chan = ChannelId::new("trio").expect("id");
+    engine
+        .create_group(&chan, &[user("alice"), user("bob"), user("carol")])
+        .await
+        .expect("group");
+    let alice = Client::connect(addr, "alice:d", "d").await.expect("alice");
+    let _bob = Client::connect(addr, "bob:d", "d").await.expect("bob");
+    alice
+        .send(direct("dave"), "1", "to dave")
+        .await
+        .expect("send");
+    alice
+        .send(direct("bob"), "2", "to bob")
+        .await
+        .expect("send");
+    alice
+        .send(group("trio"), "3", "to trio")
+        .await
+        .expect("send");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while push.0.lock().len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(QUIET).await;
+    let mut got = push.0.lock().clone();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("to dave".to_owned(), vec!["dave".to_owned()]),
+            ("to trio".to_owned(), vec!["carol".to_owned()]),
+        ],
+        "only offline recipients, never the sender or online members"
+    );
+}
+
+#[tokio::test]
+async fn the_host_device_id_is_reserved() {
+    let s = Server::start().await;
+    let err = Client::connect(s.addr, "mallory:host", "host")
+        .await
+        .expect_err("reserved");
+    assert_eq!(err.code(), Some(ErrorCode::InvalidArgument));
+}

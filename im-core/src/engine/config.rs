@@ -52,6 +52,9 @@ pub struct EngineConfig {
     /// Most rooms one session may be in at once (each joined room costs
     /// server memory, so a client cannot create rooms without bound).
     pub max_rooms_per_session: usize,
+    /// Offline push notices handed to the host's hook at once; beyond this,
+    /// notices are dropped and counted (`im_offline_push_dropped_total`).
+    pub offline_push_in_flight: usize,
     /// Sessions per sub-room of a live room before joins open another one.
     pub room_sub_room_capacity: u32,
     /// A sub-room with fewer sessions than this is merged into another when
@@ -104,6 +107,7 @@ impl Default for EngineConfig {
             list_max: 500,
             shutdown_grace: Duration::from_secs(5),
             max_rooms_per_session: 16,
+            offline_push_in_flight: 1024,
             room_sub_room_capacity: 500,
             room_sub_room_merge_below: 125,
             room_batch: BatchConfig::default(),

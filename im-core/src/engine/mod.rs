@@ -3,6 +3,7 @@
 #[cfg(feature = "bench")]
 pub mod bench_support;
 mod config;
+mod offline;
 mod outbound;
 mod registry;
 mod rooms;
@@ -37,12 +38,16 @@ use registry::Registry;
 use rooms::{FanoutStage, RoomIndex, RoomSettings};
 use shard::{PendingSend, Reply, ShardCommand, ShardWorker};
 
+/// The device id of messages sent through the host API; clients may not use it,
+/// so host idempotency keys never collide with a client's.
+pub(crate) const HOST_DEVICE: &str = "host";
+
 /// What shard workers and sessions share.
 pub(crate) struct Shared {
     pub(crate) config: EngineConfig,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) auth: Arc<dyn Authenticator>,
-    pub(crate) offline_push: Option<Arc<dyn OfflinePush>>,
+    pub(crate) offline_push: Option<offline::OfflineDispatch>,
     pub(crate) policy: Arc<dyn FanoutPolicy>,
     pub(crate) registry: Registry,
     pub(crate) ids: MessageIdGenerator,
@@ -133,11 +138,14 @@ impl EngineBuilder {
             RoomSettings::from_config(&self.config),
             FanoutStage::start(self.config.room_fanout_threads),
         );
+        let offline_in_flight = self.config.offline_push_in_flight;
         let shared = Arc::new(Shared {
             config: self.config,
             store: self.store,
             auth,
-            offline_push: self.offline_push,
+            offline_push: self
+                .offline_push
+                .map(|p| offline::OfflineDispatch::new(p, offline_in_flight)),
             policy: self.policy,
             registry: Registry::new(rooms),
             ids: MessageIdGenerator::new(),
@@ -262,7 +270,7 @@ impl Engine {
             )));
         }
         let (tx, rx) = oneshot::channel();
-        let device = DeviceId::new("host")?;
+        let device = DeviceId::new(HOST_DEVICE)?;
         self.submit(PendingSend {
             conversation,
             sender,

@@ -245,6 +245,15 @@ async fn authenticate(
 ) -> RequestResult<(UserId, DeviceId, pb::DeviceKind, u64)> {
     let shared = engine.shared();
     let device = DeviceId::new(&c.device_id)?;
+    if device.as_str() == super::HOST_DEVICE {
+        return Err(RequestError::new(
+            pb::ErrorCode::InvalidArgument,
+            format!(
+                "device id {:?} is reserved for the host",
+                super::HOST_DEVICE
+            ),
+        ));
+    }
     let kind = pb::DeviceKind::try_from(c.device_kind).unwrap_or(pb::DeviceKind::Unspecified);
     let req = AuthRequest {
         token: c.token,

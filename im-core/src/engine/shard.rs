@@ -620,12 +620,10 @@ impl ShardWorker {
         if sessions.is_empty() {
             if let Some(push) = &self.shared.offline_push {
                 for m in msgs.iter().filter(|m| &m.sender != user) {
-                    let push = push.clone();
-                    let notice = OfflineNotice {
+                    push.dispatch(OfflineNotice {
                         message: m.clone(),
                         users: vec![user.clone()],
-                    };
-                    tokio::spawn(async move { push.notify(notice).await });
+                    });
                 }
             }
             return 0;
@@ -656,12 +654,10 @@ impl ShardWorker {
             if users.is_empty() {
                 continue;
             }
-            let push = push.clone();
-            let notice = OfflineNotice {
+            push.dispatch(OfflineNotice {
                 message: m.clone(),
                 users,
-            };
-            tokio::spawn(async move { push.notify(notice).await });
+            });
         }
     }
 }
