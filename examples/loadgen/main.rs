@@ -38,6 +38,7 @@ use im_engine::core::{Engine, EngineConfig};
 use im_engine::store_memory::MemoryStore;
 use im_engine::transport_tcp::client::{Client, direct, room};
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
+use im_engine::transport_ws::{SUBPROTOCOL, WsConfig, WsServer};
 use indicatif::{ProgressBar, ProgressStyle};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -57,6 +58,9 @@ enum Cmd {
         /// TCP listen address.
         #[arg(long, default_value = "127.0.0.1:7400")]
         listen: SocketAddr,
+        /// WebSocket listen address (none: TCP only).
+        #[arg(long)]
+        ws_listen: Option<SocketAddr>,
     },
     /// Run the load and write the report.
     Run(RunArgs),
@@ -76,6 +80,12 @@ struct RunArgs {
     /// Member connections.
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
+    /// Percentage of members connected over WebSocket instead of TCP.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    ws_percent: u8,
+    /// WebSocket listen address of the child server.
+    #[arg(long, default_value = "127.0.0.1:7401")]
+    ws_listen: SocketAddr,
     /// Senders.
     #[arg(long, default_value_t = 4)]
     senders: usize,
@@ -128,14 +138,14 @@ fn histogram() -> Histogram<u64> {
 #[tokio::main]
 async fn main() -> Result<(), AnyError> {
     match Cli::parse().cmd {
-        Cmd::Serve { listen } => serve(listen).await,
+        Cmd::Serve { listen, ws_listen } => serve(listen, ws_listen).await,
         Cmd::Run(args) => run(args).await,
         #[cfg(feature = "postgres")]
         Cmd::Durable(args) => durable::run(args).await,
     }
 }
 
-async fn serve(listen: SocketAddr) -> Result<(), AnyError> {
+async fn serve(listen: SocketAddr, ws_listen: Option<SocketAddr>) -> Result<(), AnyError> {
     let mut c = EngineConfig::default();
     c.room_send_rate = 0;
     c.user_room_send_rate = 0;
@@ -146,6 +156,10 @@ async fn serve(listen: SocketAddr) -> Result<(), AnyError> {
         .build()?;
     let tcp = TcpServer::bind(listen, TcpConfig::default()).await?;
     tcp.serve(engine.clone());
+    if let Some(addr) = ws_listen {
+        let ws = WsServer::bind(addr, WsConfig::default()).await?;
+        ws.serve(engine.clone());
+    }
     println!("READY");
     tokio::signal::ctrl_c().await?;
     engine.shutdown().await;
@@ -252,43 +266,95 @@ async fn member(
             }
             buf.advance(4);
             let frame = buf.split_to(len);
-            for (field, value) in fields(&frame) {
-                match field {
-                    12 if probe => {
-                        let now = now_us();
-                        if let Ok(pb::ServerFrame {
-                            body: Some(Out::Push(p)),
-                            ..
-                        }) = decode_server_frame(&frame)
-                        {
-                            let mut h = stats.room_latency.lock();
-                            for m in &p.messages {
-                                if let Some(t) = sent_at(&m.body) {
-                                    let us = now.saturating_sub(t).max(1);
-                                    let _ = h.0.record(us);
-                                    let _ = h.1.record(us);
-                                }
-                            }
-                            stats
-                                .deliveries
-                                .fetch_add(p.messages.len() as u64, Ordering::Relaxed);
-                        }
-                    }
-                    12 => {
-                        let n = fields(value).filter(|(f, _)| *f == 1).count();
-                        stats.deliveries.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                    20 => {
-                        stats.joined.fetch_add(1, Ordering::Relaxed);
-                    }
-                    16 => {
-                        stats.kicked.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {}
-                }
-            }
+            on_frame(&frame, probe, &stats);
         }
     }
+}
+
+/// Counts what one member received in one server frame.
+fn on_frame(frame: &[u8], probe: bool, stats: &Stats) {
+    for (field, value) in fields(frame) {
+        match field {
+            12 if probe => {
+                let now = now_us();
+                if let Ok(pb::ServerFrame {
+                    body: Some(Out::Push(p)),
+                    ..
+                }) = decode_server_frame(frame)
+                {
+                    let mut h = stats.room_latency.lock();
+                    for m in &p.messages {
+                        if let Some(t) = sent_at(&m.body) {
+                            let us = now.saturating_sub(t).max(1);
+                            let _ = h.0.record(us);
+                            let _ = h.1.record(us);
+                        }
+                    }
+                    stats
+                        .deliveries
+                        .fetch_add(p.messages.len() as u64, Ordering::Relaxed);
+                }
+            }
+            12 => {
+                let n = fields(value).filter(|(f, _)| *f == 1).count();
+                stats.deliveries.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            20 => {
+                stats.joined.fetch_add(1, Ordering::Relaxed);
+            }
+            16 => {
+                stats.kicked.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One room member over WebSocket (subprotocol `im.v1.proto`, one binary
+/// message per frame).
+async fn ws_member(
+    addr: SocketAddr,
+    i: usize,
+    probe: bool,
+    stats: Arc<Stats>,
+) -> Result<(), AnyError> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+    let mut req = format!("ws://{addr}/").into_client_request()?;
+    req.headers_mut()
+        .insert("sec-websocket-protocol", SUBPROTOCOL.parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+    for (id, body) in [
+        (
+            1,
+            In::Connect(pb::Connect {
+                token: format!("m{i}:d"),
+                device_id: "d".into(),
+                ..Default::default()
+            }),
+        ),
+        (
+            2,
+            In::JoinRoom(pb::JoinRoom {
+                room_id: ROOM.into(),
+            }),
+        ),
+    ] {
+        let frame = encode_client_frame(&pb::ClientFrame {
+            request_id: id,
+            body: Some(body),
+        });
+        ws.send(Message::Binary(frame)).await?;
+    }
+    while let Some(msg) = ws.next().await {
+        match msg? {
+            Message::Binary(frame) => on_frame(&frame, probe, &stats),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A 1:1 chat: `a` sends to `b` at `rate`; returns b's latency histogram.
@@ -348,6 +414,7 @@ async fn run(args: RunArgs) -> Result<(), AnyError> {
             let exe = std::env::current_exe()?;
             let mut c = tokio::process::Command::new(exe)
                 .args(["serve", "--listen", &args.listen.to_string()])
+                .args(["--ws-listen", &args.ws_listen.to_string()])
                 .stdout(std::process::Stdio::piped())
                 .kill_on_drop(true)
                 .spawn()?;
@@ -378,8 +445,15 @@ async fn run(args: RunArgs) -> Result<(), AnyError> {
         for &i in chunk {
             let stats = stats.clone();
             let probe = i % args.probe_every.max(1) == 0;
+            let over_ws = i % 100 < usize::from(args.ws_percent);
+            let ws_addr = args.ws_listen;
             tokio::spawn(async move {
-                if let Err(e) = member(addr, i, probe, stats).await {
+                let joined = if over_ws {
+                    ws_member(ws_addr, i, probe, stats).await
+                } else {
+                    member(addr, i, probe, stats).await
+                };
+                if let Err(e) = joined {
                     eprintln!("member {i}: {e}");
                 }
             });
@@ -487,6 +561,7 @@ async fn run(args: RunArgs) -> Result<(), AnyError> {
 
     let report = serde_json::json!({
         "connections": args.connections,
+        "ws_percent": args.ws_percent,
         "senders": args.senders,
         "rate_per_sender": args.rate,
         "body_bytes": args.body,
