@@ -77,9 +77,15 @@ impl Outbound {
         if st.bytes + frame.len() > self.max_bytes {
             return Enqueued::Overflow;
         }
+        // Only the first frame of a burst wakes the writer: it drains
+        // everything queued once it runs (a stored permit covers the race
+        // with a writer about to wait).
+        let was_empty = st.is_empty();
         st.enqueue(frame);
         drop(st);
-        self.wake.notify_one();
+        if was_empty {
+            self.wake.notify_one();
+        }
         Enqueued::Queued
     }
 
