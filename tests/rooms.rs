@@ -207,3 +207,37 @@ async fn room_send_limits_answer_rate_limited_and_say_retry() {
         .expect_err("over the user limit");
     assert_eq!(e.code(), Some(ErrorCode::RateLimited));
 }
+
+#[tokio::test]
+async fn a_flooding_user_cannot_spend_the_rooms_budget_for_everyone_else() {
+    let mut config = EngineConfig::default();
+    config.room_send_rate = 1;
+    config.room_send_burst = 20;
+    config.user_room_send_rate = 1;
+    config.user_room_send_burst = 5;
+    let s = Server::start_with(config, Arc::new(MemoryStore::new())).await;
+    let flooder = s.connect("flooder", "d").await;
+    let polite = s.connect("polite", "d").await;
+    flooder.join_room("r").await.expect("join");
+    polite.join_room("r").await.expect("join");
+    let mut refused = 0;
+    for i in 0..200 {
+        match flooder.send(room("r"), &format!("f{i}"), "spam").await {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.code(), Some(ErrorCode::RateLimited));
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        refused >= 190,
+        "the flooder is held to its own burst ({refused} refused)"
+    );
+    for i in 0..5 {
+        polite
+            .send(room("r"), &format!("p{i}"), "hello")
+            .await
+            .expect("the room still has budget for others");
+    }
+}

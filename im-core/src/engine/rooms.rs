@@ -476,6 +476,8 @@ pub(crate) struct RoomIndex {
     settings: Arc<RoomSettings>,
     stage: Arc<FanoutStage>,
     users: Mutex<HashMap<UserId, TokenBucket>>,
+    /// Size of `users` after its last sweep of idle buckets.
+    users_swept_at: AtomicUsize,
     next_slot: AtomicUsize,
 }
 
@@ -486,6 +488,7 @@ impl RoomIndex {
             settings: Arc::new(settings),
             stage,
             users: Mutex::new(HashMap::new()),
+            users_swept_at: AtomicUsize::new(0),
             next_slot: AtomicUsize::new(0),
         }
     }
@@ -547,6 +550,31 @@ impl RoomIndex {
     /// Takes a token from the room's and the user's send limits.
     pub(crate) fn check_send(&self, id: &ChannelId, user: &UserId) -> Result<(), EngineError> {
         let now = Instant::now();
+        // The user's own limit first: a flooding user is refused before it
+        // can spend the room's budget that everyone else shares.
+        let (rate, burst) = self.settings.user_rate;
+        if rate != 0 {
+            let mut users = self.users.lock();
+            if users.len() >= USER_LIMITERS_MAX
+                && users.len() >= 2 * self.users_swept_at.load(Ordering::Relaxed)
+            {
+                // Sweep idle (full) buckets only when the map has doubled since
+                // the last sweep, so the cost stays amortized O(1) per send.
+                users.retain(|_, b| !b.is_full(now));
+                self.users_swept_at
+                    .store(users.len().max(1), Ordering::Relaxed);
+            }
+            let bucket = users
+                .entry(user.clone())
+                .or_insert_with(|| TokenBucket::new(rate, burst));
+            if let Err(wait) = bucket.try_take(now) {
+                metrics::counter!("im_rate_limited_total", "limit" => "user").increment(1);
+                return Err(EngineError::RateLimited(format!(
+                    "you are sending to rooms too fast; retry in {} ms",
+                    wait.as_millis().max(1)
+                )));
+            }
+        }
         if let Some(room) = self.get(id) {
             if let Err(wait) = room.limiter.lock().try_take(now) {
                 metrics::counter!("im_rate_limited_total", "limit" => "room").increment(1);
@@ -556,24 +584,7 @@ impl RoomIndex {
                 )));
             }
         }
-        let (rate, burst) = self.settings.user_rate;
-        if rate == 0 {
-            return Ok(());
-        }
-        let mut users = self.users.lock();
-        if users.len() >= USER_LIMITERS_MAX {
-            users.retain(|_, b| !b.is_full(now));
-        }
-        let bucket = users
-            .entry(user.clone())
-            .or_insert_with(|| TokenBucket::new(rate, burst));
-        bucket.try_take(now).map_err(|wait| {
-            metrics::counter!("im_rate_limited_total", "limit" => "user").increment(1);
-            EngineError::RateLimited(format!(
-                "you are sending to rooms too fast; retry in {} ms",
-                wait.as_millis().max(1)
-            ))
-        })
+        Ok(())
     }
 
     /// Takes committed messages of one room (in seq order): into the hot

@@ -786,7 +786,14 @@ impl Session {
         // Seated before reading the head: anything committed after the head
         // read is pushed, anything before is covered by `head_seq`.
         let online = shared.registry.join_room(&room, &self.handle);
-        let head = shared.store.head_seqs(std::slice::from_ref(&conv)).await?;
+        let head = match shared.store.head_seqs(std::slice::from_ref(&conv)).await {
+            Ok(head) => head,
+            Err(e) => {
+                // The client is told the join failed: it must not stay seated.
+                shared.registry.leave_room(&room, &self.handle);
+                return Err(e.into());
+            }
+        };
         self.reply(
             request_id,
             Out::RoomJoined(pb::RoomJoined {

@@ -360,6 +360,9 @@ pub struct ReadAck {
 pub struct RoomJoined {
     #[prost(string, tag = "1")]
     pub room_id: ::prost::alloc::string::String,
+    /// The room's head when you joined: pull (.., head_seq] for history. Pushes
+    /// start at once and may arrive before this answer, some at or below
+    /// head_seq: keep messages by seq and ignore repeats.
     #[prost(uint64, tag = "2")]
     pub head_seq: u64,
     /// Sessions currently in the room.

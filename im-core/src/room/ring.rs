@@ -66,13 +66,19 @@ impl<T: Clone> HotRing<T> {
         let first = self.first()?;
         let head = self.head()?;
         let until = until.map_or(head, |u| u.min(head));
-        if after.saturating_add(1) < first {
-            return None;
+        let from = after.saturating_add(1);
+        if from < first {
+            // Older history is not here, but the newest `limit` of the range
+            // may all be (the common "show me the latest" pull).
+            let covered = newest && until >= first && until + 1 - first >= limit as u64;
+            if !covered {
+                return None;
+            }
         }
         if until <= after {
             return Some(Vec::new());
         }
-        let lo = (after + 1 - first) as usize;
+        let lo = (from.max(first) - first) as usize;
         let hi = (until + 1 - first) as usize;
         let (lo, hi) = if newest {
             (hi.saturating_sub(limit).max(lo), hi)
@@ -118,9 +124,23 @@ mod tests {
             if let Some(got) = r.range(after, until, limit, newest) {
                 prop_assert_eq!(got, want);
             } else {
-                // A miss only when the ring lacks part of the range.
+                // A miss only when the ring lacks part of what was asked.
                 prop_assert!(r.first().is_none_or(|f| after + 1 < f));
+                if newest {
+                    prop_assert!(r.first().is_none_or(|f| u + 1 < f + limit as u64));
+                }
             }
         }
+    }
+
+    #[test]
+    fn the_latest_page_is_served_even_when_older_history_is_not_held() {
+        let mut r = HotRing::new(1000);
+        for s in 1..=5000u64 {
+            r.push(s, s);
+        }
+        let page = r.range(0, None, 30, true).expect("newest 30 are held");
+        assert_eq!(page, (4971..=5000).collect::<Vec<_>>());
+        assert!(r.range(0, None, 30, false).is_none(), "the oldest are not");
     }
 }
