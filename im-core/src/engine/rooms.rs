@@ -296,14 +296,12 @@ impl Room {
         let subs: Vec<Arc<SubRoom>> = self.members.lock().subs.values().cloned().collect();
         let helpers = self.settings.parallelism.saturating_sub(1);
         if helpers == 0 || self.online() < self.settings.parallel_min_sessions {
-            return subs
-                .iter()
-                .map(|sub| deliver_to(&sub.sessions.lock(), frame))
-                .sum();
+            return deliver_subs(&subs, frame);
         }
         // A huge room: split its sub-rooms over a few threads. Each thread
         // queues its own copy of the bytes, so the threads do not fight over
-        // one reference count.
+        // one reference count. A thread that cannot be started leaves its
+        // part to this one.
         let per = subs.len().div_ceil(helpers + 1).max(1);
         std::thread::scope(|scope| {
             let mut parts = subs.chunks(per);
@@ -311,20 +309,18 @@ impl Room {
             let others: Vec<_> = parts
                 .map(|part| {
                     let copy = Bytes::copy_from_slice(frame);
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|sub| deliver_to(&sub.sessions.lock(), &copy))
-                            .sum::<usize>()
-                    })
+                    std::thread::Builder::new()
+                        .spawn_scoped(scope, move || deliver_subs(part, &copy))
+                        .map_err(|_| part)
                 })
                 .collect();
-            let n: usize = mine
-                .iter()
-                .map(|sub| deliver_to(&sub.sessions.lock(), frame))
-                .sum();
+            let n = deliver_subs(mine, frame);
             n + others
                 .into_iter()
-                .map(|h| h.join().unwrap_or(0))
+                .map(|h| match h {
+                    Ok(h) => h.join().unwrap_or(0),
+                    Err(part) => deliver_subs(part, frame),
+                })
                 .sum::<usize>()
         })
     }
@@ -411,6 +407,13 @@ impl Room {
     pub(crate) fn sub_room_count(&self) -> usize {
         self.members.lock().subs.len()
     }
+}
+
+/// Queues `frame` to every session of these sub-rooms.
+fn deliver_subs(subs: &[Arc<SubRoom>], frame: &Bytes) -> usize {
+    subs.iter()
+        .map(|sub| deliver_to(&sub.sessions.lock(), frame))
+        .sum()
 }
 
 /// Sessions whose queues are touched ahead of the pushes.
@@ -648,8 +651,14 @@ impl RoomIndex {
                     .shared()
             })
             .clone();
-        let result = load.await;
-        room.loads.lock().remove(&key);
+        let result = load.clone().await;
+        {
+            // Only this load's entry: a newer load for the key may have started.
+            let mut loads = room.loads.lock();
+            if loads.get(&key).is_some_and(|l| l.ptr_eq(&load)) {
+                loads.remove(&key);
+            }
+        }
         match result {
             Ok(page) => {
                 // The tail of the room seeds an empty ring.
