@@ -307,18 +307,26 @@
 
   async function onNotify(n) {
     const open = state.open;
-    if (open && key(n.conversation) === open.key && num(n.head_seq) > open.newest) {
+    const head = num(n.head_seq);
+    if (open && key(n.conversation) === open.key && head > open.newest) {
       try {
-        const { value } = await request("pull", {
-          conversation: open.ref,
-          after_seq: open.newest,
-          until_seq: num(n.head_seq),
-          limit: 200,
-        });
-        if (state.open === open) {
+        // Catch up page by page until the notified head; with nothing
+        // loaded yet, only the newest page (older history is scrolled to).
+        const fresh = open.newest === 0;
+        for (;;) {
+          const { value } = await request("pull", {
+            conversation: open.ref,
+            after_seq: open.newest,
+            until_seq: head,
+            limit: 200,
+            newest: fresh,
+          });
+          if (state.open !== open) break;
+          const before = open.newest;
           addMessages(value.messages, {});
-          markRead();
+          if (fresh || !value.has_more || open.newest <= before) break;
         }
+        if (state.open === open) markRead();
       } catch (e) {
         showError(e.message);
       }
