@@ -460,3 +460,27 @@ async fn a_session_cannot_join_rooms_without_bound() {
     let err = c.join_room("d").await.expect_err("fourth room");
     assert_eq!(err.code(), Some(ErrorCode::InvalidArgument));
 }
+
+#[tokio::test]
+async fn connections_that_never_authenticate_cannot_exhaust_the_server() {
+    let mut config = EngineConfig::default();
+    config.max_pending_handshakes = 2;
+    let s = Server::start_with(config, Arc::new(MemoryStore::new())).await;
+    // Two silent sockets hold both handshake slots.
+    let silent1 = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
+    let silent2 = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let err = im_engine::transport_tcp::client::Client::connect(s.addr, "alice", "d")
+        .await
+        .expect_err("refused while the slots are held");
+    assert_eq!(err.code(), Some(ErrorCode::Unavailable));
+    // Slots free up as those connections go away.
+    drop((silent1, silent2));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let alice = s.connect("alice", "d").await;
+    alice.ping().await.expect("served");
+}

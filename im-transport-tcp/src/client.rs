@@ -59,6 +59,10 @@ impl ClientError {
 
 type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<pb::ServerFrame>>>>>;
 
+/// The last error the server sent on its own (request id 0), kept so a
+/// request cut off by the close that follows reports it instead of `Closed`.
+type LastError = Arc<Mutex<Option<pb::Error>>>;
+
 /// A connected, authenticated client.
 #[derive(Debug)]
 pub struct Client {
@@ -67,6 +71,7 @@ pub struct Client {
     events: tokio::sync::Mutex<mpsc::Receiver<pb::ServerFrame>>,
     next_id: AtomicU64,
     dropped: Arc<AtomicU64>,
+    last_error: LastError,
     /// What the server said on connect.
     pub connected: pb::Connected,
     /// How long requests wait for an answer.
@@ -96,11 +101,13 @@ impl Client {
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let dropped = Arc::new(AtomicU64::new(0));
+        let last_error = LastError::default();
         tokio::spawn(read_loop(
             FramedRead::new(read, FrameCodec::new(MAX_SERVER_FRAME)),
             pending.clone(),
             tx,
             dropped.clone(),
+            last_error.clone(),
         ));
         let mut client = Self {
             writer: tokio::sync::Mutex::new(write),
@@ -108,6 +115,7 @@ impl Client {
             events: tokio::sync::Mutex::new(rx),
             next_id: AtomicU64::new(1),
             dropped,
+            last_error,
             connected: pb::Connected::default(),
             timeout: Duration::from_secs(10),
         };
@@ -164,7 +172,14 @@ impl Client {
         }
         let frame = match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(frame)) => frame,
-            Ok(Err(_)) => return Err(ClientError::Closed),
+            Ok(Err(_)) => {
+                // Closed: say why if the server did.
+                return Err(self
+                    .last_error
+                    .lock()
+                    .clone()
+                    .map_or(ClientError::Closed, ClientError::Server));
+            }
             Err(_) => {
                 forget();
                 return Err(ClientError::Timeout);
@@ -376,12 +391,16 @@ async fn read_loop(
     pending: Pending,
     events: mpsc::Sender<pb::ServerFrame>,
     dropped: Arc<AtomicU64>,
+    last_error: LastError,
 ) {
     while let Some(Ok(bytes)) = frames.next().await {
         let Ok(frame) = decode_server_frame(&bytes) else {
             tracing::warn!("undecodable frame from server");
             continue;
         };
+        if let (0, Some(Out::Error(e))) = (frame.request_id, &frame.body) {
+            *last_error.lock() = Some(e.clone());
+        }
         let waiter = match frame.request_id {
             0 => None,
             id => pending.lock().as_mut().and_then(|p| p.remove(&id)),

@@ -55,6 +55,9 @@ pub struct WsConfig {
     pub write_buffer_bytes: usize,
     /// Disable Nagle's algorithm (lower latency for small frames).
     pub nodelay: bool,
+    /// HTTP handshakes in progress at once; connections beyond it are closed
+    /// at once, so slow handshakes cannot use up the file descriptors.
+    pub max_pending_handshakes: usize,
 }
 
 impl Default for WsConfig {
@@ -71,6 +74,7 @@ impl Default for WsConfig {
             read_buffer_bytes: 8 * 1024,
             write_buffer_bytes: 64 * 1024,
             nodelay: true,
+            max_pending_handshakes: 1024,
         }
     }
 }

@@ -69,6 +69,9 @@ impl WsServer {
     pub fn serve(self, engine: Engine) -> JoinHandle<()> {
         tokio::spawn(async move {
             let stop = engine.shutdown_token();
+            let handshakes = Arc::new(tokio::sync::Semaphore::new(
+                self.config.max_pending_handshakes.max(1),
+            ));
             loop {
                 let accepted = tokio::select! {
                     r = self.listener.accept() => r,
@@ -76,11 +79,19 @@ impl WsServer {
                 };
                 match accepted {
                     Ok((stream, peer)) => {
+                        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                            tracing::debug!(%peer, "too many handshakes in progress: closed");
+                            drop(stream);
+                            continue;
+                        };
                         let engine = engine.clone();
                         let config = self.config.clone();
                         let http = self.http.clone();
                         tokio::spawn(async move {
-                            match upgrade_with(stream, Some(peer), &config, http.as_deref()).await {
+                            let upgraded =
+                                upgrade_with(stream, Some(peer), &config, http.as_deref()).await;
+                            drop(permit);
+                            match upgraded {
                                 Ok(Some(conn)) => engine.accept(conn),
                                 Ok(None) => {}
                                 Err(e) => {

@@ -55,6 +55,10 @@ pub struct EngineConfig {
     /// Offline push notices handed to the host's hook at once; beyond this,
     /// notices are dropped and counted (`im_offline_push_dropped_total`).
     pub offline_push_in_flight: usize,
+    /// Connections that may be between accept and `Connected` at once (each
+    /// holds a socket for up to `handshake_timeout` before authenticating);
+    /// beyond it, new connections are refused at once with a retryable error.
+    pub max_pending_handshakes: usize,
     /// Sessions per sub-room of a live room before joins open another one.
     pub room_sub_room_capacity: u32,
     /// A sub-room with fewer sessions than this is merged into another when
@@ -108,6 +112,7 @@ impl Default for EngineConfig {
             shutdown_grace: Duration::from_secs(5),
             max_rooms_per_session: 16,
             offline_push_in_flight: 1024,
+            max_pending_handshakes: 1024,
             room_sub_room_capacity: 500,
             room_sub_room_merge_below: 125,
             room_batch: BatchConfig::default(),

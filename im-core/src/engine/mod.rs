@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) next_session: AtomicU64,
     pub(crate) shutdown: CancellationToken,
     pub(crate) sessions: TaskTracker,
+    /// Permits for connections that have not authenticated yet.
+    pub(crate) handshakes: Arc<tokio::sync::Semaphore>,
 }
 
 struct Inner {
@@ -139,6 +141,7 @@ impl EngineBuilder {
             FanoutStage::start(self.config.room_fanout_threads),
         );
         let offline_in_flight = self.config.offline_push_in_flight;
+        let pending_handshakes = self.config.max_pending_handshakes.max(1);
         let shared = Arc::new(Shared {
             config: self.config,
             store: self.store,
@@ -152,6 +155,7 @@ impl EngineBuilder {
             next_session: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
+            handshakes: Arc::new(tokio::sync::Semaphore::new(pending_handshakes)),
         });
         let shards = (0..shared.config.shards.max(1))
             .map(|_| {

@@ -90,12 +90,28 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
         info,
     } = conn;
     let shared = engine.shared().clone();
+    let Ok(pending) = shared.handshakes.clone().try_acquire_owned() else {
+        // Too many unauthenticated connections: refuse before reading anything.
+        metrics::counter!("im_handshakes_refused_total").increment(1);
+        let frame = error_frame(
+            0,
+            pb::ErrorCode::Unavailable,
+            "too many connections are authenticating; retry shortly",
+            true,
+        );
+        let _ = writer.write_frames(&[encode_server_frame(&frame)]).await;
+        let _ = writer
+            .close(CloseReason::new(CloseCode::Policy, "server busy"))
+            .await;
+        return;
+    };
     let Some((handle, request_id, inbox_version)) =
         // Boxed: its state would otherwise sit in every idle session's future.
         Box::pin(handshake(&engine, &mut *reader, &mut *writer, info)).await
     else {
         return;
     };
+    drop(pending);
     // `Connected` is queued first: nothing may reach the client before it.
     handle.send_frame(
         request_id,
