@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "inbox_chunks",
         include_str!("migrations/0003_inbox_chunks.sql"),
     ),
+    (
+        4,
+        "copy_append",
+        include_str!("migrations/0004_copy_append.sql"),
+    ),
 ];
 
 /// Advisory lock key for `schema`: a stable 64-bit FNV-1a hash, so every

@@ -381,3 +381,105 @@ async fn upgrade_from_version_2_keeps_inboxes() {
     assert_eq!(page.head_version, 3);
     store.close();
 }
+
+/// A database left at schema version 3 (the single-statement `im_append`)
+/// is upgraded in place, and the COPY-based group commit continues its
+/// conversations, keys and inboxes.
+#[tokio::test]
+async fn upgrade_from_version_3_continues_appends() {
+    let guard = SchemaGuard::fresh();
+    let raw = raw_client(&tagged_url(&guard.0), None).await;
+    raw.batch_execute(&format!(
+        "CREATE SCHEMA {s}; SET search_path TO {s}; \
+         CREATE TABLE im_schema_migrations (version integer PRIMARY KEY, name text NOT NULL, \
+             applied_at timestamptz NOT NULL DEFAULT now());",
+        s = guard.0
+    ))
+    .await
+    .expect("schema");
+    for (v, name, sql) in &MIGRATIONS[..3] {
+        raw.batch_execute(sql).await.expect("old migration");
+        raw.execute(
+            "INSERT INTO im_schema_migrations (version, name) VALUES ($1, $2)",
+            &[v, name],
+        )
+        .await
+        .expect("record");
+    }
+    raw.batch_execute(
+        "INSERT INTO conversations (conv, head, activity) VALUES ('g:a', 2, 1); \
+         INSERT INTO messages (conv, seq, message_id, sender, device, client_msg_id, body, server_time_ms) \
+             VALUES ('g:a', 1, 1, 'alice', 'phone', 'k1', 'one', 0), \
+                    ('g:a', 2, 2, 'alice', 'phone', 'k2', 'two', 0); \
+         INSERT INTO inbox_heads (user_id, version) VALUES ('bob', 2); \
+         INSERT INTO inbox_chunks (user_id, last_version, first_version, convs, seqs) \
+             VALUES ('bob', 2, 1, '{g:a,g:a}', '{1,2}')",
+    )
+    .await
+    .expect("old rows");
+    let store = PgStore::connect(
+        PgStoreConfig::new(tagged_url(&guard.0))
+            .with_pool_size(1)
+            .with_schema(guard.0.clone()),
+    )
+    .await
+    .expect("upgrade");
+    let g = group("a");
+    store
+        .append(AppendRequest {
+            messages: vec![message(&g, 3, "alice", Some("k3"), &["bob", "alice"])],
+        })
+        .await
+        .expect("append after upgrade");
+    match store
+        .append(AppendRequest {
+            messages: vec![message(&g, 4, "alice", Some("k1"), &["bob"])],
+        })
+        .await
+    {
+        Err(StoreError::Duplicate(keys)) => {
+            assert_eq!(keys.len(), 1);
+            assert_eq!(keys[0].client_msg_id, "k1");
+        }
+        other => panic!("expected Duplicate, got {other:?}"),
+    }
+    assert!(matches!(
+        store
+            .append(AppendRequest {
+                messages: vec![message(&g, 3, "alice", None, &["bob"])],
+            })
+            .await,
+        Err(StoreError::SeqConflict { actual: 3, .. })
+    ));
+    let page = store
+        .read_inbox(InboxRequest {
+            user: user("bob"),
+            after_version: 0,
+            limit: 10,
+        })
+        .await
+        .expect("inbox");
+    let got: Vec<_> = page
+        .entries
+        .iter()
+        .map(|e| (e.version, e.conversation.clone(), e.seq))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(1, g.clone(), 1), (2, g.clone(), 2), (3, g.clone(), 3)]
+    );
+    let range = store
+        .read_range(RangeRequest {
+            conversation: g.clone(),
+            after_seq: 0,
+            until_seq: None,
+            limit: 10,
+            newest: false,
+        })
+        .await
+        .expect("range");
+    let seqs: Vec<Seq> = range.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(range.head_seq, 3);
+    store.close();
+}
