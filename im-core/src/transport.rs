@@ -5,9 +5,12 @@
 //! handshake timeout and heartbeats, and decides when to close and why.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 /// Failure to read or write a frame.
 #[derive(Debug, thiserror::Error)]
@@ -118,5 +121,33 @@ impl std::fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("info", &self.info)
             .finish_non_exhaustive()
+    }
+}
+
+/// How long the accept loop waits after a failed accept (typically EMFILE:
+/// out of file descriptors) before trying again, instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Accepts TCP connections until `stop` is cancelled (use
+/// [`crate::Engine::shutdown_token`]), handing each to `on_accept`. A failed
+/// accept is logged and retried after a short back-off. The accept loop of
+/// every TCP-based transport.
+pub async fn accept_until(
+    listener: &TcpListener,
+    stop: &CancellationToken,
+    mut on_accept: impl FnMut(TcpStream, SocketAddr),
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => on_accept(stream, peer),
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
     }
 }

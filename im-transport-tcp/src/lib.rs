@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
+use im_core::transport::accept_until;
 use im_core::{
     CloseReason, Connection, ConnectionInfo, Engine, FrameReader, FrameWriter, TransportError,
 };
@@ -81,23 +82,13 @@ impl TcpServer {
     pub fn serve(self, engine: Engine) -> JoinHandle<()> {
         tokio::spawn(async move {
             let stop = engine.shutdown_token();
-            loop {
-                let accepted = tokio::select! {
-                    r = self.listener.accept() => r,
-                    _ = stop.cancelled() => return,
-                };
-                match accepted {
-                    Ok((stream, peer)) => match connection(stream, Some(peer), &self.config) {
-                        Ok(conn) => engine.accept(conn),
-                        Err(e) => tracing::debug!(%peer, error = %e, "could not set up connection"),
-                    },
-                    Err(e) => {
-                        // Typically EMFILE: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+            accept_until(&self.listener, &stop, |stream, peer| {
+                match connection(stream, Some(peer), &self.config) {
+                    Ok(conn) => engine.accept(conn),
+                    Err(e) => tracing::debug!(%peer, error = %e, "could not set up connection"),
                 }
-            }
+            })
+            .await;
         })
     }
 }

@@ -8,8 +8,8 @@ mod handshake;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
+use im_core::transport::accept_until;
 use im_core::{Connection, Engine};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -72,41 +72,25 @@ impl WsServer {
             let handshakes = Arc::new(tokio::sync::Semaphore::new(
                 self.config.max_pending_handshakes.max(1),
             ));
-            loop {
-                let accepted = tokio::select! {
-                    r = self.listener.accept() => r,
-                    _ = stop.cancelled() => return,
+            accept_until(&self.listener, &stop, |stream, peer| {
+                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                    tracing::debug!(%peer, "too many handshakes in progress: closed");
+                    return;
                 };
-                match accepted {
-                    Ok((stream, peer)) => {
-                        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-                            tracing::debug!(%peer, "too many handshakes in progress: closed");
-                            drop(stream);
-                            continue;
-                        };
-                        let engine = engine.clone();
-                        let config = self.config.clone();
-                        let http = self.http.clone();
-                        tokio::spawn(async move {
-                            let upgraded =
-                                upgrade_with(stream, Some(peer), &config, http.as_deref()).await;
-                            drop(permit);
-                            match upgraded {
-                                Ok(Some(conn)) => engine.accept(conn),
-                                Ok(None) => {}
-                                Err(e) => {
-                                    tracing::debug!(%peer, error = %e, "websocket handshake failed")
-                                }
-                            }
-                        });
+                let engine = engine.clone();
+                let config = self.config.clone();
+                let http = self.http.clone();
+                tokio::spawn(async move {
+                    let upgraded = upgrade_with(stream, Some(peer), &config, http.as_deref()).await;
+                    drop(permit);
+                    match upgraded {
+                        Ok(Some(conn)) => engine.accept(conn),
+                        Ok(None) => {}
+                        Err(e) => tracing::debug!(%peer, error = %e, "websocket handshake failed"),
                     }
-                    Err(e) => {
-                        // Typically EMFILE: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
+                });
+            })
+            .await;
         })
     }
 }
