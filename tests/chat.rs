@@ -484,3 +484,68 @@ async fn connections_that_never_authenticate_cannot_exhaust_the_server() {
     let alice = s.connect("alice", "d").await;
     alice.ping().await.expect("served");
 }
+
+#[tokio::test]
+async fn big_groups_fan_out_off_the_shard_in_order() {
+    use im_engine::core::{ChannelId, DefaultFanoutPolicy, Engine};
+    use im_engine::transport_tcp::{TcpConfig, TcpServer};
+    // Groups of more than 2 members count as big here: read diffusion and the
+    // group lane instead of inline delivery.
+    let policy = DefaultFanoutPolicy {
+        fast_max: 2,
+        write_diffusion_max_members: 2,
+        ..Default::default()
+    };
+    let engine = Engine::builder(Arc::new(MemoryStore::new()))
+        .fanout_policy(Arc::new(policy))
+        .insecure_dev_auth()
+        .build()
+        .expect("engine");
+    let tcp = TcpServer::bind("127.0.0.1:0", TcpConfig::default())
+        .await
+        .expect("bind");
+    let addr = tcp.local_addr().expect("addr");
+    tcp.serve(engine.clone());
+    let members: Vec<_> = ["alice", "bob", "carol", "dave"].map(user).to_vec();
+    engine
+        .create_group(&ChannelId::new("big").expect("id"), &members)
+        .await
+        .expect("group");
+    let connect = |u: &'static str| async move {
+        im_engine::transport_tcp::client::Client::connect(addr, &format!("{u}:d"), "d")
+            .await
+            .expect("connect")
+    };
+    let (alice, bob, carol) = (
+        connect("alice").await,
+        connect("bob").await,
+        connect("carol").await,
+    );
+    const N: u64 = 300;
+    for i in 1..=N {
+        alice
+            .send_frame(&pb::ClientFrame {
+                request_id: i,
+                body: Some(pb::client_frame::Body::Send(pb::Send {
+                    client_msg_id: format!("m{i}"),
+                    conversation: Some(group("big")),
+                    body: i.to_string().into(),
+                })),
+            })
+            .await
+            .expect("send");
+    }
+    for c in [&bob, &carol] {
+        let got = c.collect_pushed(N as usize, WAIT).await.expect("push");
+        let seqs: Vec<u64> = got.iter().map(|m| m.seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=N).collect::<Vec<_>>(),
+            "every message once, in order"
+        );
+    }
+    // Read diffusion: nothing in the inbox; the conversation list shows it.
+    assert!(bob.sync(0).await.expect("sync").entries.is_empty());
+    let list = bob.list_conversations().await.expect("list");
+    assert_eq!(list[0].head_seq, N);
+}

@@ -3,6 +3,7 @@
 #[cfg(feature = "bench")]
 pub mod bench_support;
 mod config;
+mod group_lane;
 mod offline;
 mod outbound;
 mod registry;

@@ -9,13 +9,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{encode_server_frame, error_frame, server_frame};
 use crate::error::{EngineError, StoreError};
-use crate::fanout::{Delivery, Diffusion, FanoutInput, FanoutPlan};
+use crate::fanout::{Delivery, Diffusion, FanoutInput, FanoutPlan, RateClass};
 use crate::ids::{ChannelId, ConversationId, DedupKey, DeviceId, Seq, SessionId, UserId, now_ms};
 use crate::pb;
 use crate::push::OfflineNotice;
 use crate::store::{AppendRequest, NewMessage, StoredMessage};
 
 use super::Shared;
+use super::group_lane::GroupLane;
 use super::registry::SessionHandle;
 use super::sequencer::assign_seqs;
 use super::wire::{message_to_wire, send_ack};
@@ -169,6 +170,7 @@ impl Admitted {
 /// One shard's worker.
 pub(crate) struct ShardWorker {
     shared: Arc<Shared>,
+    group_lane: GroupLane,
     heads: HashMap<ConversationId, Seq>,
     groups: HashMap<ChannelId, GroupInfo>,
     /// Sessions whose send to a conversation failed, with the first failed
@@ -180,6 +182,7 @@ pub(crate) struct ShardWorker {
 impl ShardWorker {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self {
+            group_lane: GroupLane::start(shared.clone()),
             shared,
             heads: HashMap::new(),
             groups: HashMap::new(),
@@ -281,7 +284,7 @@ impl ShardWorker {
                     for (a, msg) in pending.into_iter().zip(&committed) {
                         a.ok(msg, false);
                     }
-                    self.fan_out(committed);
+                    self.fan_out(committed).await;
                     return;
                 }
                 Err(StoreError::Duplicate(keys)) if attempt < APPEND_ATTEMPTS => {
@@ -554,7 +557,7 @@ impl ShardWorker {
 
     /// Delivers committed messages to live sessions: one frame per
     /// conversation per batch, encoded once, the same bytes to every session.
-    fn fan_out(&self, committed: Vec<StoredMessage>) {
+    async fn fan_out(&self, committed: Vec<StoredMessage>) {
         let mut by_conv: Vec<(ConversationId, Vec<StoredMessage>)> = Vec::new();
         let mut index: HashMap<ConversationId, usize> = HashMap::new();
         for m in committed {
@@ -579,14 +582,18 @@ impl ShardWorker {
                     let online = self.shared.registry.group_online(g) as u64;
                     let plan = self.plan(&conv, online, g);
                     let frame = batch_frame(&conv, &msgs, plan);
-                    let n = self
-                        .shared
-                        .registry
-                        .with_group(g, |it| it.filter(|s| s.send(frame.clone())).count());
                     if plan.diffusion == Diffusion::Write {
                         self.offline_push(g, &msgs);
                     }
-                    n
+                    if plan.rate_class == RateClass::Fast && !self.group_lane.is_busy(g) {
+                        self.shared
+                            .registry
+                            .with_group(g, |it| it.filter(|s| s.send(frame.clone())).count())
+                    } else {
+                        // Big group: off this worker (counted by the lane).
+                        self.group_lane.push(g.clone(), frame).await;
+                        0
+                    }
                 }
                 ConversationId::Room(r) => {
                     // Rooms are batched and delivered by the room fanout
