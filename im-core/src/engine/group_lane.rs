@@ -69,7 +69,9 @@ async fn run(
 ) {
     while let Some((group, frame)) = rx.recv().await {
         // Snapshot the sessions so the index lock is not held while pushing.
-        let sessions = shared.registry.with_group(&group, |it| it.cloned().collect::<Vec<_>>());
+        let sessions = shared
+            .registry
+            .with_group(&group, |it| it.cloned().collect::<Vec<_>>());
         let delivered = sessions.iter().filter(|s| s.send(frame.clone())).count();
         metrics::counter!("im_deliveries_total").increment(delivered as u64);
         done(&waiting, &group);
