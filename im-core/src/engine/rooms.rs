@@ -178,7 +178,8 @@ pub(crate) struct Room {
     gate: RwLock<()>,
     flow: Mutex<Flow>,
     limiter: Mutex<TokenBucket>,
-    hot: Mutex<HotRing<StoredMessage>>,
+    /// Recent messages, shared: a pull clones pointers under the lock, not messages.
+    hot: Mutex<HotRing<Arc<StoredMessage>>>,
     loads: Mutex<HashMap<LoadKey, Load>>,
 }
 
@@ -597,9 +598,10 @@ impl RoomIndex {
             return;
         };
         {
+            let shared: Vec<Arc<StoredMessage>> = msgs.iter().cloned().map(Arc::new).collect();
             let mut hot = room.hot.lock();
-            for m in &msgs {
-                hot.push(m.seq, m.clone());
+            for m in shared {
+                hot.push(m.seq, m);
             }
         }
         let now = Instant::now();
@@ -625,18 +627,19 @@ impl RoomIndex {
         let Some(room) = self.get(id) else {
             return store.read_range(req).await;
         };
-        {
+        let hit = {
             let hot = room.hot.lock();
-            if let Some(messages) = hot.range(req.after_seq, req.until_seq, req.limit, req.newest) {
-                metrics::counter!("im_room_hot_hits_total").increment(1);
-                let head_seq = hot.head().unwrap_or(0);
-                let first = hot.first().unwrap_or(1);
-                return Ok(RangePage {
-                    messages,
-                    head_seq,
-                    first_retained_seq: first.min(req.after_seq.saturating_add(1)),
-                });
-            }
+            hot.range(req.after_seq, req.until_seq, req.limit, req.newest)
+                .map(|page| (page, hot.head().unwrap_or(0), hot.first().unwrap_or(1)))
+        };
+        if let Some((page, head_seq, first)) = hit {
+            // Copied out of the ring after its lock is released.
+            metrics::counter!("im_room_hot_hits_total").increment(1);
+            return Ok(RangePage {
+                messages: page.iter().map(|m| (**m).clone()).collect(),
+                head_seq,
+                first_retained_seq: first.min(req.after_seq.saturating_add(1)),
+            });
         }
         metrics::counter!("im_room_hot_misses_total").increment(1);
         let key = (req.after_seq, req.until_seq, req.limit, req.newest);
@@ -666,7 +669,7 @@ impl RoomIndex {
                     let mut hot = room.hot.lock();
                     if hot.is_empty() {
                         for m in &page.messages {
-                            hot.push(m.seq, m.clone());
+                            hot.push(m.seq, Arc::new(m.clone()));
                         }
                     }
                 }
