@@ -488,7 +488,6 @@ async fn connections_that_never_authenticate_cannot_exhaust_the_server() {
 #[tokio::test]
 async fn big_groups_fan_out_off_the_shard_in_order() {
     use im_engine::core::{ChannelId, DefaultFanoutPolicy, Engine};
-    use im_engine::transport_tcp::{TcpConfig, TcpServer};
     // Groups of more than 2 members count as big here: read diffusion and the
     // group lane instead of inline delivery.
     let policy = DefaultFanoutPolicy {
@@ -501,25 +500,16 @@ async fn big_groups_fan_out_off_the_shard_in_order() {
         .insecure_dev_auth()
         .build()
         .expect("engine");
-    let tcp = TcpServer::bind("127.0.0.1:0", TcpConfig::default())
-        .await
-        .expect("bind");
-    let addr = tcp.local_addr().expect("addr");
-    tcp.serve(engine.clone());
+    let s = Server::serve(engine).await;
     let members: Vec<_> = ["alice", "bob", "carol", "dave"].map(user).to_vec();
-    engine
+    s.engine
         .create_group(&ChannelId::new("big").expect("id"), &members)
         .await
         .expect("group");
-    let connect = |u: &'static str| async move {
-        im_engine::transport_tcp::client::Client::connect(addr, &format!("{u}:d"), "d")
-            .await
-            .expect("connect")
-    };
     let (alice, bob, carol) = (
-        connect("alice").await,
-        connect("bob").await,
-        connect("carol").await,
+        s.connect("alice", "d").await,
+        s.connect("bob", "d").await,
+        s.connect("carol", "d").await,
     );
     const N: u64 = 300;
     for i in 1..=N {

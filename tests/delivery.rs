@@ -484,18 +484,14 @@ async fn offline_recipients_are_handed_to_the_push_hook() {
         .offline_push(push.clone())
         .build()
         .expect("engine");
-    let tcp = im_engine::transport_tcp::TcpServer::bind("127.0.0.1:0", Default::default())
-        .await
-        .expect("bind");
-    let addr = tcp.local_addr().expect("addr");
-    tcp.serve(engine.clone());
+    let s = Server::serve(engine).await;
     let chan = ChannelId::new("trio").expect("id");
-    engine
+    s.engine
         .create_group(&chan, &[user("alice"), user("bob"), user("carol")])
         .await
         .expect("group");
-    let alice = Client::connect(addr, "alice:d", "d").await.expect("alice");
-    let _bob = Client::connect(addr, "bob:d", "d").await.expect("bob");
+    let alice = s.connect("alice", "d").await;
+    let _bob = s.connect("bob", "d").await;
     alice
         .send(direct("dave"), "1", "to dave")
         .await

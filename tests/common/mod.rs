@@ -28,12 +28,17 @@ impl Server {
     }
 
     pub async fn start_with(config: EngineConfig, store: Arc<dyn Store>) -> Self {
-        let max_frame = config.max_frame_bytes;
         let engine = Engine::builder(store)
             .config(config)
             .insecure_dev_auth()
             .build()
             .expect("engine");
+        Self::serve(engine).await
+    }
+
+    /// Serves an engine built by the test over TCP on 127.0.0.1.
+    pub async fn serve(engine: Engine) -> Self {
+        let max_frame = engine.config().max_frame_bytes;
         let tcp = TcpServer::bind(
             "127.0.0.1:0",
             TcpConfig::default().max_frame_bytes(max_frame),
