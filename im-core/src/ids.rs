@@ -112,11 +112,56 @@ string_id!(
     "group or room id"
 );
 
+/// The two users of a direct conversation, always in one order, so the same
+/// pair can never name two conversations. Build one with [`DirectPair::new`].
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DirectPair {
+    low: UserId,
+    high: UserId,
+}
+
+impl DirectPair {
+    /// The pair of `a` and `b`, in either order.
+    pub fn new(a: UserId, b: UserId) -> Self {
+        if a <= b {
+            Self { low: a, high: b }
+        } else {
+            Self { low: b, high: a }
+        }
+    }
+
+    /// Both users, the smaller id first.
+    pub fn users(&self) -> (&UserId, &UserId) {
+        (&self.low, &self.high)
+    }
+
+    /// The users who get the conversation's messages: one for a chat with
+    /// oneself, two otherwise.
+    pub fn participants(&self) -> impl Iterator<Item = &UserId> {
+        std::iter::once(&self.low).chain((self.low != self.high).then_some(&self.high))
+    }
+
+    /// True if `user` is one of the two.
+    pub fn contains(&self, user: &UserId) -> bool {
+        &self.low == user || &self.high == user
+    }
+
+    /// The other user, as `viewer` sees the pair (`viewer` itself for a chat
+    /// with oneself).
+    pub fn peer_of(&self, viewer: &UserId) -> &UserId {
+        if &self.low == viewer {
+            &self.high
+        } else {
+            &self.low
+        }
+    }
+}
+
 /// Where messages live.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ConversationId {
-    /// Two users; always stored with the smaller id first.
-    Direct(UserId, UserId),
+    /// Two users, in the one order [`DirectPair`] keeps.
+    Direct(DirectPair),
     /// A group with durable membership.
     Group(ChannelId),
     /// A live room: whoever is joined right now.
@@ -137,11 +182,7 @@ pub enum ConversationKind {
 impl ConversationId {
     /// The direct conversation between `a` and `b` (order does not matter).
     pub fn direct(a: UserId, b: UserId) -> Self {
-        if a <= b {
-            Self::Direct(a, b)
-        } else {
-            Self::Direct(b, a)
-        }
+        Self::Direct(DirectPair::new(a, b))
     }
 
     /// A group conversation.
@@ -165,7 +206,7 @@ impl ConversationId {
 
     /// True if `user` is one of the two users of a direct conversation.
     pub fn is_direct_participant(&self, user: &UserId) -> bool {
-        matches!(self, Self::Direct(a, b) if a == user || b == user)
+        matches!(self, Self::Direct(pair) if pair.contains(user))
     }
 
     /// Resolves a conversation named by `viewer` on the wire.
@@ -184,10 +225,7 @@ impl ConversationId {
     /// conversation: the other user).
     pub fn to_wire(&self, viewer: &UserId) -> pb::ConversationRef {
         let (kind, id) = match self {
-            Self::Direct(a, b) => {
-                let peer = if a == viewer { b } else { a };
-                (pb::ConversationKind::Direct, peer.as_str())
-            }
+            Self::Direct(pair) => (pb::ConversationKind::Direct, pair.peer_of(viewer).as_str()),
             Self::Group(g) => (pb::ConversationKind::Group, g.as_str()),
             Self::Room(r) => (pb::ConversationKind::Room, r.as_str()),
         };
@@ -201,7 +239,9 @@ impl ConversationId {
     /// `d:<len of first>:<first><second>` for direct conversations.
     pub fn to_key(&self) -> String {
         match self {
-            Self::Direct(a, b) => format!("d:{}:{}{}", a.as_str().len(), a, b),
+            Self::Direct(DirectPair { low, high }) => {
+                format!("d:{}:{}{}", low.as_str().len(), low, high)
+            }
             Self::Group(g) => format!("g:{g}"),
             Self::Room(r) => format!("r:{r}"),
         }
@@ -231,7 +271,7 @@ impl ConversationId {
 impl fmt::Display for ConversationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Direct(a, b) => write!(f, "direct:{a}+{b}"),
+            Self::Direct(DirectPair { low, high }) => write!(f, "direct:{low}+{high}"),
             Self::Group(g) => write!(f, "group:{g}"),
             Self::Room(r) => write!(f, "room:{r}"),
         }
@@ -309,6 +349,30 @@ mod tests {
 
     fn u(s: &str) -> UserId {
         UserId::new(s).expect("valid")
+    }
+
+    #[test]
+    fn a_direct_pair_built_in_either_order_is_one_conversation() {
+        // Before `DirectPair`, `ConversationId::Direct(bob, alice)` could be
+        // built by hand and named a second, shadow chat with its own key.
+        let pair = DirectPair::new(u("bob"), u("alice"));
+        assert_eq!(pair.users(), (&u("alice"), &u("bob")));
+        let by_hand = ConversationId::Direct(pair);
+        assert_eq!(by_hand, ConversationId::direct(u("alice"), u("bob")));
+        assert_eq!(
+            by_hand.to_key(),
+            ConversationId::direct(u("alice"), u("bob")).to_key()
+        );
+        assert_eq!(pair_participants(&by_hand), vec!["alice", "bob"]);
+        let own = ConversationId::direct(u("alice"), u("alice"));
+        assert_eq!(pair_participants(&own), vec!["alice"]);
+    }
+
+    fn pair_participants(c: &ConversationId) -> Vec<&str> {
+        match c {
+            ConversationId::Direct(p) => p.participants().map(UserId::as_str).collect(),
+            _ => Vec::new(),
+        }
     }
 
     #[test]

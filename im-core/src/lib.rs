@@ -27,7 +27,8 @@ pub use engine::{Engine, EngineBuilder, EngineConfig, KickPolicy, SendReceipt};
 pub use error::{AuthError, EngineError, StoreError};
 pub use fanout::{DefaultFanoutPolicy, FanoutPolicy};
 pub use ids::{
-    ChannelId, ConversationId, ConversationKind, DedupKey, DeviceId, MessageId, Seq, UserId,
+    ChannelId, ConversationId, ConversationKind, DedupKey, DeviceId, DirectPair, MessageId, Seq,
+    UserId,
 };
 pub use push::{NoOfflinePush, OfflineNotice, OfflinePush};
 pub use store::Store;

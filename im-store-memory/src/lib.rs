@@ -330,9 +330,8 @@ impl MemoryStore {
         let mut user_ids: Vec<UserId> = Vec::new();
         for m in &req.messages {
             user_ids.extend(m.inbox_recipients.iter().cloned());
-            if let ConversationId::Direct(a, b) = &m.message.conversation {
-                user_ids.push(a.clone());
-                user_ids.push(b.clone());
+            if let ConversationId::Direct(pair) = &m.message.conversation {
+                user_ids.extend(pair.participants().cloned());
             }
         }
         user_ids.sort_unstable();
@@ -434,8 +433,8 @@ impl MemoryStore {
                     user.inbox.pop_front();
                 }
             }
-            if let ConversationId::Direct(a, b) = &message.conversation {
-                for p in [a, b] {
+            if let ConversationId::Direct(pair) = &message.conversation {
+                for p in pair.participants() {
                     let user = &mut users[index_of(&user_ids, p)];
                     if !user.directs.contains(&message.conversation) {
                         user.directs.insert(message.conversation.clone());

@@ -371,7 +371,8 @@ impl<'a> Batch<'a> {
                 .push(i64::try_from(last).map_err(|_| PgStoreError::OutOfRange("batch size"))?);
             b.cfirst_index.push(first);
             match conv {
-                ConversationId::Direct(a, c) => {
+                ConversationId::Direct(pair) => {
+                    let (a, c) = pair.users();
                     b.ca.push(Some(a.as_str()));
                     b.cb.push(Some(c.as_str()));
                 }

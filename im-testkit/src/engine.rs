@@ -879,8 +879,7 @@ impl Harness {
         self.model.clock += 1;
         self.model.activity.insert(conv.clone(), self.model.clock);
         let recipients: Vec<String> = match conv {
-            ConversationId::Direct(a, b) if a == b => vec![a.to_string()],
-            ConversationId::Direct(a, b) => vec![a.to_string(), b.to_string()],
+            ConversationId::Direct(pair) => pair.participants().map(|u| u.to_string()).collect(),
             ConversationId::Group(g) => self
                 .model
                 .groups
@@ -1511,7 +1510,8 @@ impl Harness {
         convs.sort();
         for conv in convs {
             let (reader, to) = match &conv {
-                ConversationId::Direct(a, b) => {
+                ConversationId::Direct(pair) => {
+                    let (a, b) = pair.users();
                     let a = USERS.iter().find(|u| **u == a.as_str()).copied();
                     let b = USERS.iter().find(|u| **u == b.as_str()).copied();
                     match (a, b) {

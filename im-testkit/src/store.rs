@@ -1025,7 +1025,10 @@ pub async fn conversation_list(store: Arc<dyn Store>, cfg: ConformanceConfig) {
     ];
     for (c, seq, sender) in &order {
         let recipients: Vec<&str> = match c {
-            ConversationId::Direct(a, b) => vec![a.as_str(), b.as_str()],
+            ConversationId::Direct(pair) => {
+                let (a, b) = pair.users();
+                vec![a.as_str(), b.as_str()]
+            }
             ConversationId::Group(_) => vec!["alice", "carol"],
             ConversationId::Room(_) => vec![],
         };

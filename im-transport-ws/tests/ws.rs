@@ -232,13 +232,16 @@ async fn the_engine_closes_with_a_policy_code_when_connect_is_missing() {
     let (_engine, addr) = start(EngineConfig::default(), WsConfig::default()).await;
     let stream = TcpStream::connect(addr).await.expect("connect");
     let mut ws = open_raw(stream, Some(SUBPROTOCOL)).await;
-    send(&mut ws, 1, In::Ping(pb::Ping { client_time_ms: 1 })).await;
-    let (code, _, errors) = recv_close(&mut ws).await;
-    assert_eq!(code, 1008);
-    assert_eq!(
-        errors.first().map(|e| e.code),
-        Some(pb::ErrorCode::NotConnected as i32)
+    send(&mut ws, 41, In::Ping(pb::Ping { client_time_ms: 1 })).await;
+    // The refusal echoes the request id of the frame it answers.
+    let refusal = recv(&mut ws).await;
+    assert_eq!(refusal.request_id, 41);
+    assert!(
+        matches!(&refusal.body, Some(Out::Error(e)) if e.code == pb::ErrorCode::NotConnected as i32),
+        "{refusal:?}"
     );
+    let (code, _, _) = recv_close(&mut ws).await;
+    assert_eq!(code, 1008);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

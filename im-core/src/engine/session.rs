@@ -21,7 +21,7 @@ use super::Engine;
 use super::config::KickPolicy;
 use super::registry::SessionHandle;
 use super::shard::{PendingSend, Reply};
-use super::wire::{message_to_wire, summary_to_wire, unread_display};
+use super::wire::{error_code, message_to_wire, summary_to_wire, unread_display};
 
 /// Malformed frames tolerated on one session before it is closed.
 const MAX_MALFORMED_FRAMES: u32 = 8;
@@ -52,30 +52,22 @@ impl RequestError {
 
 impl From<StoreError> for RequestError {
     fn from(e: StoreError) -> Self {
-        let code = match e {
-            StoreError::NotFound(_) => pb::ErrorCode::NotFound,
-            _ => pb::ErrorCode::Unavailable,
-        };
-        Self {
-            code,
-            retryable: e.is_retryable(),
-            reason: e.to_string(),
-        }
+        EngineError::Store(e).into()
     }
 }
 
 impl From<crate::ids::IdError> for RequestError {
     fn from(e: crate::ids::IdError) -> Self {
-        Self::new(pb::ErrorCode::InvalidArgument, e.to_string())
+        EngineError::InvalidId(e).into()
     }
 }
 
 impl From<EngineError> for RequestError {
     fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::Store(s) => s.into(),
-            EngineError::ShuttingDown => Self::new(pb::ErrorCode::ShuttingDown, e.to_string()),
-            other => Self::new(pb::ErrorCode::Internal, other.to_string()),
+        Self {
+            code: error_code(&e),
+            retryable: e.is_retryable(),
+            reason: e.to_string(),
         }
     }
 }
@@ -196,8 +188,8 @@ async fn handshake(
     info: crate::transport::ConnectionInfo,
 ) -> Option<(Arc<SessionHandle>, u64, u64)> {
     let shared = engine.shared();
-    let refuse = |code: pb::ErrorCode, reason: String, close: CloseCode| {
-        let frame = encode_server_frame(&error_frame(0, code, reason.clone(), false));
+    let refuse = |request_id: u64, code: pb::ErrorCode, reason: String, close: CloseCode| {
+        let frame = encode_server_frame(&error_frame(request_id, code, reason.clone(), false));
         (frame, CloseReason::new(close, reason))
     };
     let first = tokio::select! {
@@ -206,6 +198,7 @@ async fn handshake(
     };
     let (frame, reason) = match first {
         Err(_) => refuse(
+            0,
             pb::ErrorCode::NotConnected,
             "no Connect frame within the handshake timeout".into(),
             CloseCode::Policy,
@@ -237,12 +230,15 @@ async fn handshake(
                     (frame, CloseReason::new(CloseCode::Policy, e.reason))
                 }
             },
-            Ok(_) => refuse(
+            // Every answer to a frame echoes its request id, refusals too.
+            Ok(other) => refuse(
+                other.request_id,
                 pb::ErrorCode::NotConnected,
                 "the first frame must be Connect".into(),
                 CloseCode::Policy,
             ),
             Err(e) => refuse(
+                0,
                 pb::ErrorCode::MalformedFrame,
                 e.to_string(),
                 CloseCode::InvalidData,
@@ -566,13 +562,7 @@ impl Session {
                     format!("join room {r} before sending to it"),
                 ));
             }
-            if let Err(e) = shared.registry.rooms().check_send(r, &self.handle.user) {
-                return Err(RequestError {
-                    code: pb::ErrorCode::RateLimited,
-                    retryable: true,
-                    reason: e.to_string(),
-                });
-            }
+            shared.registry.rooms().check_send(r, &self.handle.user)?;
         }
         self.engine
             .submit(PendingSend {
@@ -834,5 +824,52 @@ impl Session {
             }),
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_errors_reach_clients_with_their_own_code() {
+        // Forbidden and RateLimited once became INTERNAL on this path while
+        // the commit path mapped them right.
+        let cases = [
+            (
+                EngineError::Forbidden("x".into()),
+                pb::ErrorCode::Forbidden,
+                false,
+            ),
+            (
+                EngineError::RateLimited("x".into()),
+                pb::ErrorCode::RateLimited,
+                true,
+            ),
+            (
+                EngineError::InvalidRequest("x".into()),
+                pb::ErrorCode::InvalidArgument,
+                false,
+            ),
+            (
+                EngineError::Store(StoreError::NotFound("g".into())),
+                pb::ErrorCode::NotFound,
+                false,
+            ),
+            (
+                EngineError::Store(StoreError::Timeout),
+                pb::ErrorCode::Unavailable,
+                true,
+            ),
+            (
+                EngineError::ShuttingDown,
+                pb::ErrorCode::ShuttingDown,
+                false,
+            ),
+        ];
+        for (err, code, retryable) in cases {
+            let e = RequestError::from(err);
+            assert_eq!((e.code, e.retryable), (code, retryable), "{}", e.reason);
+        }
     }
 }

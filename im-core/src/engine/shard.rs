@@ -19,7 +19,7 @@ use super::Shared;
 use super::group_lane::GroupLane;
 use super::registry::SessionHandle;
 use super::sequencer::assign_seqs;
-use super::wire::{message_to_wire, send_ack};
+use super::wire::{error_code, message_to_wire, send_ack};
 
 /// Caches are dropped and reloaded when they grow past this many entries.
 const CACHE_LIMIT: usize = 100_000;
@@ -110,16 +110,7 @@ impl Reply {
                 session,
                 request_id,
             } => {
-                let code = match &err {
-                    EngineError::Forbidden(_) => pb::ErrorCode::Forbidden,
-                    EngineError::Store(StoreError::NotFound(_)) => pb::ErrorCode::NotFound,
-                    EngineError::Store(_) => pb::ErrorCode::Unavailable,
-                    EngineError::InvalidRequest(_) | EngineError::InvalidId(_) => {
-                        pb::ErrorCode::InvalidArgument
-                    }
-                    EngineError::RateLimited(_) => pb::ErrorCode::RateLimited,
-                    EngineError::ShuttingDown => pb::ErrorCode::ShuttingDown,
-                };
+                let code = error_code(&err);
                 let retryable = err.is_retryable();
                 session.send(encode_server_frame(&error_frame(
                     request_id,
@@ -511,8 +502,7 @@ impl ShardWorker {
     /// Inbox entries go to every member under write diffusion, to no one under read.
     fn inbox_recipients(&self, conversation: &ConversationId) -> Vec<UserId> {
         match conversation {
-            ConversationId::Direct(a, b) if a == b => vec![a.clone()],
-            ConversationId::Direct(a, b) => vec![a.clone(), b.clone()],
+            ConversationId::Direct(pair) => pair.participants().cloned().collect(),
             ConversationId::Group(g) => self
                 .groups
                 .get(g)
@@ -571,13 +561,10 @@ impl ShardWorker {
         }
         for (conv, msgs) in by_conv {
             let delivered = match &conv {
-                ConversationId::Direct(a, b) => {
-                    let mut n = self.deliver_to_user(a, &msgs);
-                    if a != b {
-                        n += self.deliver_to_user(b, &msgs);
-                    }
-                    n
-                }
+                ConversationId::Direct(pair) => pair
+                    .participants()
+                    .map(|user| self.deliver_to_user(user, &msgs))
+                    .sum(),
                 ConversationId::Group(g) => {
                     let online = self.shared.registry.group_online(g) as u64;
                     let plan = self.plan(&conv, online, g);

@@ -1,11 +1,28 @@
 //! Conversions between stored records and protocol messages.
 
+use crate::error::{EngineError, StoreError};
 use crate::ids::UserId;
 use crate::pb;
 use crate::store::{ConversationState, StoredMessage};
 
 /// Unread counts are exact to this, then shown as "99+".
 pub(crate) const UNREAD_EXACT_MAX: u32 = 99;
+
+/// The one mapping from an engine error to the code a client sees. Every
+/// answer to a client goes through it, so one failure never reaches two
+/// clients as two different codes.
+pub(crate) fn error_code(err: &EngineError) -> pb::ErrorCode {
+    match err {
+        EngineError::Store(StoreError::NotFound(_)) => pb::ErrorCode::NotFound,
+        EngineError::Store(_) => pb::ErrorCode::Unavailable,
+        EngineError::InvalidRequest(_) | EngineError::InvalidId(_) => {
+            pb::ErrorCode::InvalidArgument
+        }
+        EngineError::Forbidden(_) => pb::ErrorCode::Forbidden,
+        EngineError::RateLimited(_) => pb::ErrorCode::RateLimited,
+        EngineError::ShuttingDown => pb::ErrorCode::ShuttingDown,
+    }
+}
 
 /// A stored message as `viewer` sees it on the wire.
 pub(crate) fn message_to_wire(m: &StoredMessage, viewer: &UserId) -> pb::Message {
