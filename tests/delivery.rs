@@ -17,6 +17,9 @@ use im_engine::store_memory::MemoryStore;
 use im_engine::transport_tcp::client::{Client, direct, group};
 use tokio::sync::Semaphore;
 
+/// A body [`GatedStore`] refuses, failing the whole append it is in.
+const POISON: &[u8] = b"poison";
+
 /// A memory store whose appends can be held at a gate or made to fail.
 struct GatedStore {
     inner: MemoryStore,
@@ -42,6 +45,12 @@ impl Timeline for GatedStore {
         self.gate.add_permits(1);
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("database is down (test)".into()));
+        }
+        // Like PostgreSQL with a NUL in text: the whole batch is refused.
+        if req.messages.iter().any(|m| &m.message.body[..] == POISON) {
+            return Err(StoreError::Rejected(
+                "this store cannot hold `poison`".into(),
+            ));
         }
         self.inner.append(req).await
     }
@@ -528,4 +537,108 @@ async fn the_host_device_id_is_reserved() {
         .await
         .expect_err("reserved");
     assert_eq!(err.code(), Some(ErrorCode::InvalidArgument));
+}
+
+#[tokio::test]
+async fn one_poisoned_send_fails_alone_and_every_other_send_in_its_batch_commits() {
+    // Hardening #1: one client's bad value once failed every send in the
+    // group commit, other users' too, as not retryable.
+    let store = GatedStore::new(false);
+    let s = Server::start_with(EngineConfig::default(), store.clone()).await;
+    s.group("g", &["alice", "bob", "mallory"]).await;
+    let alice = s.connect("alice", "d").await;
+    let mallory = s.connect("mallory", "d").await;
+    // The gate is shut: every send below waits in one batch.
+    let ids: Vec<String> = (0..40).map(|i| format!("a{i}")).collect();
+    let good: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| alice.send(group("g"), id, format!("hello {i}")))
+        .collect();
+    let bad = mallory.send(group("g"), "m1", "poison");
+    let worse = mallory.send(group("g"), "m2", "poison");
+    let after = mallory.send(group("g"), "m3", "fine");
+    store.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    let (good, bad, worse, after) =
+        tokio::join!(futures::future::join_all(good), bad, worse, after);
+    for (i, ack) in good.into_iter().enumerate() {
+        let ack = ack.unwrap_or_else(|e| panic!("alice's send {i} failed: {e}"));
+        assert!(ack.seq >= 1);
+    }
+    for err in [bad, worse] {
+        let err = err.expect_err("the poisoned send fails");
+        assert_eq!(err.code(), Some(ErrorCode::InvalidArgument), "{err}");
+    }
+    after.expect("mallory's good send is not held back by a refused one");
+    let page = store
+        .read_range(RangeRequest {
+            conversation: ConversationId::group("g").expect("id"),
+            after_seq: 0,
+            until_seq: None,
+            limit: 1000,
+            newest: false,
+        })
+        .await
+        .expect("read");
+    let seqs: Vec<Seq> = page.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=41).collect::<Vec<_>>(),
+        "gap-free, nothing poisoned"
+    );
+}
+
+#[tokio::test]
+async fn a_control_character_in_a_client_msg_id_is_refused_before_it_reaches_a_batch() {
+    let s = Server::start().await;
+    let alice = s.connect("alice", "d").await;
+    let err = alice
+        .send(direct("bob"), "bad\0id", "hi")
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Some(ErrorCode::InvalidArgument), "{err}");
+    let err = s
+        .engine
+        .send_as(alice_bob(), user("alice"), "hi".into(), Some("k\0".into()))
+        .await
+        .expect_err("the host's key is checked the same way");
+    assert!(err.to_string().contains("control character"), "{err}");
+    alice
+        .send(direct("bob"), "good", "hi")
+        .await
+        .expect("a good send");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_group_cache_never_drops_the_inbox_entries_of_a_batch_in_flight() {
+    // Issue 8 defect 1: the group cache was cleared when full; a group
+    // looked up earlier in the same batch then got no inbox entries.
+    let mut config = EngineConfig::default();
+    config.shards = 1;
+    config.shard_cache_entries = 1;
+    let store = Arc::new(MemoryStore::new());
+    let s = Server::start_with(config, store.clone()).await;
+    let groups = ["g1", "g2", "g3"];
+    for g in groups {
+        s.group(g, &["alice", "bob"]).await;
+    }
+    // On one thread, all sends queue before the worker runs: one batch
+    // that alternates between more groups than the cache holds.
+    let sends = (0..30).map(|i| {
+        let g = ConversationId::group(groups[i % 3]).expect("id");
+        s.engine
+            .send_as(g, user("alice"), format!("m{i}").into(), None)
+    });
+    for r in futures::future::join_all(sends).await {
+        r.expect("committed");
+    }
+    let inbox = store
+        .read_inbox(InboxRequest {
+            user: user("bob"),
+            after_version: 0,
+            limit: 1000,
+        })
+        .await
+        .expect("inbox");
+    assert_eq!(inbox.entries.len(), 30, "one inbox entry per message");
 }

@@ -1,5 +1,7 @@
 //! Error types shared by the engine and its backends.
 
+use std::sync::Arc;
+
 use crate::ids::{ConversationId, DedupKey, Seq};
 
 /// Boxed error from a backend's own library.
@@ -31,6 +33,11 @@ pub enum StoreError {
     /// The group already exists.
     #[error("{0} already exists")]
     AlreadyExists(String),
+    /// The store cannot hold this input (e.g. a character its text type
+    /// refuses). Never retryable; the engine finds the one message at fault
+    /// and answers only its sender with `INVALID_ARGUMENT`.
+    #[error("the store refused the input: {0}")]
+    Rejected(String),
     /// The store cannot be reached or is overloaded; retrying may succeed.
     #[error("store unavailable: {0}")]
     Unavailable(#[source] BoxError),
@@ -54,7 +61,80 @@ impl StoreError {
         match self {
             Self::Unavailable(_) | Self::Timeout | Self::SeqConflict { .. } => true,
             Self::Backend { retryable, .. } => *retryable,
-            Self::Duplicate(_) | Self::NotFound(_) | Self::AlreadyExists(_) => false,
+            Self::Duplicate(_) | Self::NotFound(_) | Self::AlreadyExists(_) | Self::Rejected(_) => {
+                false
+            }
+        }
+    }
+
+    /// Turns this error into one that can answer many requests, each with a
+    /// copy of the same typed error (the backend's source is shared, not
+    /// flattened to text).
+    pub(crate) fn shared(self) -> SharedStoreError {
+        SharedStoreError(Arc::new(self))
+    }
+}
+
+/// One store error that answers every send of a failed batch. Each
+/// [`SharedStoreError::copy`] keeps the variant, the retry flag and the
+/// backend's source chain.
+#[derive(Debug, Clone)]
+pub(crate) struct SharedStoreError(Arc<StoreError>);
+
+impl SharedStoreError {
+    /// A copy of the error, as the same variant.
+    pub(crate) fn copy(&self) -> StoreError {
+        let shared = || -> BoxError { Box::new(SharedSource(self.0.clone())) };
+        match &*self.0 {
+            StoreError::Duplicate(keys) => StoreError::Duplicate(keys.clone()),
+            StoreError::SeqConflict {
+                conversation,
+                expected,
+                actual,
+            } => StoreError::SeqConflict {
+                conversation: conversation.clone(),
+                expected: *expected,
+                actual: *actual,
+            },
+            StoreError::NotFound(what) => StoreError::NotFound(what.clone()),
+            StoreError::AlreadyExists(what) => StoreError::AlreadyExists(what.clone()),
+            StoreError::Rejected(why) => StoreError::Rejected(why.clone()),
+            StoreError::Timeout => StoreError::Timeout,
+            StoreError::Unavailable(_) => StoreError::Unavailable(shared()),
+            StoreError::Backend { retryable, .. } => StoreError::Backend {
+                source: shared(),
+                retryable: *retryable,
+            },
+        }
+    }
+
+    /// The error itself.
+    pub(crate) fn get(&self) -> &StoreError {
+        &self.0
+    }
+}
+
+/// The source of a copied error: displays as the original backend error and
+/// keeps its chain.
+#[derive(Debug)]
+struct SharedSource(Arc<StoreError>);
+
+impl std::fmt::Display for SharedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &*self.0 {
+            StoreError::Unavailable(source) | StoreError::Backend { source, .. } => {
+                std::fmt::Display::fmt(source, f)
+            }
+            other => std::fmt::Display::fmt(other, f),
+        }
+    }
+}
+
+impl std::error::Error for SharedSource {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &*self.0 {
+            StoreError::Unavailable(source) | StoreError::Backend { source, .. } => source.source(),
+            _ => None,
         }
     }
 }

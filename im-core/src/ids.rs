@@ -56,6 +56,14 @@ fn validate(what: &'static str, s: &str) -> Result<(), IdError> {
     Ok(())
 }
 
+/// Checks a client message id (the idempotency key of a send, also the
+/// host's `send_as` key): 1..=128 bytes and no control characters, the same
+/// rule as every other id. Every store must accept what passes; PostgreSQL
+/// text, for one, refuses a NUL.
+pub fn validate_client_msg_id(id: &str) -> Result<(), IdError> {
+    validate("client_msg_id", id)
+}
+
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*

@@ -4,6 +4,17 @@
 //! `Arc<dyn Store>`. Every method takes or returns whole batches so a network
 //! store can answer each in one round trip. `im-store-memory` is the
 //! reference semantics; `im-testkit` checks any store against them.
+//!
+//! # What a store must accept
+//!
+//! The engine validates input before it reaches a store, so a store must
+//! hold every value that passes: user, device, group and room ids and client
+//! message ids of 1..=128 bytes of UTF-8 with no control characters
+//! ([`crate::ids::validate_client_msg_id`]), and message bodies of any bytes
+//! up to the engine's `max_body_bytes`. A store that still cannot hold a
+//! value answers [`StoreError::Rejected`] (never a retryable error), and the
+//! engine then narrows a failed group commit down to the one message at fault
+//! so no other sender's message fails with it.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -180,7 +191,9 @@ pub trait Timeline: Send + Sync + 'static {
     /// - if any message's [`DedupKey`] is already committed (or repeated in the
     ///   batch), nothing is written and [`StoreError::Duplicate`] lists the keys;
     /// - if a conversation's first seq in the batch is not its head + 1,
-    ///   nothing is written and [`StoreError::SeqConflict`] is returned.
+    ///   nothing is written and [`StoreError::SeqConflict`] is returned;
+    /// - if a value cannot be stored, nothing is written and
+    ///   [`StoreError::Rejected`] is returned.
     ///
     /// Returning `Ok` means the batch is durable to the store's standard.
     async fn append(&self, req: AppendRequest) -> StoreResult<()>;

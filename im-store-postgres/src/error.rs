@@ -55,12 +55,20 @@ impl From<PgStoreError> for StoreError {
 /// - `query_canceled` (the statement timeout) → [`StoreError::Timeout`];
 /// - serialization failures, deadlocks, lock timeouts → retryable
 ///   [`StoreError::Backend`];
+/// - data exceptions (class 22: a NUL in text, a value out of range) →
+///   [`StoreError::Rejected`], the input's fault, not the server's;
 /// - anything else → non-retryable [`StoreError::Backend`].
 pub(crate) fn map_pg(e: tokio_postgres::Error) -> StoreError {
     if let Some(code) = e.code() {
         let c = code.code();
         if *code == SqlState::QUERY_CANCELED {
             return StoreError::Timeout;
+        }
+        if c.starts_with("22") {
+            let why = e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_owned());
+            return StoreError::Rejected(format!("{why} (SQLSTATE {c})"));
         }
         let unavailable = c.starts_with("08") // connection exception
             || c.starts_with("53") // insufficient resources

@@ -258,3 +258,30 @@ async fn membership_and_conversation_list() {
     );
     assert_eq!(states[0].last_message.as_ref().map(|m| m.seq), Some(2));
 }
+
+#[tokio::test]
+async fn a_value_postgres_cannot_hold_is_rejected_not_a_backend_failure() {
+    // PostgreSQL text cannot hold a NUL. The engine validates client ids
+    // first, but a store must still say "this input", never a bare backend
+    // failure, so the engine can narrow a batch down to the one at fault.
+    let db = TestDb::new().await;
+    let g = group("g1");
+    let poisoned = message(&g, 1, "mallory", Some("bad\0id"), &["alice"]);
+    let err = db
+        .store
+        .append(AppendRequest {
+            messages: vec![poisoned],
+        })
+        .await
+        .expect_err("a NUL in text is refused");
+    assert!(matches!(err, StoreError::Rejected(_)), "{err:?}");
+    assert!(!err.is_retryable());
+    // Nothing was written; the next good append starts at seq 1.
+    let good = message(&g, 1, "alice", Some("ok"), &["mallory"]);
+    db.store
+        .append(AppendRequest {
+            messages: vec![good],
+        })
+        .await
+        .expect("a good append after the refused one");
+}

@@ -27,6 +27,10 @@ pub struct EngineConfig {
     pub max_commit_batch: usize,
     /// Pending sends queued per shard before senders wait.
     pub shard_queue: usize,
+    /// Groups and conversation heads each shard worker keeps cached (each
+    /// its own bounded cache; the least useful entries are evicted one by
+    /// one, a batch in flight keeps what it was given).
+    pub shard_cache_entries: usize,
     /// Largest message body accepted.
     pub max_body_bytes: usize,
     /// Largest frame the transports should accept (reported in `Connected`).
@@ -100,6 +104,7 @@ impl Default for EngineConfig {
             shards: 8,
             max_commit_batch: 1024,
             shard_queue: 8192,
+            shard_cache_entries: 100_000,
             max_body_bytes: 64 * 1024,
             max_frame_bytes: 256 * 1024,
             outbound_queue_bytes: 4 * 1024 * 1024,

@@ -2,6 +2,7 @@
 
 #[cfg(feature = "bench")]
 pub mod bench_support;
+mod commit;
 mod config;
 mod group_lane;
 mod offline;
@@ -273,6 +274,9 @@ impl Engine {
                 body.len(),
                 self.config().max_body_bytes
             )));
+        }
+        if let Some(key) = &idempotency_key {
+            crate::ids::validate_client_msg_id(key)?;
         }
         let (tx, rx) = oneshot::channel();
         let device = DeviceId::new(HOST_DEVICE)?;

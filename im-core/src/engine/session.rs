@@ -30,8 +30,6 @@ const MAX_MALFORMED_FRAMES: u32 = 8;
 const PAGE_BYTES_MAX: usize = 5 * 1024 * 1024;
 /// Unread counts are computed up to this, enough to tell "99+".
 const UNREAD_CAP: u32 = 100;
-/// Largest accepted `client_msg_id`, in bytes.
-const MAX_CLIENT_MSG_ID: usize = 128;
 
 /// A failed request: answered with an `Error` frame, the session goes on.
 struct RequestError {
@@ -538,12 +536,7 @@ impl Session {
 
     async fn on_send(&mut self, request_id: u64, s: pb::Send) -> RequestResult {
         let shared = self.engine.shared();
-        if s.client_msg_id.is_empty() || s.client_msg_id.len() > MAX_CLIENT_MSG_ID {
-            return Err(RequestError::new(
-                pb::ErrorCode::InvalidArgument,
-                format!("client_msg_id must be 1..={MAX_CLIENT_MSG_ID} bytes"),
-            ));
-        }
+        crate::ids::validate_client_msg_id(&s.client_msg_id)?;
         if s.body.len() > shared.config.max_body_bytes {
             return Err(RequestError::new(
                 pb::ErrorCode::InvalidArgument,

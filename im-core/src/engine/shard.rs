@@ -5,26 +5,25 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use quick_cache::unsync::Cache;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{encode_server_frame, error_frame, server_frame};
 use crate::error::{EngineError, StoreError};
 use crate::fanout::{Delivery, Diffusion, FanoutInput, FanoutPlan, RateClass};
-use crate::ids::{ChannelId, ConversationId, DedupKey, DeviceId, Seq, SessionId, UserId, now_ms};
+use crate::ids::{ChannelId, ConversationId, ConversationKind, Seq, SessionId, UserId, now_ms};
 use crate::pb;
 use crate::push::OfflineNotice;
-use crate::store::{AppendRequest, NewMessage, StoredMessage};
+use crate::store::StoredMessage;
 
 use super::Shared;
+use super::commit::{
+    Admission, CommitBatch, Committed, GroupFacts, GroupLookup, GroupMembers, HoldBacks, Outcome,
+    Step,
+};
 use super::group_lane::GroupLane;
 use super::registry::SessionHandle;
-use super::sequencer::assign_seqs;
 use super::wire::{error_code, message_to_wire, send_ack};
-
-/// Caches are dropped and reloaded when they grow past this many entries.
-const CACHE_LIMIT: usize = 100_000;
-/// Appends retried after duplicate or seq conflicts before giving up.
-const APPEND_ATTEMPTS: usize = 4;
 
 /// Work for a shard worker.
 pub(crate) enum ShardCommand {
@@ -36,23 +35,16 @@ pub(crate) enum ShardCommand {
     Drain(oneshot::Sender<()>),
 }
 
-/// A send waiting for its commit.
-pub(crate) struct PendingSend {
-    pub(crate) conversation: ConversationId,
-    pub(crate) sender: UserId,
-    pub(crate) device: DeviceId,
-    pub(crate) client_msg_id: Option<String>,
-    pub(crate) body: Bytes,
-    /// False for sends by the host, which may send anywhere.
-    pub(crate) check_membership: bool,
-    pub(crate) reply: Reply,
-}
+/// A send waiting for its commit, answered through a [`Reply`].
+pub(crate) type PendingSend = super::commit::PendingSend<Reply>;
 
 /// Where the outcome of a send goes.
 pub(crate) enum Reply {
     /// A client session, answered with `SendAck` or `Error`.
     Session {
+        /// The session.
         session: Arc<SessionHandle>,
+        /// The request id of its `Send`.
         request_id: u64,
     },
     /// The host API.
@@ -126,105 +118,25 @@ impl Reply {
     }
 }
 
-/// What a worker knows about a group.
-#[derive(Clone)]
-struct GroupInfo {
-    member_count: u64,
-    /// The full member set, kept only for groups small enough for write diffusion.
-    members: Option<Arc<HashSet<UserId>>>,
-}
-
-/// A send that passed authorization, with the sends that retried it in the same batch.
-struct Admitted {
-    send: PendingSend,
-    retries: Vec<Reply>,
-}
-
-impl Admitted {
-    /// Answers the send and every retry folded into it with the committed message.
-    fn ok(self, msg: &StoredMessage, duplicate: bool) {
-        for r in self.retries {
-            r.ok(msg, true);
-        }
-        self.send.reply.ok(msg, duplicate);
-    }
-
-    /// Answers the send and every retry folded into it with an error.
-    fn fail(self, err: impl Fn() -> EngineError) {
-        for r in self.retries {
-            r.fail(err());
-        }
-        self.send.reply.fail(err());
-    }
-}
-
-/// One shard's worker.
+/// One shard's worker: the IO loop around [`CommitBatch`].
 pub(crate) struct ShardWorker {
     shared: Arc<Shared>,
     group_lane: GroupLane,
-    heads: HashMap<ConversationId, Seq>,
-    groups: HashMap<ChannelId, GroupInfo>,
-    /// Sessions whose send to a conversation failed, with the first failed
-    /// `client_msg_id`: their later sends there are refused until that one is
-    /// sent again, so a failure never lets later messages overtake it.
-    failed: HashMap<(SessionId, ConversationId), String>,
+    heads: Cache<ConversationId, Seq>,
+    groups: Cache<ChannelId, Arc<GroupFacts>>,
+    holds: HoldBacks,
 }
 
 impl ShardWorker {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        let entries = shared.config.shard_cache_entries.max(1);
         Self {
             group_lane: GroupLane::start(shared.clone()),
             shared,
-            heads: HashMap::new(),
-            groups: HashMap::new(),
-            failed: HashMap::new(),
+            heads: Cache::new(entries),
+            groups: Cache::new(entries),
+            holds: HoldBacks::new(entries),
         }
-    }
-
-    /// Remembers that a session's send failed (retryably), keeping the first one.
-    fn note_failure(&mut self, s: &PendingSend) {
-        let (Some(session), Some(id)) = (s.reply.session_id(), &s.client_msg_id) else {
-            return;
-        };
-        if self.failed.len() >= CACHE_LIMIT {
-            self.failed.clear();
-        }
-        self.failed
-            .entry((session, s.conversation.clone()))
-            .or_insert_with(|| id.clone());
-    }
-
-    /// Refuses sends that would overtake an earlier failed one from the same
-    /// session; the resend of the failed one lifts the hold.
-    fn hold_back_after_failures(&mut self, sends: Vec<PendingSend>) -> Vec<PendingSend> {
-        if self.failed.is_empty() {
-            return sends;
-        }
-        let mut out = Vec::with_capacity(sends.len());
-        for s in sends {
-            let key = s.reply.session_id().map(|id| (id, s.conversation.clone()));
-            let first_failed = key.as_ref().and_then(|k| self.failed.get(k));
-            match first_failed {
-                None => out.push(s),
-                Some(first) if s.client_msg_id.as_ref() == Some(first) => {
-                    if let Some(k) = key {
-                        self.failed.remove(&k);
-                    }
-                    out.push(s);
-                }
-                Some(first) => {
-                    let first = first.clone();
-                    s.reply.fail(store_failure(
-                        &format!(
-                            "an earlier send ({first}) to this conversation failed: \
-                             resend from it to keep your order"
-                        ),
-                        true,
-                    ));
-                }
-            }
-        }
-        out
     }
 
     /// Runs until every sender of the channel is gone.
@@ -255,338 +167,200 @@ impl ShardWorker {
         }
     }
 
-    /// Authorizes, deduplicates, sequences, appends, acks and fans out one batch.
+    /// Commits one batch: performs the IO its [`CommitBatch`] asks for.
     async fn commit(&mut self, sends: Vec<PendingSend>) {
         if sends.is_empty() {
             return;
         }
         let sends = self.hold_back_after_failures(sends);
-        let admitted = self.authorize(sends).await;
-        let mut pending = dedup_within_batch(admitted);
-        for attempt in 1..=APPEND_ATTEMPTS {
-            if pending.is_empty() {
-                return;
-            }
-            match self.append(&pending).await {
-                Ok(committed) => {
+        let mut batch = CommitBatch::new(sends, now_ms());
+        let store = self.shared.store.clone();
+        loop {
+            match batch.next_step(&self.shared.ids) {
+                Step::LoadGroups(groups) => {
+                    let facts = self.load_groups(groups).await;
+                    batch.on_groups(facts);
+                }
+                Step::CheckMembers { group, users } => {
+                    batch.on_members(store.are_members(&group, &users).await);
+                }
+                Step::FindOriginals(keys) => {
+                    batch.on_originals(store.find_by_dedup_keys(&keys).await);
+                }
+                Step::LoadHeads(convs) => {
+                    let heads = self.load_heads(&convs).await;
+                    batch.on_heads(heads);
+                }
+                Step::Append(req) => batch.on_appended(store.append(req).await),
+                Step::ForgetHeads(convs) => {
+                    for c in &convs {
+                        self.heads.remove(c);
+                    }
+                }
+                Step::Answer(reply, outcome) => self.answer(reply, outcome),
+                Step::Committed(committed) => {
                     metrics::counter!("im_messages_committed_total")
-                        .increment(committed.len() as u64);
-                    metrics::histogram!("im_commit_batch_size").record(committed.len() as f64);
-                    for (a, msg) in pending.into_iter().zip(&committed) {
-                        a.ok(msg, false);
+                        .increment(committed.messages.len() as u64);
+                    metrics::histogram!("im_commit_batch_size")
+                        .record(committed.messages.len() as f64);
+                    for (conv, head) in &committed.heads {
+                        self.heads.insert(conv.clone(), *head);
                     }
                     self.fan_out(committed).await;
-                    return;
                 }
-                Err(StoreError::Duplicate(keys)) if attempt < APPEND_ATTEMPTS => {
-                    pending = self.answer_duplicates(pending, keys).await;
-                }
-                Err(StoreError::SeqConflict { .. }) if attempt < APPEND_ATTEMPTS => {
-                    self.heads.clear();
-                }
-                Err(e) => {
-                    // The outcome is unknown (e.g. a timeout after COMMIT): reload
-                    // heads from the store; clients retry with the same id.
-                    self.heads.clear();
-                    metrics::counter!("im_send_failures_total").increment(pending.len() as u64);
-                    tracing::warn!(error = %e, count = pending.len(), "append failed");
-                    // Conflicts that outlast every attempt are worth retrying too.
-                    let retryable = e.is_retryable() || matches!(e, StoreError::Duplicate(_));
-                    let msg = e.to_string();
-                    for a in pending {
-                        if retryable {
-                            self.note_failure(&a.send);
-                        }
-                        a.fail(|| store_failure(&msg, retryable));
-                    }
-                    return;
-                }
+                Step::Done => return,
             }
         }
     }
 
-    /// Drops sends the sender may not make, answering them.
-    async fn authorize(&mut self, sends: Vec<PendingSend>) -> Vec<PendingSend> {
+    /// Answers one send, remembering a retryable failure so the session's
+    /// later sends to that conversation wait for its resend.
+    fn answer(&mut self, reply: Reply, outcome: Outcome) {
+        match outcome {
+            Outcome::Committed { message, duplicate } => reply.ok(&message, duplicate),
+            Outcome::Failed { error, hold_back } => {
+                if let (Some((conv, id)), Some(session)) = (hold_back, reply.session_id()) {
+                    self.holds.note(session, conv, &id);
+                }
+                reply.fail(error);
+            }
+        }
+    }
+
+    /// Refuses sends that would overtake an earlier failed one from the same
+    /// session; the resend of the failed one lifts the hold.
+    fn hold_back_after_failures(&mut self, sends: Vec<PendingSend>) -> Vec<PendingSend> {
+        if self.holds.is_empty() {
+            return sends;
+        }
         let mut out = Vec::with_capacity(sends.len());
-        let mut refused = Vec::new();
-        // Large groups keep no member set: ask the store once per group.
-        let mut to_check: HashMap<ChannelId, Vec<PendingSend>> = HashMap::new();
         for s in sends {
-            let group = match &s.conversation {
-                ConversationId::Group(g) => g.clone(),
-                ConversationId::Direct(..) | ConversationId::Room(_) => {
-                    out.push(s);
-                    continue;
-                }
-            };
-            let info = match self.group_info(&group).await {
-                Ok(Some(info)) => info,
-                Ok(None) => {
-                    s.reply
-                        .fail(EngineError::Store(StoreError::NotFound(format!(
-                            "group {group}"
-                        ))));
-                    continue;
-                }
-                Err(e) => {
-                    if e.is_retryable() {
-                        self.note_failure(&s);
-                    }
-                    s.reply.fail(EngineError::Store(e));
-                    continue;
-                }
-            };
-            if !s.check_membership {
+            let Some(session) = s.reply.session_id() else {
                 out.push(s);
                 continue;
-            }
-            match &info.members {
-                Some(m) if m.contains(&s.sender) => out.push(s),
-                Some(_) => refused.push(s),
-                None => to_check.entry(group).or_default().push(s),
-            }
-        }
-        for (group, sends) in to_check {
-            let users: Vec<UserId> = sends.iter().map(|s| s.sender.clone()).collect();
-            match self.shared.store.are_members(&group, &users).await {
-                Ok(flags) => {
-                    for (s, ok) in sends.into_iter().zip(flags) {
-                        if ok {
-                            out.push(s);
-                        } else {
-                            refused.push(s);
-                        }
-                    }
-                }
-                Err(e) => {
-                    let (msg, retryable) = (e.to_string(), e.is_retryable());
-                    for s in sends {
-                        if retryable {
-                            self.note_failure(&s);
-                        }
-                        s.reply.fail(store_failure(&msg, retryable));
-                    }
-                }
+            };
+            match self
+                .holds
+                .admit(session, &s.conversation, s.client_msg_id.as_deref())
+            {
+                Admission::Pass | Admission::Resend => out.push(s),
+                Admission::Held(first) => s.reply.fail(EngineError::Store(StoreError::Backend {
+                    source: format!(
+                        "an earlier send ({first}) to this conversation failed: \
+                         resend from it to keep your order"
+                    )
+                    .into(),
+                    retryable: true,
+                })),
             }
         }
-        self.refuse_non_members(refused).await;
-        // Each conversation's sends took one path above, so their order holds.
         out
     }
 
-    /// Answers sends from non-members with FORBIDDEN, unless the send is a
-    /// retry of a message committed while the sender was still a member: a
-    /// retry gets its original ack (idempotency), never a second message.
-    async fn refuse_non_members(&self, refused: Vec<PendingSend>) {
-        if refused.is_empty() {
-            return;
-        }
-        let keys: Vec<DedupKey> = refused.iter().filter_map(dedup_key).collect();
-        let originals: HashMap<DedupKey, StoredMessage> =
-            match self.shared.store.find_by_dedup_keys(&keys).await {
-                Ok(found) => keys
-                    .into_iter()
-                    .zip(found)
-                    .filter_map(|(k, m)| Some((k, m?)))
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "dedup lookup for refused sends failed");
-                    HashMap::new()
-                }
-            };
-        for s in refused {
-            let original = dedup_key(&s)
-                .and_then(|k| originals.get(&k).cloned())
-                .filter(|m| m.conversation == s.conversation);
-            match (original, &s.conversation) {
-                (Some(msg), _) => s.reply.ok(&msg, true),
-                (None, ConversationId::Group(g)) => {
-                    let err = not_member(g);
-                    s.reply.fail(err)
-                }
-                (None, conv) => s
-                    .reply
-                    .fail(EngineError::Forbidden(format!("not a member of {conv}"))),
+    /// Facts for each group, from the cache or the store.
+    async fn load_groups(&mut self, groups: Vec<ChannelId>) -> Vec<GroupLookup> {
+        let mut out = Vec::with_capacity(groups.len());
+        for g in groups {
+            if let Some(f) = self.groups.get(&g) {
+                let f = f.clone();
+                out.push((g, Ok(Some(f))));
+                continue;
             }
+            let facts = self.load_group_facts(&g).await;
+            if let Ok(Some(f)) = &facts {
+                self.groups.insert(g.clone(), f.clone());
+            }
+            out.push((g, facts));
         }
+        out
     }
 
-    async fn group_info(&mut self, group: &ChannelId) -> Result<Option<GroupInfo>, StoreError> {
-        if let Some(info) = self.groups.get(group) {
-            return Ok(Some(info.clone()));
-        }
+    /// Reads a group's size and, when the policy picks write diffusion for
+    /// it, its member list.
+    async fn load_group_facts(
+        &self,
+        group: &ChannelId,
+    ) -> Result<Option<Arc<GroupFacts>>, StoreError> {
         let store = &self.shared.store;
         let Some(count) = store.member_count(group).await? else {
             return Ok(None);
         };
-        let write = self.shared.policy.plan(&FanoutInput {
-            kind: crate::ids::ConversationKind::Group,
+        let plan = self.shared.policy.plan(&FanoutInput {
+            kind: ConversationKind::Group,
             member_count: count,
             online_sessions: 0,
         });
-        let members = if write.diffusion == Diffusion::Write {
-            let mut all = HashSet::with_capacity(count as usize);
-            let mut after: Option<UserId> = None;
-            loop {
-                let page = store.members(group, after.as_ref(), 1000).await?;
-                let Some(last) = page.last().cloned() else {
-                    break;
-                };
-                all.extend(page);
-                after = Some(last);
+        let members = match plan.diffusion {
+            Diffusion::Write => {
+                let mut all = HashSet::with_capacity(count as usize);
+                let mut after: Option<UserId> = None;
+                loop {
+                    let page = store.members(group, after.as_ref(), 1000).await?;
+                    let Some(last) = page.last().cloned() else {
+                        break;
+                    };
+                    all.extend(page);
+                    after = Some(last);
+                }
+                GroupMembers::Listed(Arc::new(all))
             }
-            Some(Arc::new(all))
-        } else {
-            None
+            Diffusion::Read => GroupMembers::Unlisted,
         };
-        if self.groups.len() >= CACHE_LIMIT {
-            self.groups.clear();
-        }
-        let info = GroupInfo {
+        Ok(Some(Arc::new(GroupFacts {
             member_count: count,
             members,
-        };
-        self.groups.insert(group.clone(), info.clone());
-        Ok(Some(info))
+        })))
     }
 
-    /// Assigns seqs from the cached heads and appends the batch in one call.
-    async fn append(&mut self, pending: &[Admitted]) -> Result<Vec<StoredMessage>, StoreError> {
-        let missing: Vec<ConversationId> = {
-            let mut seen = HashSet::new();
-            pending
-                .iter()
-                .map(|a| &a.send.conversation)
-                .filter(|c| !self.heads.contains_key(*c) && seen.insert(*c))
-                .cloned()
-                .collect()
-        };
+    /// Heads of the conversations, from the cache or the store, in order.
+    async fn load_heads(&mut self, convs: &[ConversationId]) -> Result<Vec<Seq>, StoreError> {
+        let missing: Vec<ConversationId> = convs
+            .iter()
+            .filter(|c| self.heads.get(*c).is_none())
+            .cloned()
+            .collect();
+        let mut loaded: HashMap<ConversationId, Seq> = HashMap::new();
         if !missing.is_empty() {
             let heads = self.shared.store.head_seqs(&missing).await?;
-            if self.heads.len() + missing.len() > CACHE_LIMIT {
-                self.heads.clear();
-            }
-            self.heads.extend(missing.into_iter().zip(heads));
+            loaded.extend(missing.into_iter().zip(heads));
         }
-        let assigned = assign_seqs(&self.heads, pending.iter().map(|a| &a.send.conversation));
-        let now = now_ms();
-        let mut req = AppendRequest {
-            messages: Vec::with_capacity(pending.len()),
-        };
-        for (a, seq) in pending.iter().zip(assigned.seqs) {
-            let s = &a.send;
-            let message = StoredMessage {
-                conversation: s.conversation.clone(),
-                seq,
-                message_id: self.shared.ids.next(),
-                sender: s.sender.clone(),
-                sender_device: s.device.clone(),
-                client_msg_id: s.client_msg_id.clone(),
-                body: s.body.clone(),
-                server_time_ms: now,
-            };
-            let inbox_recipients = self.inbox_recipients(&s.conversation);
-            req.messages.push(NewMessage {
-                message,
-                inbox_recipients,
-            });
-        }
-        // Inbox recipient lists can be long: keep only the messages for after.
-        let committed: Vec<StoredMessage> =
-            req.messages.iter().map(|m| m.message.clone()).collect();
-        self.shared.store.append(req).await?;
-        self.heads.extend(assigned.heads);
-        Ok(committed)
-    }
-
-    /// Inbox entries go to every member under write diffusion, to no one under read.
-    fn inbox_recipients(&self, conversation: &ConversationId) -> Vec<UserId> {
-        match conversation {
-            ConversationId::Direct(pair) => pair.participants().cloned().collect(),
-            ConversationId::Group(g) => self
-                .groups
-                .get(g)
-                .and_then(|i| i.members.as_ref())
-                .map(|m| m.iter().cloned().collect())
-                .unwrap_or_default(),
-            ConversationId::Room(_) => Vec::new(),
-        }
-    }
-
-    /// Answers sends whose key the store already has; returns the rest.
-    async fn answer_duplicates(
-        &mut self,
-        pending: Vec<Admitted>,
-        keys: Vec<DedupKey>,
-    ) -> Vec<Admitted> {
-        let keys: HashSet<DedupKey> = keys.into_iter().collect();
-        let (dups, rest): (Vec<Admitted>, Vec<Admitted>) = pending
-            .into_iter()
-            .partition(|a| dedup_key(&a.send).is_some_and(|k| keys.contains(&k)));
-        let lookup: Vec<DedupKey> = dups.iter().filter_map(|a| dedup_key(&a.send)).collect();
-        match self.shared.store.find_by_dedup_keys(&lookup).await {
-            Ok(found) => {
-                for (a, original) in dups.into_iter().zip(found) {
-                    match original {
-                        Some(msg) => a.ok(&msg, true),
-                        None => a.fail(|| {
-                            store_failure("store reported a duplicate it cannot find", true)
-                        }),
-                    }
-                }
-            }
-            Err(e) => {
-                let (msg, retryable) = (e.to_string(), e.is_retryable());
-                for a in dups {
-                    a.fail(|| store_failure(&msg, retryable));
-                }
-            }
-        }
-        rest
+        Ok(convs
+            .iter()
+            .map(|c| {
+                loaded
+                    .get(c)
+                    .or_else(|| self.heads.get(c))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect())
     }
 
     /// Delivers committed messages to live sessions: one frame per
     /// conversation per batch, encoded once, the same bytes to every session.
-    async fn fan_out(&self, committed: Vec<StoredMessage>) {
-        let mut by_conv: Vec<(ConversationId, Vec<StoredMessage>)> = Vec::new();
-        let mut index: HashMap<ConversationId, usize> = HashMap::new();
-        for m in committed {
-            match index.get(&m.conversation) {
-                Some(&i) => by_conv[i].1.push(m),
-                None => {
-                    index.insert(m.conversation.clone(), by_conv.len());
-                    by_conv.push((m.conversation.clone(), vec![m]));
-                }
-            }
-        }
-        for (conv, msgs) in by_conv {
+    async fn fan_out(&self, committed: Committed) {
+        let Committed {
+            messages, groups, ..
+        } = committed;
+        for (conv, msgs) in by_conversation(messages) {
             let delivered = match &conv {
                 ConversationId::Direct(pair) => pair
                     .participants()
                     .map(|user| self.deliver_to_user(user, &msgs))
                     .sum(),
-                ConversationId::Group(g) => {
-                    let online = self.shared.registry.group_online(g) as u64;
-                    let plan = self.plan(&conv, online, g);
-                    let frame = batch_frame(&conv, &msgs, plan);
-                    if plan.diffusion == Diffusion::Write {
-                        self.offline_push(g, &msgs);
-                    }
-                    if plan.rate_class == RateClass::Fast && !self.group_lane.is_busy(g) {
-                        self.shared
-                            .registry
-                            .with_group(g, |it| it.filter(|s| s.send(frame.clone())).count())
-                    } else {
-                        // Big group: off this worker (counted by the lane).
-                        self.group_lane.push(g.clone(), frame).await;
-                        0
-                    }
-                }
+                ConversationId::Group(g) => match groups.get(g) {
+                    Some(facts) => self.deliver_to_group(g, facts, &msgs).await,
+                    None => 0,
+                },
                 ConversationId::Room(r) => {
                     // Rooms are batched and delivered by the room fanout
                     // lanes (engine/rooms.rs), never on this worker.
                     let online = self.shared.registry.room_online(r) as u64;
-                    let plan = self.plan(&conv, online, r);
+                    let plan = self.shared.policy.plan(&FanoutInput {
+                        kind: ConversationKind::Room,
+                        member_count: online,
+                        online_sessions: online,
+                    });
                     self.shared.registry.rooms().on_committed(r, msgs, plan);
                     0
                 }
@@ -595,16 +369,34 @@ impl ShardWorker {
         }
     }
 
-    fn plan(&self, conv: &ConversationId, online: u64, channel: &ChannelId) -> FanoutPlan {
-        let member_count = match conv {
-            ConversationId::Group(_) => self.groups.get(channel).map_or(online, |i| i.member_count),
-            _ => online,
-        };
-        self.shared.policy.plan(&FanoutInput {
-            kind: conv.kind(),
-            member_count,
+    /// Delivers a group's messages with the diffusion the commit used.
+    async fn deliver_to_group(
+        &self,
+        g: &ChannelId,
+        facts: &GroupFacts,
+        msgs: &[StoredMessage],
+    ) -> usize {
+        let online = self.shared.registry.group_online(g) as u64;
+        let mut plan = self.shared.policy.plan(&FanoutInput {
+            kind: ConversationKind::Group,
+            member_count: facts.member_count,
             online_sessions: online,
-        })
+        });
+        // The inboxes were written by the facts' decision; delivery follows it.
+        plan.diffusion = facts.diffusion();
+        let frame = batch_frame(&ConversationId::Group(g.clone()), msgs, plan);
+        if let GroupMembers::Listed(members) = &facts.members {
+            self.offline_push(members, msgs);
+        }
+        if plan.rate_class == RateClass::Fast && !self.group_lane.is_busy(g) {
+            self.shared
+                .registry
+                .with_group(g, |it| it.filter(|s| s.send(frame.clone())).count())
+        } else {
+            // Big group: off this worker (counted by the lane).
+            self.group_lane.push(g.clone(), frame).await;
+            0
+        }
     }
 
     /// Pushes a direct conversation's messages to one user's sessions, named
@@ -631,11 +423,9 @@ impl ShardWorker {
         sessions.iter().filter(|s| s.send(frame.clone())).count()
     }
 
-    fn offline_push(&self, group: &ChannelId, msgs: &[StoredMessage]) {
+    /// Hands each message to the offline push hook for members not online.
+    fn offline_push(&self, members: &HashSet<UserId>, msgs: &[StoredMessage]) {
         let Some(push) = &self.shared.offline_push else {
-            return;
-        };
-        let Some(members) = self.groups.get(group).and_then(|i| i.members.clone()) else {
             return;
         };
         let registry = &self.shared.registry;
@@ -656,6 +446,22 @@ impl ShardWorker {
     }
 }
 
+/// Committed messages grouped by conversation, in first-commit order.
+fn by_conversation(messages: Vec<StoredMessage>) -> Vec<(ConversationId, Vec<StoredMessage>)> {
+    let mut by_conv: Vec<(ConversationId, Vec<StoredMessage>)> = Vec::new();
+    let mut index: HashMap<ConversationId, usize> = HashMap::new();
+    for m in messages {
+        match index.get(&m.conversation) {
+            Some(&i) => by_conv[i].1.push(m),
+            None => {
+                index.insert(m.conversation.clone(), by_conv.len());
+                by_conv.push((m.conversation.clone(), vec![m]));
+            }
+        }
+    }
+    by_conv
+}
+
 /// One frame for a batch of one conversation's messages: the messages
 /// themselves, or only the new head when the plan says notify.
 fn batch_frame(conv: &ConversationId, msgs: &[StoredMessage], plan: FanoutPlan) -> Bytes {
@@ -671,43 +477,4 @@ fn batch_frame(conv: &ConversationId, msgs: &[StoredMessage], plan: FanoutPlan) 
         }),
     };
     encode_server_frame(&server_frame(0, body))
-}
-
-fn dedup_key(s: &PendingSend) -> Option<DedupKey> {
-    s.client_msg_id.as_ref().map(|id| DedupKey {
-        user: s.sender.clone(),
-        device: s.device.clone(),
-        client_msg_id: id.clone(),
-    })
-}
-
-/// Folds sends that repeat an earlier send's key within one batch into it.
-fn dedup_within_batch(sends: Vec<PendingSend>) -> Vec<Admitted> {
-    let mut out: Vec<Admitted> = Vec::with_capacity(sends.len());
-    let mut seen: HashMap<DedupKey, usize> = HashMap::new();
-    for s in sends {
-        if let Some(key) = dedup_key(&s) {
-            if let Some(&i) = seen.get(&key) {
-                out[i].retries.push(s.reply);
-                continue;
-            }
-            seen.insert(key, out.len());
-        }
-        out.push(Admitted {
-            send: s,
-            retries: Vec::new(),
-        });
-    }
-    out
-}
-
-fn not_member(group: &ChannelId) -> EngineError {
-    EngineError::Forbidden(format!("not a member of group {group}"))
-}
-
-fn store_failure(msg: &str, retryable: bool) -> EngineError {
-    EngineError::Store(StoreError::Backend {
-        source: msg.to_owned().into(),
-        retryable,
-    })
 }

@@ -14,6 +14,7 @@ pub(crate) const UNREAD_EXACT_MAX: u32 = 99;
 pub(crate) fn error_code(err: &EngineError) -> pb::ErrorCode {
     match err {
         EngineError::Store(StoreError::NotFound(_)) => pb::ErrorCode::NotFound,
+        EngineError::Store(StoreError::Rejected(_)) => pb::ErrorCode::InvalidArgument,
         EngineError::Store(_) => pb::ErrorCode::Unavailable,
         EngineError::InvalidRequest(_) | EngineError::InvalidId(_) => {
             pb::ErrorCode::InvalidArgument

@@ -1,0 +1,332 @@
+//! Property tests of [`CommitBatch`] against an in-memory harness that
+//! performs its steps the way the shard worker does, with a model store.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::error::StoreError;
+use crate::ids::{ChannelId, ConversationId, DedupKey, DeviceId, MessageIdGenerator, Seq, UserId};
+use crate::store::{AppendRequest, StoredMessage};
+
+fn user(i: u8) -> UserId {
+    UserId::new(format!("u{i}")).expect("id")
+}
+
+fn group(i: u8) -> ChannelId {
+    ChannelId::new(format!("g{i}")).expect("id")
+}
+
+/// A model store: timelines, committed keys and what each inbox received.
+#[derive(Default)]
+struct ModelStore {
+    timelines: HashMap<ConversationId, Vec<StoredMessage>>,
+    keys: HashMap<DedupKey, StoredMessage>,
+    inboxes: HashMap<UserId, Vec<(ConversationId, Seq)>>,
+    /// Groups: members and whether they are listed (write diffusion).
+    groups: HashMap<ChannelId, (HashSet<UserId>, bool)>,
+    /// Bodies the store refuses (a value it cannot hold).
+    poison: Vec<u8>,
+    /// Appends that fail as unavailable before the store recovers.
+    outages: usize,
+}
+
+impl ModelStore {
+    fn append(&mut self, req: AppendRequest) -> Result<(), StoreError> {
+        if self.outages > 0 {
+            self.outages -= 1;
+            return Err(StoreError::Unavailable("down".into()));
+        }
+        if req
+            .messages
+            .iter()
+            .any(|m| m.message.body[..] == self.poison[..])
+        {
+            return Err(StoreError::Rejected("poison".into()));
+        }
+        let dups: Vec<DedupKey> = req
+            .messages
+            .iter()
+            .filter_map(|m| key_of(&m.message))
+            .filter(|k| self.keys.contains_key(k))
+            .collect();
+        if !dups.is_empty() {
+            return Err(StoreError::Duplicate(dups));
+        }
+        let mut heads: HashMap<&ConversationId, Seq> = HashMap::new();
+        for m in &req.messages {
+            let c = &m.message.conversation;
+            let head = heads
+                .entry(c)
+                .or_insert_with(|| self.timelines.get(c).map_or(0, |t| t.len() as Seq));
+            if m.message.seq != *head + 1 {
+                return Err(StoreError::SeqConflict {
+                    conversation: c.clone(),
+                    expected: *head,
+                    actual: m.message.seq,
+                });
+            }
+            *head += 1;
+        }
+        for m in req.messages {
+            let msg = m.message;
+            if let Some(k) = key_of(&msg) {
+                self.keys.insert(k, msg.clone());
+            }
+            for u in m.inbox_recipients {
+                self.inboxes
+                    .entry(u)
+                    .or_default()
+                    .push((msg.conversation.clone(), msg.seq));
+            }
+            self.timelines
+                .entry(msg.conversation.clone())
+                .or_default()
+                .push(msg);
+        }
+        Ok(())
+    }
+
+    fn facts(&self, g: &ChannelId) -> Option<Arc<GroupFacts>> {
+        let (members, listed) = self.groups.get(g)?;
+        Some(Arc::new(GroupFacts {
+            member_count: members.len() as u64,
+            members: if *listed {
+                GroupMembers::Listed(Arc::new(members.clone()))
+            } else {
+                GroupMembers::Unlisted
+            },
+        }))
+    }
+}
+
+fn key_of(m: &StoredMessage) -> Option<DedupKey> {
+    m.client_msg_id.as_ref().map(|id| DedupKey {
+        user: m.sender.clone(),
+        device: m.sender_device.clone(),
+        client_msg_id: id.clone(),
+    })
+}
+
+/// Runs a batch to the end; returns the outcome per send index.
+fn run(store: &mut ModelStore, sends: Vec<PendingSend<usize>>) -> HashMap<usize, Vec<Outcome>> {
+    let ids = MessageIdGenerator::new();
+    let mut batch = CommitBatch::new(sends, 1);
+    let mut answers: HashMap<usize, Vec<Outcome>> = HashMap::new();
+    loop {
+        match batch.next_step(&ids) {
+            Step::LoadGroups(gs) => {
+                let facts = gs
+                    .into_iter()
+                    .map(|g| {
+                        let f = store.facts(&g);
+                        (g, Ok(f))
+                    })
+                    .collect();
+                batch.on_groups(facts);
+            }
+            Step::CheckMembers { group, users } => {
+                let members = &store.groups[&group].0;
+                batch.on_members(Ok(users.iter().map(|u| members.contains(u)).collect()));
+            }
+            Step::FindOriginals(keys) => {
+                batch.on_originals(Ok(keys
+                    .iter()
+                    .map(|k| store.keys.get(k).cloned())
+                    .collect()));
+            }
+            Step::LoadHeads(convs) => batch.on_heads(Ok(convs
+                .iter()
+                .map(|c| store.timelines.get(c).map_or(0, |t| t.len() as Seq))
+                .collect())),
+            Step::Append(req) => {
+                let r = store.append(req);
+                batch.on_appended(r);
+            }
+            Step::ForgetHeads(_) | Step::Committed(_) => {}
+            Step::Answer(i, outcome) => answers.entry(i).or_default().push(outcome),
+            Step::Done => return answers,
+        }
+    }
+}
+
+/// One generated send: (sender, group, client id, poisoned).
+type SendSpec = (u8, u8, u8, bool);
+
+fn sends_strategy() -> impl Strategy<Value = Vec<SendSpec>> {
+    proptest::collection::vec(
+        (0u8..4, 0u8..3, 0u8..12, proptest::bool::weighted(0.1)),
+        1..60,
+    )
+}
+
+fn build(specs: &[SendSpec]) -> Vec<PendingSend<usize>> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, &(u, g, id, poisoned))| PendingSend {
+            conversation: ConversationId::Group(group(g)),
+            sender: user(u),
+            device: DeviceId::new("d").expect("id"),
+            // A poisoned send has a key of its own, so no good send folds into it.
+            client_msg_id: Some(if poisoned {
+                format!("p{i}")
+            } else {
+                format!("c{id}")
+            }),
+            body: if poisoned {
+                "poison".into()
+            } else {
+                format!("m{i}").into()
+            },
+            check_membership: true,
+            reply: i,
+        })
+        .collect()
+}
+
+/// g0: listed (write diffusion) with u0..u2; g1: unlisted with u0..u2;
+/// g2: listed with u0 and u3 only. u3 is not a member of g0 or g1.
+fn model() -> ModelStore {
+    let mut store = ModelStore {
+        poison: b"poison".to_vec(),
+        ..ModelStore::default()
+    };
+    let three: HashSet<UserId> = (0..3).map(user).collect();
+    store.groups.insert(group(0), (three.clone(), true));
+    store.groups.insert(group(1), (three, false));
+    store
+        .groups
+        .insert(group(2), ([user(0), user(3)].into(), true));
+    store
+}
+
+proptest! {
+    #[test]
+    fn every_send_is_answered_once_and_timelines_stay_gap_free(specs in sends_strategy()) {
+        let mut store = model();
+        let answers = run(&mut store, build(&specs));
+        prop_assert_eq!(answers.len(), specs.len());
+        prop_assert!(answers.values().all(|a| a.len() == 1));
+        for t in store.timelines.values() {
+            let seqs: Vec<Seq> = t.iter().map(|m| m.seq).collect();
+            prop_assert_eq!(seqs, (1..=t.len() as Seq).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn only_members_commit_and_only_the_poisoned_fail(specs in sends_strategy()) {
+        let mut store = model();
+        let answers = run(&mut store, build(&specs));
+        for (i, &(u, g, _, poisoned)) in specs.iter().enumerate() {
+            let member = store.groups[&group(g)].0.contains(&user(u));
+            match &answers[&i][0] {
+                Outcome::Committed { message, .. } => {
+                    prop_assert!(member, "send {} by a non-member committed", i);
+                    prop_assert_eq!(&message.sender, &user(u));
+                }
+                Outcome::Failed { error, hold_back } => {
+                    let expected = if !member { "forbidden" } else { "refused the input" };
+                    prop_assert!(
+                        error.to_string().contains(expected),
+                        "send {} (member {}, poisoned {}): {}", i, member, poisoned, error
+                    );
+                    prop_assert!(member == poisoned || !member);
+                    prop_assert!(hold_back.is_none());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_commits_once_and_every_copy_gets_that_message(specs in sends_strategy()) {
+        let mut store = model();
+        let answers = run(&mut store, build(&specs));
+        let mut by_key: HashMap<(u8, u8), Seq> = HashMap::new();
+        for (i, &(u, _, id, _)) in specs.iter().enumerate() {
+            if let Outcome::Committed { message, .. } = &answers[&i][0] {
+                let seq = *by_key.entry((u, id)).or_insert(message.seq);
+                prop_assert_eq!(seq, message.seq, "key ({}, {}) committed twice", u, id);
+            }
+        }
+        let committed: usize = store.timelines.values().map(Vec::len).sum();
+        prop_assert_eq!(committed, store.keys.len());
+    }
+
+    #[test]
+    fn inboxes_follow_each_groups_diffusion(specs in sends_strategy()) {
+        let mut store = model();
+        run(&mut store, build(&specs));
+        for (g, (members, listed)) in &store.groups {
+            let conv = ConversationId::Group(g.clone());
+            let count = store.timelines.get(&conv).map_or(0, Vec::len);
+            for m in members {
+                let got = store
+                    .inboxes
+                    .get(m)
+                    .map_or(0, |e| e.iter().filter(|(c, _)| *c == conv).count());
+                prop_assert_eq!(got, if *listed { count } else { 0 }, "{} in {}", m, g);
+            }
+        }
+    }
+
+    #[test]
+    fn one_senders_messages_commit_in_the_order_sent(specs in sends_strategy()) {
+        let mut store = model();
+        let answers = run(&mut store, build(&specs));
+        let mut last: HashMap<(u8, u8), Seq> = HashMap::new();
+        for (i, &(u, g, _, _)) in specs.iter().enumerate() {
+            if let Outcome::Committed { message, duplicate: false } = &answers[&i][0] {
+                let prev = last.insert((u, g), message.seq).unwrap_or(0);
+                prop_assert!(message.seq > prev, "send {} overtook an earlier one", i);
+            }
+        }
+    }
+
+    #[test]
+    fn an_outage_fails_everything_retryably_and_commits_nothing(specs in sends_strategy()) {
+        let mut store = model();
+        store.poison = b"-".to_vec();
+        store.outages = usize::MAX;
+        let answers = run(&mut store, build(&specs));
+        prop_assert!(store.timelines.is_empty());
+        // Per key, the one send that was appended holds its session's later
+        // sends back; its folded copies need no hold of their own.
+        let mut holds: HashMap<(u8, String), usize> = HashMap::new();
+        for (i, &(u, g, _, _)) in specs.iter().enumerate() {
+            let member = store.groups[&group(g)].0.contains(&user(u));
+            match &answers[&i][0] {
+                Outcome::Failed { error, hold_back } if member => {
+                    prop_assert!(error.is_retryable(), "{}", error);
+                    if let Some((conv, id)) = hold_back {
+                        prop_assert_eq!(conv, &ConversationId::Group(group(g)));
+                        *holds.entry((u, id.clone())).or_default() += 1;
+                    }
+                }
+                Outcome::Failed { .. } => {}
+                Outcome::Committed { .. } => prop_assert!(false, "committed during an outage"),
+            }
+        }
+        prop_assert!(holds.values().all(|n| *n == 1), "{:?}", holds);
+        let member_keys: HashSet<(u8, String)> = specs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| store.groups[&group(s.1)].0.contains(&user(s.0)))
+            .map(|(i, s)| (s.0, if s.3 { format!("p{i}") } else { format!("c{}", s.2) }))
+            .collect();
+        prop_assert_eq!(holds.len(), member_keys.len());
+    }
+}
+
+#[test]
+fn a_batch_keeps_its_group_facts_when_the_worker_forgets_them() {
+    // The worker's cache may evict a group between steps; the batch decides
+    // inbox recipients from the facts it was handed, never from a cache.
+    let mut store = model();
+    let sends = build(&[(0, 0, 1, false), (3, 2, 2, false), (0, 0, 3, false)]);
+    run(&mut store, sends);
+    let inbox = |u: u8| store.inboxes.get(&user(u)).map_or(0, Vec::len);
+    assert_eq!((inbox(0), inbox(1), inbox(2), inbox(3)), (3, 2, 2, 1));
+}
