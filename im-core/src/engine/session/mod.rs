@@ -7,7 +7,7 @@ use tokio::time::timeout;
 
 use crate::auth::AuthRequest;
 use crate::codec::{decode_client_frame, encode_server_frame, error_frame};
-use crate::error::{EngineError, StoreError};
+use crate::error::StoreError;
 use crate::ids::{ChannelId, ConversationId, DeviceId, SessionId, UserId, now_ms};
 use crate::pb::{self, client_frame::Body as In, server_frame::Body as Out};
 use crate::store::{
@@ -21,7 +21,11 @@ use super::Engine;
 use super::config::KickPolicy;
 use super::registry::SessionHandle;
 use super::shard::{PendingSend, Reply};
-use super::wire::{error_code, message_to_wire, summary_to_wire, unread_display};
+use super::wire::{message_to_wire, summary_to_wire, unread_display};
+
+mod request_error;
+
+use request_error::{RequestError, RequestResult};
 
 /// Malformed frames tolerated on one session before it is closed.
 const MAX_MALFORMED_FRAMES: u32 = 8;
@@ -32,47 +36,6 @@ const PAGE_BYTES_MAX: usize = 5 * 1024 * 1024;
 const UNREAD_CAP: u32 = 100;
 /// Largest accepted `client_msg_id`, in bytes.
 const MAX_CLIENT_MSG_ID: usize = 128;
-
-/// A failed request: answered with an `Error` frame, the session goes on.
-struct RequestError {
-    code: pb::ErrorCode,
-    reason: String,
-    retryable: bool,
-}
-
-impl RequestError {
-    fn new(code: pb::ErrorCode, reason: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason: reason.into(),
-            retryable: false,
-        }
-    }
-}
-
-impl From<StoreError> for RequestError {
-    fn from(e: StoreError) -> Self {
-        EngineError::Store(e).into()
-    }
-}
-
-impl From<crate::ids::IdError> for RequestError {
-    fn from(e: crate::ids::IdError) -> Self {
-        EngineError::InvalidId(e).into()
-    }
-}
-
-impl From<EngineError> for RequestError {
-    fn from(e: EngineError) -> Self {
-        Self {
-            code: error_code(&e),
-            retryable: e.is_retryable(),
-            reason: e.to_string(),
-        }
-    }
-}
-
-type RequestResult<T = ()> = Result<T, RequestError>;
 
 /// Runs a connection until it ends.
 pub(crate) async fn run(engine: Engine, conn: Connection) {
@@ -824,52 +787,5 @@ impl Session {
             }),
         );
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn engine_errors_reach_clients_with_their_own_code() {
-        // Forbidden and RateLimited once became INTERNAL on this path while
-        // the commit path mapped them right.
-        let cases = [
-            (
-                EngineError::Forbidden("x".into()),
-                pb::ErrorCode::Forbidden,
-                false,
-            ),
-            (
-                EngineError::RateLimited("x".into()),
-                pb::ErrorCode::RateLimited,
-                true,
-            ),
-            (
-                EngineError::InvalidRequest("x".into()),
-                pb::ErrorCode::InvalidArgument,
-                false,
-            ),
-            (
-                EngineError::Store(StoreError::NotFound("g".into())),
-                pb::ErrorCode::NotFound,
-                false,
-            ),
-            (
-                EngineError::Store(StoreError::Timeout),
-                pb::ErrorCode::Unavailable,
-                true,
-            ),
-            (
-                EngineError::ShuttingDown,
-                pb::ErrorCode::ShuttingDown,
-                false,
-            ),
-        ];
-        for (err, code, retryable) in cases {
-            let e = RequestError::from(err);
-            assert_eq!((e.code, e.retryable), (code, retryable), "{}", e.reason);
-        }
     }
 }
