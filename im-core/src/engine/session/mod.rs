@@ -10,9 +10,7 @@ use crate::codec::{decode_client_frame, encode_server_frame, error_frame};
 use crate::error::StoreError;
 use crate::ids::{ChannelId, ConversationId, DeviceId, SessionId, UserId, now_ms};
 use crate::pb::{self, client_frame::Body as In, server_frame::Body as Out};
-use crate::store::{
-    ConversationStatesRequest, CursorUpdate, InboxRequest, RangeRequest, StoredMessage,
-};
+use crate::store::{ConversationStatesRequest, CursorUpdate, InboxRequest, RangeRequest};
 use crate::transport::{
     CloseCode, CloseReason, Connection, FrameReader, FrameWriter, TransportError,
 };
@@ -23,8 +21,10 @@ use super::registry::SessionHandle;
 use super::shard::{PendingSend, Reply};
 use super::wire::{message_to_wire, summary_to_wire, unread_display};
 
+mod paging;
 mod request_error;
 
+use paging::{PageEnd, page_limit, pull_window, sync_window, trim_inbox, trim_range};
 use request_error::{RequestError, RequestResult};
 
 /// Malformed frames tolerated on one session before it is closed.
@@ -262,47 +262,6 @@ fn transport_refusal(e: &TransportError) -> (Bytes, CloseReason) {
         encode_server_frame(&error_frame(0, code, reason.clone(), false)),
         CloseReason::new(close, reason),
     )
-}
-
-/// Approximate encoded size of a message (body plus ids and framing).
-fn wire_size(m: &StoredMessage) -> usize {
-    const OVERHEAD: usize = 64;
-    m.body.len()
-        + m.sender.as_str().len()
-        + m.sender_device.as_str().len()
-        + m.client_msg_id.as_ref().map_or(0, String::len)
-        + OVERHEAD
-}
-
-/// How many messages of a page fit in `budget` bytes: from the newest end
-/// when `newest`, else from the oldest. At least one, so a page always makes
-/// progress (a single body is bounded by `max_body_bytes`).
-fn fitting(messages: &[StoredMessage], newest: bool, budget: usize) -> usize {
-    let mut left = budget;
-    let mut n = 0;
-    let mut take = |m: &StoredMessage| {
-        let size = wire_size(m);
-        if n > 0 && size > left {
-            return false;
-        }
-        left = left.saturating_sub(size);
-        n += 1;
-        true
-    };
-    if newest {
-        for m in messages.iter().rev() {
-            if !take(m) {
-                break;
-            }
-        }
-    } else {
-        for m in messages {
-            if !take(m) {
-                break;
-            }
-        }
-    }
-    n
 }
 
 /// Kicks the user's older sessions the policy does not allow beside `new`.
@@ -548,15 +507,13 @@ impl Session {
         let conv = self.conversation(p.conversation)?;
         self.authorize_read(&conv).await?;
         let shared = self.engine.shared();
-        let max = shared.config.pull_page_max;
-        let limit = match p.limit as usize {
-            0 => max,
-            n => n.min(max),
-        };
+        let limit = page_limit(p.limit, shared.config.pull_page_max);
+        let until_seq = (p.until_seq != 0).then_some(p.until_seq);
+        let end = PageEnd::from_newest(p.newest);
         let req = RangeRequest {
             conversation: conv.clone(),
             after_seq: p.after_seq,
-            until_seq: (p.until_seq != 0).then_some(p.until_seq),
+            until_seq,
             limit,
             newest: p.newest,
         };
@@ -568,33 +525,21 @@ impl Session {
             }
             _ => shared.store.read_range(req).await?,
         };
-        let keep = fitting(&page.messages, p.newest, self.page_bytes());
-        if p.newest {
-            page.messages.drain(..page.messages.len() - keep);
-        } else {
-            page.messages.truncate(keep);
-        }
-        let until = if p.until_seq == 0 {
-            page.head_seq
-        } else {
-            p.until_seq.min(page.head_seq)
-        };
-        let lost = page.first_retained_seq > p.after_seq.saturating_add(1);
-        let from = p.after_seq.max(page.first_retained_seq.saturating_sub(1));
-        let available = until.saturating_sub(from);
+        trim_range(&mut page.messages, end, self.page_bytes());
+        let window = pull_window(p.after_seq, until_seq, &page);
         let user = &self.handle.user;
         self.reply(
             request_id,
             Out::PullResult(pb::PullResult {
                 conversation: Some(conv.to_wire(user)),
-                has_more: (page.messages.len() as u64) < available,
+                has_more: window.has_more,
                 messages: page
                     .messages
                     .iter()
                     .map(|m| message_to_wire(m, user))
                     .collect(),
                 head_seq: page.head_seq,
-                history_start_seq: if lost { page.first_retained_seq } else { 0 },
+                history_start_seq: window.history_start_seq,
             }),
         );
         Ok(())
@@ -602,12 +547,8 @@ impl Session {
 
     async fn on_sync(&mut self, request_id: u64, s: pb::Sync) -> RequestResult {
         let shared = self.engine.shared();
-        let max = shared.config.sync_page_max;
-        let limit = match s.limit as usize {
-            0 => max,
-            n => n.min(max),
-        };
-        let page = shared
+        let limit = page_limit(s.limit, shared.config.sync_page_max);
+        let mut page = shared
             .store
             .read_inbox(InboxRequest {
                 user: self.handle.user.clone(),
@@ -615,37 +556,15 @@ impl Session {
                 limit,
             })
             .await?;
-        let full_sync_required = s.inbox_version < page.head_version
-            && s.inbox_version.saturating_add(1) < page.first_retained_version;
-        let mut page = page;
         let refs: Vec<(ConversationId, u64)> = page
             .entries
             .iter()
             .map(|e| (e.conversation.clone(), e.seq))
             .collect();
         let mut messages = shared.store.get_messages(&refs).await?;
-        // Keep the entries whose messages fit one frame; the rest come next time.
-        let mut budget = self.page_bytes();
-        let mut kept = 0;
-        for e in &page.entries {
-            let size = messages
-                .iter()
-                .find(|m| m.seq == e.seq && m.conversation == e.conversation)
-                .map_or(0, wire_size);
-            if kept > 0 && size > budget {
-                break;
-            }
-            budget = budget.saturating_sub(size);
-            kept += 1;
-        }
-        page.entries.truncate(kept);
-        messages.retain(|m| {
-            page.entries
-                .iter()
-                .any(|e| e.seq == m.seq && e.conversation == m.conversation)
-        });
+        trim_inbox(&mut page, &mut messages, self.page_bytes());
+        let window = sync_window(s.inbox_version, &page);
         let user = &self.handle.user;
-        let last = page.entries.last().map_or(s.inbox_version, |e| e.version);
         self.reply(
             request_id,
             Out::SyncResult(pb::SyncResult {
@@ -660,8 +579,8 @@ impl Session {
                     .collect(),
                 messages: messages.iter().map(|m| message_to_wire(m, user)).collect(),
                 inbox_version: page.head_version,
-                has_more: last < page.head_version,
-                full_sync_required,
+                has_more: window.has_more,
+                full_sync_required: window.full_sync_required,
             }),
         );
         Ok(())
@@ -716,11 +635,7 @@ impl Session {
 
     async fn on_list(&mut self, request_id: u64, l: pb::ListConversations) -> RequestResult {
         let shared = self.engine.shared();
-        let max = shared.config.list_max;
-        let limit = match l.limit as usize {
-            0 => max,
-            n => n.min(max),
-        };
+        let limit = page_limit(l.limit, shared.config.list_max);
         let states = shared
             .store
             .conversation_states(ConversationStatesRequest {
