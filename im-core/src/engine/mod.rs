@@ -5,7 +5,6 @@ pub mod bench_support;
 mod config;
 mod group_lane;
 mod offline;
-mod outbound;
 mod registry;
 mod rooms;
 mod sequencer;

@@ -17,8 +17,8 @@ use crate::store::{AppendRequest, NewMessage, StoredMessage};
 
 use super::Shared;
 use super::group_lane::GroupLane;
-use super::registry::SessionHandle;
 use super::sequencer::assign_seqs;
+use super::session::SessionHandle;
 use super::wire::{error_code, message_to_wire, send_ack};
 
 /// Caches are dropped and reloaded when they grow past this many entries.

@@ -9,13 +9,12 @@ use tokio::time::timeout;
 use crate::auth::AuthRequest;
 use crate::codec::{decode_client_frame, encode_server_frame, error_frame};
 use crate::engine::config::KickPolicy;
-use crate::engine::registry::SessionHandle;
 use crate::engine::{Engine, HOST_DEVICE};
 use crate::ids::{DeviceId, SessionId, UserId};
 use crate::pb::{self, client_frame::Body as In};
 use crate::transport::{CloseCode, CloseReason, FrameReader, FrameWriter, TransportError};
 
-use super::{RequestError, RequestResult};
+use super::{RequestError, RequestResult, SessionHandle};
 
 /// Reads and checks the `Connect` frame. On failure answers and closes.
 pub(super) async fn handshake(

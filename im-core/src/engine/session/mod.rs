@@ -13,17 +13,19 @@ use crate::transport::{
 };
 
 use super::Engine;
-use super::registry::SessionHandle;
 
 mod cursors;
+mod handle;
 mod handshake;
 mod list;
+mod outbound;
 mod paging;
 mod pull;
 mod request_error;
 mod rooms;
 mod send;
 
+pub(crate) use handle::SessionHandle;
 use handshake::{apply_kick_policy, handshake, transport_refusal};
 use request_error::{RequestError, RequestResult};
 
