@@ -36,6 +36,7 @@ pub use shard::SendReceipt;
 
 use registry::Registry;
 use rooms::{FanoutStage, RoomIndex, RoomSettings};
+use session::QueuedFrames;
 use shard::{PendingSend, Reply, ShardCommand, ShardWorker};
 
 /// The device id of messages sent through the host API; clients may not use it,
@@ -292,7 +293,7 @@ impl Engine {
     pub fn kick_user(&self, user: &UserId, detail: &str) -> usize {
         let sessions = self.inner.shared.registry.user_sessions(user);
         for s in &sessions {
-            s.kick(pb::KickReason::ByHost, detail, false);
+            s.kick(pb::KickReason::ByHost, detail, QueuedFrames::Flush);
         }
         sessions.len()
     }
@@ -311,7 +312,11 @@ impl Engine {
             }
         }
         for s in shared.registry.all_sessions() {
-            s.kick(pb::KickReason::Shutdown, "server shutting down", false);
+            s.kick(
+                pb::KickReason::Shutdown,
+                "server shutting down",
+                QueuedFrames::Flush,
+            );
         }
         let _ = tokio::time::timeout(shared.config.shutdown_grace, shared.sessions.wait()).await;
     }

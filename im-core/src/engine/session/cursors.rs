@@ -1,18 +1,29 @@
 //! `Ack` and `Read`: moving the user's delivered and read cursors.
 
+use crate::engine::wire::unread_display;
 use crate::pb::{self, server_frame::Body as Out};
 use crate::store::{ConversationStatesRequest, CursorUpdate};
 
 use super::{RequestResult, Session, UNREAD_CAP};
-use crate::engine::wire::unread_display;
+
+/// Which of the user's cursors in a conversation a request moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cursor {
+    /// `Ack`: messages up to the seq reached one of the user's devices.
+    Delivered,
+    /// `Read`: the user read up to the seq; answered with a `ReadAck`.
+    Read,
+}
 
 impl Session {
+    /// Moves `cursor` to `seq` (capped at the head); a `Read` is answered
+    /// with the unread count left.
     pub(super) async fn on_cursor(
         &mut self,
         request_id: u64,
         conversation: Option<pb::ConversationRef>,
         seq: u64,
-        read: bool,
+        cursor: Cursor,
     ) -> RequestResult {
         let conv = self.conversation(conversation)?;
         self.authorize_read(&conv).await?;
@@ -21,15 +32,19 @@ impl Session {
         // A cursor past the head would hide messages not yet sent.
         let head = store.head_seqs(std::slice::from_ref(&conv)).await?;
         let seq = seq.min(head.first().copied().unwrap_or(0));
+        let (delivered, read) = match cursor {
+            Cursor::Delivered => (Some(seq), None),
+            Cursor::Read => (None, Some(seq)),
+        };
         store
             .update_cursors(vec![CursorUpdate {
                 user: user.clone(),
                 conversation: conv.clone(),
-                delivered: (!read).then_some(seq),
-                read: read.then_some(seq),
+                delivered,
+                read,
             }])
             .await?;
-        if !read {
+        if cursor == Cursor::Delivered {
             return Ok(());
         }
         let state = store

@@ -13,14 +13,19 @@ use crate::ids::{ChannelId, DeviceId, SessionId, UserId};
 use crate::pb;
 use crate::transport::{CloseCode, CloseReason};
 
-use super::outbound::{Enqueued, Outbound};
+use super::outbound::{Enqueued, Outbound, QueuedFrames};
 
 /// One live session, shared by its reader, its writer and the indexes.
 pub(crate) struct SessionHandle {
+    /// Unique among the engine's sessions.
     pub(crate) id: SessionId,
+    /// The authenticated user.
     pub(crate) user: UserId,
+    /// The device the client named at connect.
     pub(crate) device: DeviceId,
+    /// The kind of device, for the kick policy.
     pub(crate) device_kind: pb::DeviceKind,
+    /// Frames waiting for the session's writer.
     pub(crate) out: Outbound,
     /// Cancelled when the session must stop reading.
     pub(crate) stop: CancellationToken,
@@ -66,7 +71,7 @@ impl SessionHandle {
                 self.kick(
                     pb::KickReason::SlowConsumer,
                     "outbound queue full: reconnect and sync",
-                    true,
+                    QueuedFrames::Discard,
                 );
                 false
             }
@@ -79,7 +84,7 @@ impl SessionHandle {
     }
 
     /// Ends the session with a `Kicked` frame.
-    pub(crate) fn kick(&self, reason: pb::KickReason, detail: &str, discard_queued: bool) {
+    pub(crate) fn kick(&self, reason: pb::KickReason, detail: &str, queued: QueuedFrames) {
         let frame = encode_server_frame(&server_frame(
             0,
             pb::server_frame::Body::Kicked(pb::Kicked {
@@ -92,12 +97,12 @@ impl SessionHandle {
             pb::KickReason::Replaced | pb::KickReason::ByHost => CloseCode::Normal,
             _ => CloseCode::Policy,
         };
-        self.close(Some(frame), CloseReason::new(code, detail), discard_queued);
+        self.close(Some(frame), CloseReason::new(code, detail), queued);
     }
 
     /// Ends the session with an optional last frame.
-    pub(crate) fn close(&self, last: Option<Bytes>, reason: CloseReason, discard_queued: bool) {
-        self.out.close(last, reason, discard_queued);
+    pub(crate) fn close(&self, last: Option<Bytes>, reason: CloseReason, queued: QueuedFrames) {
+        self.out.close(last, reason, queued);
         self.stop.cancel();
     }
 }

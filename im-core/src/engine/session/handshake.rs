@@ -12,17 +12,75 @@ use crate::engine::config::KickPolicy;
 use crate::engine::{Engine, HOST_DEVICE};
 use crate::ids::{DeviceId, SessionId, UserId};
 use crate::pb::{self, client_frame::Body as In};
-use crate::transport::{CloseCode, CloseReason, FrameReader, FrameWriter, TransportError};
+use crate::transport::{
+    CloseCode, CloseReason, ConnectionInfo, FrameReader, FrameWriter, TransportError,
+};
 
-use super::{RequestError, RequestResult, SessionHandle};
+use super::{QueuedFrames, RequestError, RequestResult, SessionHandle};
+
+/// A connection that passed the handshake.
+pub(super) struct Handshake {
+    /// The new session, not registered nor indexed yet.
+    pub(super) handle: Arc<SessionHandle>,
+    /// The `Connect` frame's request id, echoed by `Connected`.
+    pub(super) request_id: u64,
+    /// The user's inbox head at connect time.
+    pub(super) inbox_version: u64,
+}
+
+impl Handshake {
+    /// A new session for an authenticated `Connect`.
+    fn open(engine: &Engine, request_id: u64, who: Authenticated) -> Self {
+        let handle = Arc::new(SessionHandle::new(
+            SessionId(engine.next_session_id()),
+            who.user,
+            who.device,
+            who.device_kind,
+            engine.shared().config.outbound_queue_bytes,
+        ));
+        Self {
+            handle,
+            request_id,
+            inbox_version: who.inbox_version,
+        }
+    }
+}
+
+/// Who a `Connect` frame authenticated.
+struct Authenticated {
+    /// The user the token belongs to.
+    user: UserId,
+    /// The device the client named.
+    device: DeviceId,
+    /// The kind of device the client said it is.
+    device_kind: pb::DeviceKind,
+    /// The user's inbox head.
+    inbox_version: u64,
+}
+
+/// Refuses a connection while too many others are authenticating, before
+/// reading anything from it.
+pub(super) async fn refuse_busy(writer: &mut dyn FrameWriter) {
+    metrics::counter!("im_handshakes_refused_total").increment(1);
+    let frame = error_frame(
+        0,
+        pb::ErrorCode::Unavailable,
+        "too many connections are authenticating; retry shortly",
+        true,
+    );
+    let _ = writer.write_frames(&[encode_server_frame(&frame)]).await;
+    let _ = writer
+        .close(CloseReason::new(CloseCode::Policy, "server busy"))
+        .await;
+}
 
 /// Reads and checks the `Connect` frame. On failure answers and closes.
 pub(super) async fn handshake(
     engine: &Engine,
     reader: &mut dyn FrameReader,
     writer: &mut dyn FrameWriter,
-    info: crate::transport::ConnectionInfo,
-) -> Option<(Arc<SessionHandle>, u64, u64)> {
+    info: ConnectionInfo,
+) -> Option<Handshake> {
     let shared = engine.shared();
     let refuse = |request_id: u64, code: pb::ErrorCode, reason: String, close: CloseCode| {
         let frame = encode_server_frame(&error_frame(request_id, code, reason.clone(), false));
@@ -46,16 +104,7 @@ pub(super) async fn handshake(
                 request_id,
                 body: Some(In::Connect(c)),
             }) => match authenticate(engine, c, &info).await {
-                Ok((user, device, kind, inbox_version)) => {
-                    let handle = Arc::new(SessionHandle::new(
-                        SessionId(engine.next_session_id()),
-                        user,
-                        device,
-                        kind,
-                        shared.config.outbound_queue_bytes,
-                    ));
-                    return Some((handle, request_id, inbox_version));
-                }
+                Ok(who) => return Some(Handshake::open(engine, request_id, who)),
                 Err(e) => {
                     let frame = encode_server_frame(&error_frame(
                         request_id,
@@ -86,11 +135,12 @@ pub(super) async fn handshake(
     None
 }
 
+/// Checks a `Connect` frame's device id and token.
 async fn authenticate(
     engine: &Engine,
     c: pb::Connect,
-    info: &crate::transport::ConnectionInfo,
-) -> RequestResult<(UserId, DeviceId, pb::DeviceKind, u64)> {
+    info: &ConnectionInfo,
+) -> RequestResult<Authenticated> {
     let shared = engine.shared();
     let device = DeviceId::new(&c.device_id)?;
     if device.as_str() == HOST_DEVICE {
@@ -117,7 +167,12 @@ async fn authenticate(
             reason: e.to_string(),
         })?;
     let inbox_version = shared.store.inbox_head(&user).await?;
-    Ok((user, device, kind, inbox_version))
+    Ok(Authenticated {
+        user,
+        device,
+        device_kind: kind,
+        inbox_version,
+    })
 }
 
 /// The error frame and close reason for a transport failure.
@@ -151,7 +206,7 @@ pub(super) fn apply_kick_policy(
             old.kick(
                 pb::KickReason::Replaced,
                 "another session of this user or device connected",
-                false,
+                QueuedFrames::Flush,
             );
         }
     }

@@ -1,13 +1,14 @@
 //! `ListConversations`: the user's conversations with unread counts.
 
+use crate::engine::wire::summary_to_wire;
 use crate::pb::{self, server_frame::Body as Out};
 use crate::store::ConversationStatesRequest;
 
 use super::paging::page_limit;
 use super::{RequestResult, Session, UNREAD_CAP};
-use crate::engine::wire::summary_to_wire;
 
 impl Session {
+    /// Answers `ListConversations` with the user's conversation summaries.
     pub(super) async fn on_list(
         &mut self,
         request_id: u64,

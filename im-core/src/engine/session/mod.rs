@@ -1,7 +1,9 @@
 //! One connection's life: handshake, request handling, heartbeats, writer.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::codec::{decode_client_frame, encode_server_frame, error_frame};
@@ -25,8 +27,10 @@ mod request_error;
 mod rooms;
 mod send;
 
+use cursors::Cursor;
 pub(crate) use handle::SessionHandle;
-use handshake::{apply_kick_policy, handshake, transport_refusal};
+use handshake::{Handshake, apply_kick_policy, handshake, refuse_busy, transport_refusal};
+pub(crate) use outbound::QueuedFrames;
 use request_error::{RequestError, RequestResult};
 
 /// Malformed frames tolerated on one session before it is closed.
@@ -44,38 +48,25 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
     let shared = engine.shared().clone();
     let Ok(pending) = shared.handshakes.clone().try_acquire_owned() else {
         // Too many unauthenticated connections: refuse before reading anything.
-        metrics::counter!("im_handshakes_refused_total").increment(1);
-        let frame = error_frame(
-            0,
-            pb::ErrorCode::Unavailable,
-            "too many connections are authenticating; retry shortly",
-            true,
-        );
-        let _ = writer.write_frames(&[encode_server_frame(&frame)]).await;
-        let _ = writer
-            .close(CloseReason::new(CloseCode::Policy, "server busy"))
-            .await;
+        refuse_busy(&mut *writer).await;
         return;
     };
-    let Some((handle, request_id, inbox_version)) =
+    let Some(connected) =
         // Boxed: its state would otherwise sit in every idle session's future.
         Box::pin(handshake(&engine, &mut *reader, &mut *writer, info)).await
     else {
         return;
     };
     drop(pending);
+    let Handshake {
+        handle,
+        request_id,
+        inbox_version,
+    } = connected;
     // `Connected` is queued first: nothing may reach the client before it.
     handle.send_frame(
         request_id,
-        Out::Connected(pb::Connected {
-            user_id: handle.user.to_string(),
-            device_id: handle.device.to_string(),
-            session_id: handle.id.0,
-            inbox_version,
-            server_time_ms: now_ms(),
-            heartbeat_interval_ms: shared.config.heartbeat_interval.as_millis() as u32,
-            max_frame_bytes: shared.config.max_frame_bytes as u32,
-        }),
+        Out::Connected(connected_body(&handle, inbox_version, &shared.config)),
     );
     let writer_task = tokio::spawn(write_loop(handle.clone(), writer));
     let others = shared.registry.register(&handle);
@@ -85,12 +76,16 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
         handle.close(
             Some(encode_server_frame(&frame)),
             CloseReason::new(CloseCode::InternalError, "store unavailable"),
-            false,
+            QueuedFrames::Flush,
         );
     }
     if shared.shutdown.is_cancelled() {
         // Connected while shutdown was kicking everyone: it would wait forever.
-        handle.kick(pb::KickReason::Shutdown, "server shutting down", false);
+        handle.kick(
+            pb::KickReason::Shutdown,
+            "server shutting down",
+            QueuedFrames::Flush,
+        );
     }
     tracing::debug!(session = handle.id.0, user = %handle.user, device = %handle.device, "connected");
     Session {
@@ -104,18 +99,27 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
     handle.close(
         None,
         CloseReason::new(CloseCode::Normal, "session ended"),
-        false,
+        QueuedFrames::Flush,
     );
-    // The writer flushes the last frames; a peer that stopped reading does not
-    // get to hold the session task forever.
-    let mut writer_task = writer_task;
-    if timeout(shared.config.shutdown_grace, &mut writer_task)
-        .await
-        .is_err()
-    {
-        writer_task.abort();
-    }
+    join_writer(writer_task, shared.config.shutdown_grace).await;
     tracing::debug!(session = handle.id.0, user = %handle.user, "disconnected");
+}
+
+/// The `Connected` answer to a handshake.
+fn connected_body(
+    handle: &SessionHandle,
+    inbox_version: u64,
+    config: &super::EngineConfig,
+) -> pb::Connected {
+    pb::Connected {
+        user_id: handle.user.to_string(),
+        device_id: handle.device.to_string(),
+        session_id: handle.id.0,
+        inbox_version,
+        server_time_ms: now_ms(),
+        heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u32,
+        max_frame_bytes: config.max_frame_bytes as u32,
+    }
 }
 
 /// Attempts at indexing a new session before membership changes stop racing it.
@@ -140,6 +144,14 @@ async fn index_groups(
     ))
 }
 
+/// Waits for the writer to flush the last frames, at most `grace`: a peer
+/// that stopped reading does not get to hold the session task forever.
+async fn join_writer(mut writer_task: JoinHandle<()>, grace: Duration) {
+    if timeout(grace, &mut writer_task).await.is_err() {
+        writer_task.abort();
+    }
+}
+
 /// Writes whatever is queued, all at once, until the queue closes.
 async fn write_loop(handle: Arc<SessionHandle>, mut writer: Box<dyn FrameWriter>) {
     let mut batch = Vec::new();
@@ -155,7 +167,7 @@ async fn write_loop(handle: Arc<SessionHandle>, mut writer: Box<dyn FrameWriter>
                 handle.close(
                     None,
                     CloseReason::new(CloseCode::Normal, "write failed"),
-                    true,
+                    QueuedFrames::Discard,
                 );
                 return;
             }
@@ -167,13 +179,20 @@ async fn write_loop(handle: Arc<SessionHandle>, mut writer: Box<dyn FrameWriter>
     }
 }
 
+/// An authenticated session's reading side: it reads requests and answers
+/// them through its handle's outbound queue.
 struct Session {
+    /// The engine the session belongs to.
     engine: Engine,
+    /// The session as the rest of the engine sees it.
     handle: Arc<SessionHandle>,
+    /// Malformed frames received so far.
     malformed: u32,
 }
 
 impl Session {
+    /// Reads and handles frames until the session stops, the peer goes away
+    /// or stays silent past two heartbeats.
     async fn read_loop(&mut self, reader: &mut dyn FrameReader) {
         let shared = self.engine.shared().clone();
         let idle = shared.config.heartbeat_interval * 2;
@@ -195,7 +214,7 @@ impl Session {
                     self.handle.kick(
                         pb::KickReason::HeartbeatTimeout,
                         "no frame for two heartbeat intervals",
-                        false,
+                        QueuedFrames::Flush,
                     );
                     return;
                 }
@@ -204,13 +223,14 @@ impl Session {
                 Ok(Ok(None)) | Ok(Err(TransportError::Closed | TransportError::Io(_))) => return,
                 Ok(Err(e)) => {
                     let (frame, reason) = transport_refusal(&e);
-                    self.handle.close(Some(frame), reason, false);
+                    self.handle.close(Some(frame), reason, QueuedFrames::Flush);
                     return;
                 }
             }
         }
     }
 
+    /// Handles one frame; a failed request is answered with an `Error` frame.
     async fn on_frame(&mut self, bytes: &[u8]) {
         let frame = match decode_client_frame(bytes) {
             Ok(f) => f,
@@ -221,7 +241,7 @@ impl Session {
                     self.handle.close(
                         Some(encode_server_frame(&reply)),
                         CloseReason::new(CloseCode::InvalidData, "too many malformed frames"),
-                        false,
+                        QueuedFrames::Flush,
                     );
                 } else {
                     self.handle.send(encode_server_frame(&reply));
@@ -234,8 +254,14 @@ impl Session {
             Some(In::Send(s)) => self.on_send(id, s).await,
             Some(In::Pull(p)) => self.on_pull(id, p).await,
             Some(In::Sync(s)) => self.on_sync(id, s).await,
-            Some(In::Ack(a)) => self.on_cursor(id, a.conversation, a.seq, false).await,
-            Some(In::Read(r)) => self.on_cursor(id, r.conversation, r.seq, true).await,
+            Some(In::Ack(a)) => {
+                self.on_cursor(id, a.conversation, a.seq, Cursor::Delivered)
+                    .await
+            }
+            Some(In::Read(r)) => {
+                self.on_cursor(id, r.conversation, r.seq, Cursor::Read)
+                    .await
+            }
             Some(In::JoinRoom(j)) => self.on_join(id, j).await,
             Some(In::LeaveRoom(l)) => self.on_leave(id, l),
             Some(In::ListConversations(l)) => self.on_list(id, l).await,
@@ -268,10 +294,12 @@ impl Session {
         }
     }
 
+    /// Queues the answer to a request.
     fn reply(&self, request_id: u64, body: Out) {
         self.handle.send_frame(request_id, body);
     }
 
+    /// The conversation a request names, from this session's point of view.
     fn conversation(&self, r: Option<pb::ConversationRef>) -> RequestResult<ConversationId> {
         let r = r.ok_or_else(|| {
             RequestError::new(pb::ErrorCode::InvalidArgument, "conversation missing")

@@ -1,13 +1,13 @@
 //! `Pull` (one conversation's timeline) and `Sync` (the user's inbox),
 //! both cut to a page that fits the session's outbound queue.
 
+use crate::engine::wire::message_to_wire;
 use crate::ids::ConversationId;
 use crate::pb::{self, server_frame::Body as Out};
 use crate::store::{InboxRequest, RangeRequest};
 
 use super::paging::{PageEnd, page_limit, pull_window, sync_window, trim_inbox, trim_range};
 use super::{RequestResult, Session};
-use crate::engine::wire::message_to_wire;
 
 /// Most bytes of message bodies in one `PullResult` or `SyncResult` (the
 /// outbound queue bound also caps it at half the queue).
@@ -19,6 +19,7 @@ impl Session {
         PAGE_BYTES_MAX.min(self.engine.shared().config.outbound_queue_bytes / 2)
     }
 
+    /// Answers a `Pull` with a page of one conversation's timeline.
     pub(super) async fn on_pull(&mut self, request_id: u64, p: pb::Pull) -> RequestResult {
         let conv = self.conversation(p.conversation)?;
         self.authorize_read(&conv).await?;
@@ -61,6 +62,8 @@ impl Session {
         Ok(())
     }
 
+    /// Answers a `Sync` with the inbox entries after the client's version
+    /// and their messages.
     pub(super) async fn on_sync(&mut self, request_id: u64, s: pb::Sync) -> RequestResult {
         let shared = self.engine.shared();
         let limit = page_limit(s.limit, shared.config.sync_page_max);

@@ -6,6 +6,7 @@ use crate::pb::{self, server_frame::Body as Out};
 use super::{RequestError, RequestResult, Session};
 
 impl Session {
+    /// Seats the session in a room and answers with the room's head seq.
     pub(super) async fn on_join(&mut self, request_id: u64, j: pb::JoinRoom) -> RequestResult {
         let room = ChannelId::new(&j.room_id)?;
         let shared = self.engine.shared();
@@ -40,6 +41,7 @@ impl Session {
         Ok(())
     }
 
+    /// Takes the session's seat in a room away.
     pub(super) fn on_leave(&mut self, request_id: u64, l: pb::LeaveRoom) -> RequestResult {
         let room = ChannelId::new(&l.room_id)?;
         self.engine

@@ -1,15 +1,17 @@
 //! `Send`: a client message, checked here and committed by its shard.
 
+use crate::engine::shard::{PendingSend, Reply};
 use crate::ids::ConversationId;
 use crate::pb;
 
 use super::{RequestError, RequestResult, Session};
-use crate::engine::shard::{PendingSend, Reply};
 
 /// Largest accepted `client_msg_id`, in bytes.
 const MAX_CLIENT_MSG_ID: usize = 128;
 
 impl Session {
+    /// Checks a `Send` and hands it to the conversation's shard, which
+    /// answers with `SendAck` once it is committed.
     pub(super) async fn on_send(&mut self, request_id: u64, s: pb::Send) -> RequestResult {
         let shared = self.engine.shared();
         if s.client_msg_id.is_empty() || s.client_msg_id.len() > MAX_CLIENT_MSG_ID {
