@@ -15,8 +15,8 @@ use crate::pb;
 use crate::store::StoredMessage;
 
 use super::config::EngineConfig;
-use super::registry::SessionHandle;
 use super::rooms::{FanoutStage, Room, RoomIndex, RoomSettings};
+use super::session::SessionHandle;
 
 /// A room of `members` sessions with no sockets behind them.
 pub struct RoomFanoutBench {

@@ -6,7 +6,6 @@ mod commit;
 mod config;
 mod group_lane;
 mod offline;
-mod outbound;
 mod registry;
 mod rooms;
 mod sequencer;
@@ -38,6 +37,7 @@ pub use shard::SendReceipt;
 
 use registry::Registry;
 use rooms::{FanoutStage, RoomIndex, RoomSettings};
+use session::QueuedFrames;
 use shard::{PendingSend, Reply, ShardCommand, ShardWorker};
 
 /// The device id of messages sent through the host API; clients may not use it,
@@ -297,7 +297,7 @@ impl Engine {
     pub fn kick_user(&self, user: &UserId, detail: &str) -> usize {
         let sessions = self.inner.shared.registry.user_sessions(user);
         for s in &sessions {
-            s.kick(pb::KickReason::ByHost, detail, false);
+            s.kick(pb::KickReason::ByHost, detail, QueuedFrames::Flush);
         }
         sessions.len()
     }
@@ -316,7 +316,11 @@ impl Engine {
             }
         }
         for s in shared.registry.all_sessions() {
-            s.kick(pb::KickReason::Shutdown, "server shutting down", false);
+            s.kick(
+                pb::KickReason::Shutdown,
+                "server shutting down",
+                QueuedFrames::Flush,
+            );
         }
         let _ = tokio::time::timeout(shared.config.shutdown_grace, shared.sessions.wait()).await;
     }

@@ -1,108 +1,16 @@
 //! The online index: who is connected, and which live sessions belong to
 //! each group and room. Fanout cost follows these sets, never member lists.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
-use tokio_util::sync::CancellationToken;
+use parking_lot::RwLock;
 
-use crate::codec::{encode_server_frame, server_frame};
-use crate::ids::{ChannelId, DeviceId, SessionId, UserId};
-use crate::pb;
-use crate::transport::{CloseCode, CloseReason};
+use crate::ids::{ChannelId, SessionId, UserId};
 
-use super::outbound::{Enqueued, Outbound};
 use super::rooms::RoomIndex;
-
-/// One live session, shared by its reader, its writer and the indexes.
-pub(crate) struct SessionHandle {
-    pub(crate) id: SessionId,
-    pub(crate) user: UserId,
-    pub(crate) device: DeviceId,
-    pub(crate) device_kind: pb::DeviceKind,
-    pub(crate) out: Outbound,
-    /// Cancelled when the session must stop reading.
-    pub(crate) stop: CancellationToken,
-    /// Rooms this session has joined.
-    pub(crate) rooms: Mutex<HashSet<ChannelId>>,
-    /// Groups this session is indexed under.
-    pub(crate) groups: Mutex<HashSet<ChannelId>>,
-    /// Set (under the index locks) once the session left every index: it
-    /// must never be indexed again.
-    pub(crate) gone: AtomicBool,
-}
-
-impl SessionHandle {
-    /// A new, unindexed session whose outbound queue holds at most `queue_bytes`.
-    pub(crate) fn new(
-        id: SessionId,
-        user: UserId,
-        device: DeviceId,
-        device_kind: pb::DeviceKind,
-        queue_bytes: usize,
-    ) -> Self {
-        Self {
-            id,
-            user,
-            device,
-            device_kind,
-            out: Outbound::new(queue_bytes),
-            stop: CancellationToken::new(),
-            rooms: Mutex::default(),
-            groups: Mutex::default(),
-            gone: AtomicBool::new(false),
-        }
-    }
-
-    /// Queues an encoded frame; a full queue disconnects the session as a slow consumer.
-    pub(crate) fn send(&self, frame: Bytes) -> bool {
-        match self.out.push(frame) {
-            Enqueued::Queued => true,
-            Enqueued::Closed => false,
-            Enqueued::Overflow => {
-                metrics::counter!("im_slow_consumer_disconnects_total").increment(1);
-                tracing::info!(session = self.id.0, user = %self.user, "slow consumer disconnected");
-                self.kick(
-                    pb::KickReason::SlowConsumer,
-                    "outbound queue full: reconnect and sync",
-                    true,
-                );
-                false
-            }
-        }
-    }
-
-    /// Sends a frame built from a body.
-    pub(crate) fn send_frame(&self, request_id: u64, body: pb::server_frame::Body) -> bool {
-        self.send(encode_server_frame(&server_frame(request_id, body)))
-    }
-
-    /// Ends the session with a `Kicked` frame.
-    pub(crate) fn kick(&self, reason: pb::KickReason, detail: &str, discard_queued: bool) {
-        let frame = encode_server_frame(&server_frame(
-            0,
-            pb::server_frame::Body::Kicked(pb::Kicked {
-                reason: reason as i32,
-                detail: detail.to_owned(),
-            }),
-        ));
-        let code = match reason {
-            pb::KickReason::Shutdown => CloseCode::GoingAway,
-            pb::KickReason::Replaced | pb::KickReason::ByHost => CloseCode::Normal,
-            _ => CloseCode::Policy,
-        };
-        self.close(Some(frame), CloseReason::new(code, detail), discard_queued);
-    }
-
-    /// Ends the session with an optional last frame.
-    pub(crate) fn close(&self, last: Option<Bytes>, reason: CloseReason, discard_queued: bool) {
-        self.out.close(last, reason, discard_queued);
-        self.stop.cancel();
-    }
-}
+use super::session::SessionHandle;
 
 /// Live sessions by id, by user, by group and by room.
 pub(crate) struct Registry {

@@ -34,7 +34,7 @@ use crate::room::{
 use crate::store::{RangePage, RangeRequest, Store, StoredMessage};
 
 use super::config::EngineConfig;
-use super::registry::SessionHandle;
+use super::session::SessionHandle;
 use super::wire::message_to_wire;
 
 /// Frames of one room a lane thread delivers before serving other rooms.

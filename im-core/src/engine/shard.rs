@@ -22,7 +22,7 @@ use super::commit::{
     Step,
 };
 use super::group_lane::GroupLane;
-use super::registry::SessionHandle;
+use super::session::SessionHandle;
 use super::wire::{error_code, message_to_wire, send_ack};
 
 /// Work for a shard worker.

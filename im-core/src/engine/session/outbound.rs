@@ -20,6 +20,16 @@ pub(crate) enum Enqueued {
     Closed,
 }
 
+/// What happens to frames still queued when a session starts closing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueuedFrames {
+    /// Write them before the last frame: the session ends in order.
+    Flush,
+    /// Drop them: the peer is too slow to read them anyway.
+    Discard,
+}
+
+/// The queue behind the lock.
 #[derive(Default)]
 struct State {
     /// The oldest queued frame, kept inline: a fanout to a million idle
@@ -27,11 +37,14 @@ struct State {
     first: Option<Bytes>,
     /// Frames after `first`.
     frames: VecDeque<Bytes>,
+    /// Bytes of every queued frame.
     bytes: usize,
+    /// Set once closing: the reason the writer closes the connection with.
     closing: Option<CloseReason>,
 }
 
 impl State {
+    /// Appends a frame.
     fn enqueue(&mut self, frame: Bytes) {
         self.bytes += frame.len();
         if self.first.is_none() && self.frames.is_empty() {
@@ -41,10 +54,12 @@ impl State {
         }
     }
 
+    /// True if no frame is queued.
     fn is_empty(&self) -> bool {
         self.first.is_none() && self.frames.is_empty()
     }
 
+    /// Moves every queued frame into `out`, oldest first.
     fn take_into(&mut self, out: &mut Vec<Bytes>) {
         out.extend(self.first.take());
         out.extend(self.frames.drain(..));
@@ -54,12 +69,16 @@ impl State {
 
 /// Frames waiting for a session's writer.
 pub(crate) struct Outbound {
+    /// The queue itself.
     state: Mutex<State>,
+    /// Wakes the writer when the first frame of a burst arrives or on close.
     wake: Notify,
+    /// Most bytes queued at once.
     max_bytes: usize,
 }
 
 impl Outbound {
+    /// An empty queue holding at most `max_bytes`.
     pub(crate) fn new(max_bytes: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
@@ -89,20 +108,21 @@ impl Outbound {
         Enqueued::Queued
     }
 
-    /// Starts closing: frames already queued are dropped if `discard_queued`
-    /// (a slow consumer), then `last` (e.g. a `Kicked` frame) is written and
-    /// the connection closed with `reason`. Returns false if already closing.
+    /// Starts closing: frames already queued are flushed or discarded (a
+    /// slow consumer) as `queued` says, then `last` (e.g. a `Kicked` frame) is
+    /// written and the connection closed with `reason`. Returns false if
+    /// already closing.
     pub(crate) fn close(
         &self,
         last: Option<Bytes>,
         reason: CloseReason,
-        discard_queued: bool,
+        queued: QueuedFrames,
     ) -> bool {
         let mut st = self.state.lock();
         if st.closing.is_some() {
             return false;
         }
-        if discard_queued {
+        if queued == QueuedFrames::Discard {
             st.first = None;
             st.frames.clear();
             st.bytes = 0;
@@ -180,7 +200,11 @@ mod tests {
         let q = Outbound::new(100);
         q.push(Bytes::from_static(b"old"));
         let reason = CloseReason::new(CloseCode::Policy, "slow");
-        assert!(q.close(Some(Bytes::from_static(b"bye")), reason.clone(), true));
+        assert!(q.close(
+            Some(Bytes::from_static(b"bye")),
+            reason.clone(),
+            QueuedFrames::Discard
+        ));
         assert_eq!(q.push(Bytes::from_static(b"late")), Enqueued::Closed);
         let mut out = Vec::new();
         assert_eq!(q.drain(&mut out).await, Some(reason));

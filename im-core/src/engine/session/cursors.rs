@@ -1,0 +1,71 @@
+//! `Ack` and `Read`: moving the user's delivered and read cursors.
+
+use crate::engine::wire::unread_display;
+use crate::pb::{self, server_frame::Body as Out};
+use crate::store::{ConversationStatesRequest, CursorUpdate};
+
+use super::{RequestResult, Session, UNREAD_CAP};
+
+/// Which of the user's cursors in a conversation a request moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cursor {
+    /// `Ack`: messages up to the seq reached one of the user's devices.
+    Delivered,
+    /// `Read`: the user read up to the seq; answered with a `ReadAck`.
+    Read,
+}
+
+impl Session {
+    /// Moves `cursor` to `seq` (capped at the head); a `Read` is answered
+    /// with the unread count left.
+    pub(super) async fn on_cursor(
+        &mut self,
+        request_id: u64,
+        conversation: Option<pb::ConversationRef>,
+        seq: u64,
+        cursor: Cursor,
+    ) -> RequestResult {
+        let conv = self.conversation(conversation)?;
+        self.authorize_read(&conv).await?;
+        let store = &self.engine.shared().store;
+        let user = self.handle.user.clone();
+        // A cursor past the head would hide messages not yet sent.
+        let head = store.head_seqs(std::slice::from_ref(&conv)).await?;
+        let seq = seq.min(head.first().copied().unwrap_or(0));
+        let (delivered, read) = match cursor {
+            Cursor::Delivered => (Some(seq), None),
+            Cursor::Read => (None, Some(seq)),
+        };
+        store
+            .update_cursors(vec![CursorUpdate {
+                user: user.clone(),
+                conversation: conv.clone(),
+                delivered,
+                read,
+            }])
+            .await?;
+        if cursor == Cursor::Delivered {
+            return Ok(());
+        }
+        let state = store
+            .conversation_states(ConversationStatesRequest {
+                user: user.clone(),
+                only: Some(vec![conv.clone()]),
+                unread_cap: UNREAD_CAP,
+                limit: 1,
+            })
+            .await?;
+        let (read_seq, count) = state.first().map_or((seq, 0), |s| (s.read_seq, s.unread));
+        let (unread, unread_more) = unread_display(count);
+        self.reply(
+            request_id,
+            Out::ReadAck(pb::ReadAck {
+                conversation: Some(conv.to_wire(&user)),
+                read_seq,
+                unread,
+                unread_more,
+            }),
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,340 @@
+//! One connection's life: handshake, request handling, heartbeats, writer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+use crate::codec::{decode_client_frame, encode_server_frame, error_frame};
+use crate::error::StoreError;
+use crate::ids::{ConversationId, now_ms};
+use crate::pb::{self, client_frame::Body as In, server_frame::Body as Out};
+use crate::transport::{
+    CloseCode, CloseReason, Connection, FrameReader, FrameWriter, TransportError,
+};
+
+use super::Engine;
+
+mod cursors;
+mod handle;
+mod handshake;
+mod list;
+mod outbound;
+mod paging;
+mod pull;
+mod request_error;
+mod rooms;
+mod send;
+
+use cursors::Cursor;
+pub(crate) use handle::SessionHandle;
+use handshake::{Handshake, apply_kick_policy, handshake, refuse_busy, transport_refusal};
+pub(crate) use outbound::QueuedFrames;
+use request_error::{RequestError, RequestResult};
+
+/// Malformed frames tolerated on one session before it is closed.
+const MAX_MALFORMED_FRAMES: u32 = 8;
+/// Unread counts are computed up to this, enough to tell "99+".
+const UNREAD_CAP: u32 = 100;
+
+/// Runs a connection until it ends.
+pub(crate) async fn run(engine: Engine, conn: Connection) {
+    let Connection {
+        mut reader,
+        mut writer,
+        info,
+    } = conn;
+    let shared = engine.shared().clone();
+    let Ok(pending) = shared.handshakes.clone().try_acquire_owned() else {
+        // Too many unauthenticated connections: refuse before reading anything.
+        refuse_busy(&mut *writer).await;
+        return;
+    };
+    let Some(connected) =
+        // Boxed: its state would otherwise sit in every idle session's future.
+        Box::pin(handshake(&engine, &mut *reader, &mut *writer, info)).await
+    else {
+        return;
+    };
+    drop(pending);
+    let Handshake {
+        handle,
+        request_id,
+        inbox_version,
+    } = connected;
+    // `Connected` is queued first: nothing may reach the client before it.
+    handle.send_frame(
+        request_id,
+        Out::Connected(connected_body(&handle, inbox_version, &shared.config)),
+    );
+    let writer_task = tokio::spawn(write_loop(handle.clone(), writer));
+    let others = shared.registry.register(&handle);
+    apply_kick_policy(shared.config.kick_policy, &handle, &others);
+    if let Err(e) = index_groups(&shared, &handle).await {
+        let frame = error_frame(request_id, pb::ErrorCode::Unavailable, e.to_string(), true);
+        handle.close(
+            Some(encode_server_frame(&frame)),
+            CloseReason::new(CloseCode::InternalError, "store unavailable"),
+            QueuedFrames::Flush,
+        );
+    }
+    if shared.shutdown.is_cancelled() {
+        // Connected while shutdown was kicking everyone: it would wait forever.
+        handle.kick(
+            pb::KickReason::Shutdown,
+            "server shutting down",
+            QueuedFrames::Flush,
+        );
+    }
+    tracing::debug!(session = handle.id.0, user = %handle.user, device = %handle.device, "connected");
+    Session {
+        engine,
+        handle: handle.clone(),
+        malformed: 0,
+    }
+    .read_loop(&mut *reader)
+    .await;
+    shared.registry.unregister(&handle);
+    handle.close(
+        None,
+        CloseReason::new(CloseCode::Normal, "session ended"),
+        QueuedFrames::Flush,
+    );
+    join_writer(writer_task, shared.config.shutdown_grace).await;
+    tracing::debug!(session = handle.id.0, user = %handle.user, "disconnected");
+}
+
+/// The `Connected` answer to a handshake.
+fn connected_body(
+    handle: &SessionHandle,
+    inbox_version: u64,
+    config: &super::EngineConfig,
+) -> pb::Connected {
+    pb::Connected {
+        user_id: handle.user.to_string(),
+        device_id: handle.device.to_string(),
+        session_id: handle.id.0,
+        inbox_version,
+        server_time_ms: now_ms(),
+        heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u32,
+        max_frame_bytes: config.max_frame_bytes as u32,
+    }
+}
+
+/// Attempts at indexing a new session before membership changes stop racing it.
+const INDEX_ATTEMPTS: usize = 8;
+
+/// Indexes a registered session under its groups. The groups are loaded at a
+/// membership epoch and indexed only if no change happened meanwhile, so a
+/// member removed while connecting never stays indexed.
+async fn index_groups(
+    shared: &super::Shared,
+    handle: &Arc<SessionHandle>,
+) -> Result<(), StoreError> {
+    for _ in 0..INDEX_ATTEMPTS {
+        let epoch = shared.registry.membership_epoch();
+        let groups = shared.store.user_groups(&handle.user).await?;
+        if shared.registry.index_groups_at(handle, &groups, epoch) {
+            return Ok(());
+        }
+    }
+    Err(StoreError::Unavailable(
+        "group membership kept changing while connecting; retry".into(),
+    ))
+}
+
+/// Waits for the writer to flush the last frames, at most `grace`: a peer
+/// that stopped reading does not get to hold the session task forever.
+async fn join_writer(mut writer_task: JoinHandle<()>, grace: Duration) {
+    if timeout(grace, &mut writer_task).await.is_err() {
+        writer_task.abort();
+    }
+}
+
+/// Writes whatever is queued, all at once, until the queue closes.
+async fn write_loop(handle: Arc<SessionHandle>, mut writer: Box<dyn FrameWriter>) {
+    let mut batch = Vec::new();
+    loop {
+        let closing = handle.out.drain(&mut batch).await;
+        if !batch.is_empty() {
+            // Bounded by the transport's write timeout; `run` also stops
+            // waiting for this task after `shutdown_grace`.
+            let result = writer.write_frames(&batch).await;
+            batch.clear();
+            if let Err(e) = result {
+                tracing::debug!(session = handle.id.0, error = %e, "write failed");
+                handle.close(
+                    None,
+                    CloseReason::new(CloseCode::Normal, "write failed"),
+                    QueuedFrames::Discard,
+                );
+                return;
+            }
+        }
+        if let Some(reason) = closing {
+            let _ = writer.close(reason).await;
+            return;
+        }
+    }
+}
+
+/// An authenticated session's reading side: it reads requests and answers
+/// them through its handle's outbound queue.
+struct Session {
+    /// The engine the session belongs to.
+    engine: Engine,
+    /// The session as the rest of the engine sees it.
+    handle: Arc<SessionHandle>,
+    /// Malformed frames received so far.
+    malformed: u32,
+}
+
+impl Session {
+    /// Reads and handles frames until the session stops, the peer goes away
+    /// or stays silent past two heartbeats.
+    async fn read_loop(&mut self, reader: &mut dyn FrameReader) {
+        let shared = self.engine.shared().clone();
+        let idle = shared.config.heartbeat_interval * 2;
+        let mut draining = false;
+        loop {
+            let read = tokio::select! {
+                biased;
+                _ = self.handle.stop.cancelled() => return,
+                _ = shared.shutdown.cancelled(), if !draining => {
+                    // Stop reading; keep the session until shutdown kicks it so
+                    // in-flight sends are still acked.
+                    draining = true;
+                    continue;
+                }
+                r = timeout(idle, reader.read_frame()), if !draining => r,
+            };
+            match read {
+                Err(_) => {
+                    self.handle.kick(
+                        pb::KickReason::HeartbeatTimeout,
+                        "no frame for two heartbeat intervals",
+                        QueuedFrames::Flush,
+                    );
+                    return;
+                }
+                // Boxed per frame, so an idle session's task stays small.
+                Ok(Ok(Some(bytes))) => Box::pin(self.on_frame(&bytes)).await,
+                Ok(Ok(None)) | Ok(Err(TransportError::Closed | TransportError::Io(_))) => return,
+                Ok(Err(e)) => {
+                    let (frame, reason) = transport_refusal(&e);
+                    self.handle.close(Some(frame), reason, QueuedFrames::Flush);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles one frame; a failed request is answered with an `Error` frame.
+    async fn on_frame(&mut self, bytes: &[u8]) {
+        let frame = match decode_client_frame(bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                self.malformed += 1;
+                let reply = error_frame(0, pb::ErrorCode::MalformedFrame, e.to_string(), false);
+                if self.malformed >= MAX_MALFORMED_FRAMES {
+                    self.handle.close(
+                        Some(encode_server_frame(&reply)),
+                        CloseReason::new(CloseCode::InvalidData, "too many malformed frames"),
+                        QueuedFrames::Flush,
+                    );
+                } else {
+                    self.handle.send(encode_server_frame(&reply));
+                }
+                return;
+            }
+        };
+        let id = frame.request_id;
+        let result = match frame.body {
+            Some(In::Send(s)) => self.on_send(id, s).await,
+            Some(In::Pull(p)) => self.on_pull(id, p).await,
+            Some(In::Sync(s)) => self.on_sync(id, s).await,
+            Some(In::Ack(a)) => {
+                self.on_cursor(id, a.conversation, a.seq, Cursor::Delivered)
+                    .await
+            }
+            Some(In::Read(r)) => {
+                self.on_cursor(id, r.conversation, r.seq, Cursor::Read)
+                    .await
+            }
+            Some(In::JoinRoom(j)) => self.on_join(id, j).await,
+            Some(In::LeaveRoom(l)) => self.on_leave(id, l),
+            Some(In::ListConversations(l)) => self.on_list(id, l).await,
+            Some(In::Ping(p)) => {
+                self.reply(
+                    id,
+                    Out::Pong(pb::Pong {
+                        client_time_ms: p.client_time_ms,
+                        server_time_ms: now_ms(),
+                    }),
+                );
+                Ok(())
+            }
+            Some(In::Connect(_)) => Err(RequestError::new(
+                pb::ErrorCode::NotConnected,
+                "already connected",
+            )),
+            None => Err(RequestError::new(
+                pb::ErrorCode::InvalidArgument,
+                "empty or unknown frame body",
+            )),
+        };
+        if let Err(e) = result {
+            self.handle.send(encode_server_frame(&error_frame(
+                id,
+                e.code,
+                e.reason,
+                e.retryable,
+            )));
+        }
+    }
+
+    /// Queues the answer to a request.
+    fn reply(&self, request_id: u64, body: Out) {
+        self.handle.send_frame(request_id, body);
+    }
+
+    /// The conversation a request names, from this session's point of view.
+    fn conversation(&self, r: Option<pb::ConversationRef>) -> RequestResult<ConversationId> {
+        let r = r.ok_or_else(|| {
+            RequestError::new(pb::ErrorCode::InvalidArgument, "conversation missing")
+        })?;
+        Ok(ConversationId::from_wire(&self.handle.user, &r)?)
+    }
+
+    /// May this session read `conv`?
+    async fn authorize_read(&self, conv: &ConversationId) -> RequestResult {
+        let allowed = match conv {
+            ConversationId::Direct(..) => conv.is_direct_participant(&self.handle.user),
+            ConversationId::Room(r) => self.handle.rooms.lock().contains(r),
+            ConversationId::Group(g) => {
+                let store = &self.engine.shared().store;
+                if store.member_count(g).await?.is_none() {
+                    return Err(RequestError::new(
+                        pb::ErrorCode::NotFound,
+                        format!("group {g} not found"),
+                    ));
+                }
+                store
+                    .are_members(g, std::slice::from_ref(&self.handle.user))
+                    .await?
+                    .first()
+                    .copied()
+                    .unwrap_or(false)
+            }
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(RequestError::new(
+                pb::ErrorCode::Forbidden,
+                format!("not a member of {conv}"),
+            ))
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! `JoinRoom` and `LeaveRoom`: taking and leaving a seat in a live room.
+
+use crate::ids::{ChannelId, ConversationId};
+use crate::pb::{self, server_frame::Body as Out};
+
+use super::{RequestError, RequestResult, Session};
+
+impl Session {
+    /// Seats the session in a room and answers with the room's head seq.
+    pub(super) async fn on_join(&mut self, request_id: u64, j: pb::JoinRoom) -> RequestResult {
+        let room = ChannelId::new(&j.room_id)?;
+        let shared = self.engine.shared();
+        let max_rooms = shared.config.max_rooms_per_session;
+        let joined = self.handle.rooms.lock().len();
+        if joined >= max_rooms && !self.handle.rooms.lock().contains(&room) {
+            return Err(RequestError::new(
+                pb::ErrorCode::InvalidArgument,
+                format!("a session may be in at most {max_rooms} rooms; leave one first"),
+            ));
+        }
+        let conv = ConversationId::Room(room.clone());
+        // Seated before reading the head: anything committed after the head
+        // read is pushed, anything before is covered by `head_seq`.
+        let online = shared.registry.join_room(&room, &self.handle);
+        let head = match shared.store.head_seqs(std::slice::from_ref(&conv)).await {
+            Ok(head) => head,
+            Err(e) => {
+                // The client is told the join failed: it must not stay seated.
+                shared.registry.leave_room(&room, &self.handle);
+                return Err(e.into());
+            }
+        };
+        self.reply(
+            request_id,
+            Out::RoomJoined(pb::RoomJoined {
+                room_id: room.to_string(),
+                head_seq: head.first().copied().unwrap_or(0),
+                online: online as u64,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Takes the session's seat in a room away.
+    pub(super) fn on_leave(&mut self, request_id: u64, l: pb::LeaveRoom) -> RequestResult {
+        let room = ChannelId::new(&l.room_id)?;
+        self.engine
+            .shared()
+            .registry
+            .leave_room(&room, &self.handle);
+        self.reply(
+            request_id,
+            Out::RoomLeft(pb::RoomLeft {
+                room_id: room.to_string(),
+            }),
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,52 @@
+//! `Send`: a client message, checked here and committed by its shard.
+
+use crate::engine::shard::{PendingSend, Reply};
+use crate::ids::ConversationId;
+use crate::pb;
+
+use super::{RequestError, RequestResult, Session};
+
+impl Session {
+    /// Checks a `Send` and hands it to the conversation's shard, which
+    /// answers with `SendAck` once it is committed.
+    pub(super) async fn on_send(&mut self, request_id: u64, s: pb::Send) -> RequestResult {
+        let shared = self.engine.shared();
+        // Checked like every id, so nothing a store may refuse enters a batch.
+        crate::ids::validate_client_msg_id(&s.client_msg_id)?;
+        if s.body.len() > shared.config.max_body_bytes {
+            return Err(RequestError::new(
+                pb::ErrorCode::InvalidArgument,
+                format!(
+                    "body of {} bytes exceeds {}",
+                    s.body.len(),
+                    shared.config.max_body_bytes
+                ),
+            ));
+        }
+        let conversation = self.conversation(s.conversation)?;
+        if let ConversationId::Room(r) = &conversation {
+            if !self.handle.rooms.lock().contains(r) {
+                return Err(RequestError::new(
+                    pb::ErrorCode::Forbidden,
+                    format!("join room {r} before sending to it"),
+                ));
+            }
+            shared.registry.rooms().check_send(r, &self.handle.user)?;
+        }
+        self.engine
+            .submit(PendingSend {
+                conversation,
+                sender: self.handle.user.clone(),
+                device: self.handle.device.clone(),
+                client_msg_id: Some(s.client_msg_id),
+                body: s.body,
+                check_membership: true,
+                reply: Reply::Session {
+                    session: self.handle.clone(),
+                    request_id,
+                },
+            })
+            .await?;
+        Ok(())
+    }
+}
