@@ -8,6 +8,7 @@ pub mod fanout;
 pub mod ids;
 pub mod push;
 pub mod room;
+pub mod sequencer;
 pub mod store;
 pub mod transport;
 
@@ -31,6 +32,7 @@ pub use ids::{
     UserId,
 };
 pub use push::{NoOfflinePush, OfflineNotice, OfflinePush};
+pub use sequencer::{CachedSequencer, Sequencer};
 pub use store::Store;
 pub use transport::{
     CloseCode, CloseReason, Connection, ConnectionInfo, FrameReader, FrameWriter, TransportError,

@@ -8,7 +8,6 @@ mod group_lane;
 mod offline;
 mod registry;
 mod rooms;
-mod sequencer;
 mod session;
 mod shard;
 mod wire;
@@ -29,6 +28,7 @@ use crate::fanout::{DefaultFanoutPolicy, FanoutPolicy};
 use crate::ids::{ChannelId, ConversationId, DeviceId, MessageIdGenerator, UserId};
 use crate::pb;
 use crate::push::OfflinePush;
+use crate::sequencer::{CachedSequencer, Sequencer};
 use crate::store::Store;
 use crate::transport::Connection;
 
@@ -51,6 +51,7 @@ pub(crate) struct Shared {
     pub(crate) auth: Arc<dyn Authenticator>,
     pub(crate) offline_push: Option<offline::OfflineDispatch>,
     pub(crate) policy: Arc<dyn FanoutPolicy>,
+    pub(crate) sequencer: Arc<dyn Sequencer>,
     pub(crate) registry: Registry,
     pub(crate) ids: MessageIdGenerator,
     pub(crate) next_session: AtomicU64,
@@ -90,6 +91,7 @@ pub struct EngineBuilder {
     auth: Option<Arc<dyn Authenticator>>,
     offline_push: Option<Arc<dyn OfflinePush>>,
     policy: Arc<dyn FanoutPolicy>,
+    sequencer: Option<Arc<dyn Sequencer>>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -133,6 +135,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Sets the sequencer, which knows conversation heads (default: a
+    /// [`CachedSequencer`] of `shard_cache_entries` per shard).
+    pub fn sequencer(mut self, sequencer: Arc<dyn Sequencer>) -> Self {
+        self.sequencer = Some(sequencer);
+        self
+    }
+
     /// Starts the engine's workers. Must be called inside a Tokio runtime.
     pub fn build(self) -> Result<Engine, EngineError> {
         let auth = self.auth.ok_or_else(|| {
@@ -144,6 +153,12 @@ impl EngineBuilder {
         );
         let offline_in_flight = self.config.offline_push_in_flight;
         let pending_handshakes = self.config.max_pending_handshakes.max(1);
+        let sequencer = self.sequencer.unwrap_or_else(|| {
+            let entries = self.config.shard_cache_entries.max(1);
+            Arc::new(CachedSequencer::new(
+                entries.saturating_mul(self.config.shards.max(1)),
+            ))
+        });
         let shared = Arc::new(Shared {
             config: self.config,
             store: self.store,
@@ -152,6 +167,7 @@ impl EngineBuilder {
                 .offline_push
                 .map(|p| offline::OfflineDispatch::new(p, offline_in_flight)),
             policy: self.policy,
+            sequencer,
             registry: Registry::new(rooms),
             ids: MessageIdGenerator::new(),
             next_session: AtomicU64::new(1),
@@ -181,6 +197,7 @@ impl Engine {
             auth: None,
             offline_push: None,
             policy: Arc::new(DefaultFanoutPolicy::default()),
+            sequencer: None,
         }
     }
 

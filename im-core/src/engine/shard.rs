@@ -122,7 +122,6 @@ impl Reply {
 pub(crate) struct ShardWorker {
     shared: Arc<Shared>,
     group_lane: GroupLane,
-    heads: Cache<ConversationId, Seq>,
     groups: Cache<ChannelId, Arc<GroupFacts>>,
     holds: HoldBacks,
 }
@@ -133,7 +132,6 @@ impl ShardWorker {
         Self {
             group_lane: GroupLane::start(shared.clone()),
             shared,
-            heads: Cache::new(entries),
             groups: Cache::new(entries),
             holds: HoldBacks::new(entries),
         }
@@ -188,24 +186,18 @@ impl ShardWorker {
                     batch.on_originals(store.find_by_dedup_keys(&keys).await);
                 }
                 Step::LoadHeads(convs) => {
-                    let heads = self.load_heads(&convs).await;
+                    let heads = self.shared.sequencer.heads(&*store, &convs).await;
                     batch.on_heads(heads);
                 }
                 Step::Append(req) => batch.on_appended(store.append(req).await),
-                Step::ForgetHeads(convs) => {
-                    for c in &convs {
-                        self.heads.remove(c);
-                    }
-                }
+                Step::ForgetHeads(convs) => self.shared.sequencer.forget(&convs),
                 Step::Answer(reply, outcome) => self.answer(reply, outcome),
                 Step::Committed(committed) => {
                     metrics::counter!("im_messages_committed_total")
                         .increment(committed.messages.len() as u64);
                     metrics::histogram!("im_commit_batch_size")
                         .record(committed.messages.len() as f64);
-                    for (conv, head) in &committed.heads {
-                        self.heads.insert(conv.clone(), *head);
-                    }
+                    self.shared.sequencer.advanced(&committed.heads);
                     self.fan_out(committed).await;
                 }
                 Step::Done => return,
@@ -310,30 +302,6 @@ impl ShardWorker {
             member_count: count,
             members,
         })))
-    }
-
-    /// Heads of the conversations, from the cache or the store, in order.
-    async fn load_heads(&mut self, convs: &[ConversationId]) -> Result<Vec<Seq>, StoreError> {
-        let missing: Vec<ConversationId> = convs
-            .iter()
-            .filter(|c| self.heads.get(*c).is_none())
-            .cloned()
-            .collect();
-        let mut loaded: HashMap<ConversationId, Seq> = HashMap::new();
-        if !missing.is_empty() {
-            let heads = self.shared.store.head_seqs(&missing).await?;
-            loaded.extend(missing.into_iter().zip(heads));
-        }
-        Ok(convs
-            .iter()
-            .map(|c| {
-                loaded
-                    .get(c)
-                    .or_else(|| self.heads.get(c))
-                    .copied()
-                    .unwrap_or(0)
-            })
-            .collect())
     }
 
     /// Delivers committed messages to live sessions: one frame per

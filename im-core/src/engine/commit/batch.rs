@@ -8,9 +8,8 @@ use bytes::Bytes;
 use crate::error::{EngineError, SharedStoreError, StoreError};
 use crate::fanout::Diffusion;
 use crate::ids::{ChannelId, ConversationId, DedupKey, DeviceId, MessageIdGenerator, Seq, UserId};
+use crate::sequencer::assign_seqs;
 use crate::store::{AppendRequest, NewMessage, StoredMessage};
-
-use super::super::sequencer::assign_seqs;
 
 /// Appends retried after duplicate or seq conflicts before giving up.
 const APPEND_ATTEMPTS: usize = 4;
