@@ -9,8 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use common::*;
 use im_engine::core::store::{RangeRequest, Store, StoreResult, Timeline};
-use im_engine::core::{CachedSequencer, ConversationId, Engine, EngineConfig, Seq, Sequencer};
+use im_engine::core::{
+    CachedSequencer, ChannelId, ConversationId, Engine, EngineConfig, OfflineNotice, OfflinePush,
+    Seq, Sequencer, SessionDirectory, SessionInfo, UserId,
+};
 use im_engine::store_memory::MemoryStore;
+use im_engine::transport_tcp::client::group;
+use tokio::sync::mpsc;
 
 /// A host's sequencer that answers stale heads (0) while `lies` > 0, and
 /// counts how often the engine told it to forget.
@@ -87,4 +92,81 @@ async fn a_host_sequencer_that_answers_stale_heads_cannot_fork_a_timeline() {
     assert_eq!(seqs, vec![1, 2, 3, 4]);
     let bodies: Vec<&[u8]> = page.messages.iter().map(|m| &m.body[..]).collect();
     assert_eq!(bodies, vec![&b"m1"[..], b"m2", b"m3", b"m4"]);
+}
+
+/// A host's directory: `carol` is online on another node; every event the
+/// engine reports is sent down a channel.
+#[derive(Debug)]
+struct ClusterDirectory {
+    events: mpsc::UnboundedSender<String>,
+}
+
+impl SessionDirectory for ClusterDirectory {
+    fn session_opened(&self, s: &SessionInfo) {
+        let _ = self.events.send(format!("opened {}:{}", s.user, s.device));
+    }
+    fn session_closed(&self, s: &SessionInfo) {
+        let _ = self.events.send(format!("closed {}:{}", s.user, s.device));
+    }
+    fn room_joined(&self, room: &ChannelId, s: &SessionInfo) {
+        let _ = self.events.send(format!("joined {room} {}", s.user));
+    }
+    fn room_left(&self, room: &ChannelId, s: &SessionInfo) {
+        let _ = self.events.send(format!("left {room} {}", s.user));
+    }
+    fn is_online(&self, user: &UserId, here: bool) -> bool {
+        here || user.as_str() == "carol"
+    }
+}
+
+/// Sends every offline notice down a channel as (body, users).
+struct ChannelPush(mpsc::UnboundedSender<(String, Vec<String>)>);
+
+#[async_trait]
+impl OfflinePush for ChannelPush {
+    async fn notify(&self, n: OfflineNotice) {
+        let body = String::from_utf8_lossy(&n.message.body).into_owned();
+        let mut users: Vec<String> = n.users.iter().map(|u| u.to_string()).collect();
+        users.sort();
+        let _ = self.0.send((body, users));
+    }
+}
+
+async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("in time")
+        .expect("open")
+}
+
+#[tokio::test]
+async fn a_host_session_directory_hears_of_sessions_and_says_who_is_online_elsewhere() {
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (push_tx, mut pushed) = mpsc::unbounded_channel();
+    let engine = Engine::builder(Arc::new(MemoryStore::new()))
+        .session_directory(Arc::new(ClusterDirectory { events: events_tx }))
+        .offline_push(Arc::new(ChannelPush(push_tx)))
+        .insecure_dev_auth()
+        .build()
+        .expect("engine");
+    let s = Server::serve(engine).await;
+    s.group("trio", &["alice", "bob", "carol"]).await;
+    assert!(s.engine.is_online(&user("carol")), "online on another node");
+    assert!(!s.engine.is_online(&user("bob")));
+
+    let alice = s.connect("alice", "phone").await;
+    assert_eq!(next(&mut events).await, "opened alice:phone");
+    alice.join_room("stage").await.expect("join");
+    assert_eq!(next(&mut events).await, "joined stage alice");
+
+    // Only bob is offline everywhere: carol is not handed to offline push.
+    alice.send(group("trio"), "1", "hi").await.expect("send");
+    assert_eq!(
+        next(&mut pushed).await,
+        ("hi".to_owned(), vec!["bob".to_owned()])
+    );
+
+    alice.close().await.expect("close");
+    assert_eq!(next(&mut events).await, "left stage alice");
+    assert_eq!(next(&mut events).await, "closed alice:phone");
 }

@@ -1,7 +1,10 @@
-//! The fanout planner: for one committed message, decide write vs read
-//! diffusion, push vs notify, and the dispatch rate class. Pure: no IO.
+//! The fanout policy: for one committed message, decide write vs read
+//! diffusion, push vs notify, and the dispatch rate class; for a live room,
+//! how it is sharded into sub-rooms and how its messages are batched. Pure:
+//! no IO.
 
-use crate::ids::ConversationKind;
+use crate::ids::{ChannelId, ConversationKind};
+use crate::room::{BatchConfig, SubRoomConfig};
 
 /// Facts the planner decides on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,9 +58,28 @@ pub struct FanoutPlan {
 }
 
 /// Decides how a message reaches its members.
+///
+/// Only [`FanoutPolicy::plan`] must be written; room sharding and the batch
+/// window default to the engine's configuration (`room_sub_room_*`,
+/// `room_batch`), and a host overrides them per room (a stage with
+/// bigger sub-rooms, a quiz room with no batching).
 pub trait FanoutPolicy: Send + Sync + std::fmt::Debug + 'static {
     /// Plans the fanout of one message.
     fn plan(&self, input: &FanoutInput) -> FanoutPlan;
+
+    /// How a live room is sharded into sub-rooms, decided when the room
+    /// opens (its first join). `configured` is the engine's configuration.
+    fn room_sharding(&self, room: &ChannelId, configured: SubRoomConfig) -> SubRoomConfig {
+        let _ = room;
+        configured
+    }
+
+    /// How a live room's messages are batched into frames, decided when the
+    /// room opens. `configured` is the engine's configuration.
+    fn batch_window(&self, room: &ChannelId, configured: &BatchConfig) -> BatchConfig {
+        let _ = room;
+        configured.clone()
+    }
 }
 
 /// The default policy:

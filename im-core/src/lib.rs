@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod codec;
+pub mod directory;
 mod engine;
 pub mod error;
 pub mod fanout;
@@ -20,6 +21,7 @@ pub mod pb {
 
 pub use async_trait::async_trait;
 pub use auth::{AuthRequest, Authenticator, InsecureDevAuthenticator};
+pub use directory::{LocalDirectory, SessionDirectory, SessionInfo};
 /// Hooks for the criterion benches (feature `bench`); not a stable API.
 #[cfg(feature = "bench")]
 #[doc(hidden)]

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, InsecureDevAuthenticator};
+use crate::directory::{LocalDirectory, SessionDirectory};
 use crate::error::EngineError;
 use crate::fanout::{DefaultFanoutPolicy, FanoutPolicy};
 use crate::ids::{ChannelId, ConversationId, DeviceId, MessageIdGenerator, UserId};
@@ -52,6 +53,7 @@ pub(crate) struct Shared {
     pub(crate) offline_push: Option<offline::OfflineDispatch>,
     pub(crate) policy: Arc<dyn FanoutPolicy>,
     pub(crate) sequencer: Arc<dyn Sequencer>,
+    pub(crate) directory: Arc<dyn SessionDirectory>,
     pub(crate) registry: Registry,
     pub(crate) ids: MessageIdGenerator,
     pub(crate) next_session: AtomicU64,
@@ -59,6 +61,14 @@ pub(crate) struct Shared {
     pub(crate) sessions: TaskTracker,
     /// Permits for connections that have not authenticated yet.
     pub(crate) handshakes: Arc<tokio::sync::Semaphore>,
+}
+
+impl Shared {
+    /// True if the user is online here or, per the directory, elsewhere.
+    pub(crate) fn is_online(&self, user: &UserId) -> bool {
+        self.directory
+            .is_online(user, self.registry.is_online(user))
+    }
 }
 
 struct Inner {
@@ -92,6 +102,7 @@ pub struct EngineBuilder {
     offline_push: Option<Arc<dyn OfflinePush>>,
     policy: Arc<dyn FanoutPolicy>,
     sequencer: Option<Arc<dyn Sequencer>>,
+    directory: Arc<dyn SessionDirectory>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -142,6 +153,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Sets the session directory, which knows who is online beyond this
+    /// process (default: [`LocalDirectory`], this process only).
+    pub fn session_directory(mut self, directory: Arc<dyn SessionDirectory>) -> Self {
+        self.directory = directory;
+        self
+    }
+
     /// Starts the engine's workers. Must be called inside a Tokio runtime.
     pub fn build(self) -> Result<Engine, EngineError> {
         let auth = self.auth.ok_or_else(|| {
@@ -168,6 +186,7 @@ impl EngineBuilder {
                 .map(|p| offline::OfflineDispatch::new(p, offline_in_flight)),
             policy: self.policy,
             sequencer,
+            directory: self.directory,
             registry: Registry::new(rooms),
             ids: MessageIdGenerator::new(),
             next_session: AtomicU64::new(1),
@@ -198,6 +217,7 @@ impl Engine {
             offline_push: None,
             policy: Arc::new(DefaultFanoutPolicy::default()),
             sequencer: None,
+            directory: Arc::new(LocalDirectory),
         }
     }
 
@@ -231,9 +251,10 @@ impl Engine {
         self.inner.shared.registry.session_count()
     }
 
-    /// True if the user has at least one live session.
+    /// True if the user has at least one live session, here or, as the
+    /// session directory knows, anywhere else.
     pub fn is_online(&self, user: &UserId) -> bool {
-        self.inner.shared.registry.is_online(user)
+        self.inner.shared.is_online(user)
     }
 
     /// Creates a group with its first members.

@@ -372,7 +372,8 @@ impl ShardWorker {
     fn deliver_to_user(&self, user: &UserId, msgs: &[StoredMessage]) -> usize {
         let sessions = self.shared.registry.user_sessions(user);
         if sessions.is_empty() {
-            if let Some(push) = &self.shared.offline_push {
+            let elsewhere = self.shared.directory.is_online(user, false);
+            if let Some(push) = self.shared.offline_push.as_ref().filter(|_| !elsewhere) {
                 for m in msgs.iter().filter(|m| &m.sender != user) {
                     push.dispatch(OfflineNotice {
                         message: m.clone(),
@@ -396,11 +397,10 @@ impl ShardWorker {
         let Some(push) = &self.shared.offline_push else {
             return;
         };
-        let registry = &self.shared.registry;
         for m in msgs {
             let users: Vec<UserId> = members
                 .iter()
-                .filter(|u| **u != m.sender && !registry.is_online(u))
+                .filter(|u| **u != m.sender && !self.shared.is_online(u))
                 .cloned()
                 .collect();
             if users.is_empty() {

@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{encode_server_frame, server_frame};
+use crate::directory::SessionInfo;
 use crate::ids::{ChannelId, DeviceId, SessionId, UserId};
 use crate::pb;
 use crate::transport::{CloseCode, CloseReason};
@@ -39,6 +40,15 @@ pub(crate) struct SessionHandle {
 }
 
 impl SessionHandle {
+    /// The session as the session directory is told of it.
+    pub(crate) fn info(&self) -> SessionInfo {
+        SessionInfo {
+            session: self.id,
+            user: self.user.clone(),
+            device: self.device.clone(),
+        }
+    }
+
     /// A new, unindexed session whose outbound queue holds at most `queue_bytes`.
     pub(crate) fn new(
         id: SessionId,

@@ -8,7 +8,7 @@ use tokio::time::timeout;
 
 use crate::codec::{decode_client_frame, encode_server_frame, error_frame};
 use crate::error::StoreError;
-use crate::ids::{ConversationId, now_ms};
+use crate::ids::{ChannelId, ConversationId, now_ms};
 use crate::pb::{self, client_frame::Body as In, server_frame::Body as Out};
 use crate::transport::{
     CloseCode, CloseReason, Connection, FrameReader, FrameWriter, TransportError,
@@ -70,6 +70,7 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
     );
     let writer_task = tokio::spawn(write_loop(handle.clone(), writer));
     let others = shared.registry.register(&handle);
+    shared.directory.session_opened(&handle.info());
     apply_kick_policy(shared.config.kick_policy, &handle, &others);
     if let Err(e) = index_groups(&shared, &handle).await {
         let frame = error_frame(request_id, pb::ErrorCode::Unavailable, e.to_string(), true);
@@ -95,7 +96,13 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
     }
     .read_loop(&mut *reader)
     .await;
+    let rooms: Vec<ChannelId> = handle.rooms.lock().iter().cloned().collect();
     shared.registry.unregister(&handle);
+    let info = handle.info();
+    for room in &rooms {
+        shared.directory.room_left(room, &info);
+    }
+    shared.directory.session_closed(&info);
     handle.close(
         None,
         CloseReason::new(CloseCode::Normal, "session ended"),

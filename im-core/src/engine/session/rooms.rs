@@ -22,11 +22,13 @@ impl Session {
         // Seated before reading the head: anything committed after the head
         // read is pushed, anything before is covered by `head_seq`.
         let online = shared.registry.join_room(&room, &self.handle);
+        shared.directory.room_joined(&room, &self.handle.info());
         let head = match shared.store.head_seqs(std::slice::from_ref(&conv)).await {
             Ok(head) => head,
             Err(e) => {
                 // The client is told the join failed: it must not stay seated.
                 shared.registry.leave_room(&room, &self.handle);
+                shared.directory.room_left(&room, &self.handle.info());
                 return Err(e.into());
             }
         };
@@ -44,10 +46,9 @@ impl Session {
     /// Takes the session's seat in a room away.
     pub(super) fn on_leave(&mut self, request_id: u64, l: pb::LeaveRoom) -> RequestResult {
         let room = ChannelId::new(&l.room_id)?;
-        self.engine
-            .shared()
-            .registry
-            .leave_room(&room, &self.handle);
+        let shared = self.engine.shared();
+        shared.registry.leave_room(&room, &self.handle);
+        shared.directory.room_left(&room, &self.handle.info());
         self.reply(
             request_id,
             Out::RoomLeft(pb::RoomLeft {
