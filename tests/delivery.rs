@@ -25,6 +25,7 @@ struct GatedStore {
     inner: MemoryStore,
     gate: Semaphore,
     failing: AtomicBool,
+    cursor_writes: std::sync::atomic::AtomicUsize,
 }
 
 impl GatedStore {
@@ -33,6 +34,7 @@ impl GatedStore {
             inner: MemoryStore::new(),
             gate: Semaphore::new(if open { Semaphore::MAX_PERMITS } else { 0 }),
             failing: AtomicBool::new(false),
+            cursor_writes: Default::default(),
         })
     }
 }
@@ -87,6 +89,8 @@ impl Inboxes for GatedStore {
 #[async_trait]
 impl Cursors for GatedStore {
     async fn update_cursors(&self, updates: Vec<CursorUpdate>) -> StoreResult<()> {
+        self.cursor_writes
+            .fetch_add(updates.len(), Ordering::SeqCst);
         self.inner.update_cursors(updates).await
     }
     async fn conversation_states(
@@ -641,4 +645,37 @@ async fn a_full_group_cache_never_drops_the_inbox_entries_of_a_batch_in_flight()
         .await
         .expect("inbox");
     assert_eq!(inbox.entries.len(), 30, "one inbox entry per message");
+}
+
+#[tokio::test]
+async fn reads_and_acks_of_a_chat_with_no_messages_store_nothing() {
+    // Hardening #5: such reads were accepted and each stored a cursor that
+    // no conversation list ever showed.
+    let store = GatedStore::new(true);
+    let s = Server::start_with(EngineConfig::default(), store.clone()).await;
+    let alice = s.connect("alice", "d").await;
+    for peer in ["bob", "carol", "dave"] {
+        let ack = alice.read(direct(peer), 5).await.expect("read is answered");
+        assert_eq!((ack.read_seq, ack.unread, ack.unread_more), (0, 0, false));
+    }
+    // An Ack has no answer; the session handles frames in order, so it is
+    // done once the send after it is acked.
+    alice
+        .send_frame(&pb::ClientFrame {
+            request_id: 77,
+            body: Some(pb::client_frame::Body::Ack(pb::Ack {
+                conversation: Some(direct("bob")),
+                seq: 3,
+            })),
+        })
+        .await
+        .expect("ack");
+    alice.send(direct("bob"), "1", "hi").await.expect("send");
+    let ack = alice.read(direct("bob"), 9).await.expect("read");
+    assert_eq!(ack.read_seq, 1, "clamped to the head");
+    assert_eq!(
+        store.cursor_writes.load(Ordering::SeqCst),
+        1,
+        "only the real read"
+    );
 }

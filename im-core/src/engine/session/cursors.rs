@@ -1,6 +1,7 @@
 //! `Ack` and `Read`: moving the user's delivered and read cursors.
 
 use crate::engine::wire::unread_display;
+use crate::ids::{ConversationId, UserId};
 use crate::pb::{self, server_frame::Body as Out};
 use crate::store::{ConversationStatesRequest, CursorUpdate};
 
@@ -13,6 +14,16 @@ pub(super) enum Cursor {
     Delivered,
     /// `Read`: the user read up to the seq; answered with a `ReadAck`.
     Read,
+}
+
+/// The answer to a `Read` at seq 0: nothing read, nothing unread.
+fn empty_read_ack(conv: &ConversationId, user: &UserId) -> pb::ReadAck {
+    pb::ReadAck {
+        conversation: Some(conv.to_wire(user)),
+        read_seq: 0,
+        unread: 0,
+        unread_more: false,
+    }
 }
 
 impl Session {
@@ -30,21 +41,34 @@ impl Session {
         let store = &self.engine.shared().store;
         let user = self.handle.user.clone();
         // A cursor past the head would hide messages not yet sent.
-        let head = store.head_seqs(std::slice::from_ref(&conv)).await?;
-        let seq = seq.min(head.first().copied().unwrap_or(0));
-        let (delivered, read) = match cursor {
-            Cursor::Delivered => (Some(seq), None),
-            Cursor::Read => (None, Some(seq)),
-        };
-        store
-            .update_cursors(vec![CursorUpdate {
-                user: user.clone(),
-                conversation: conv.clone(),
-                delivered,
-                read,
-            }])
-            .await?;
+        let head = store
+            .head_seqs(std::slice::from_ref(&conv))
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(0);
+        let seq = seq.min(head);
+        // A cursor at 0 records nothing: a conversation without messages
+        // keeps no hidden state for it (200k such reads once cost 42 MiB).
+        if seq > 0 {
+            let (delivered, read) = match cursor {
+                Cursor::Delivered => (Some(seq), None),
+                Cursor::Read => (None, Some(seq)),
+            };
+            store
+                .update_cursors(vec![CursorUpdate {
+                    user: user.clone(),
+                    conversation: conv.clone(),
+                    delivered,
+                    read,
+                }])
+                .await?;
+        }
         if cursor == Cursor::Delivered {
+            return Ok(());
+        }
+        if head == 0 {
+            self.reply(request_id, Out::ReadAck(empty_read_ack(&conv, &user)));
             return Ok(());
         }
         let state = store
