@@ -3,152 +3,32 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use bytes::Bytes;
-
-use crate::error::{EngineError, SharedStoreError, StoreError};
-use crate::fanout::Diffusion;
-use crate::ids::{ChannelId, ConversationId, DedupKey, DeviceId, MessageIdGenerator, Seq, UserId};
+use crate::error::{SharedStoreError, StoreError};
+use crate::ids::{ChannelId, ConversationId, DedupKey, MessageIdGenerator, Seq, UserId};
 use crate::sequencer::assign_seqs;
 use crate::store::{AppendRequest, NewMessage, StoredMessage};
+
+use super::step::{Committed, GroupFacts, GroupLookup, GroupMembers, PendingSend, Step};
 
 /// Appends retried after duplicate or seq conflicts before giving up.
 const APPEND_ATTEMPTS: usize = 4;
 
-/// A send waiting for its commit; `R` says where its outcome goes.
-pub(crate) struct PendingSend<R> {
-    /// Where the message goes.
-    pub(crate) conversation: ConversationId,
-    /// Who sends it.
-    pub(crate) sender: UserId,
-    /// From which device.
-    pub(crate) device: DeviceId,
-    /// The idempotency key, if any.
-    pub(crate) client_msg_id: Option<String>,
-    /// The opaque body.
-    pub(crate) body: Bytes,
-    /// False for sends by the host, which may send anywhere.
-    pub(crate) check_membership: bool,
-    /// Where the outcome goes.
-    pub(crate) reply: R,
-}
-
-impl<R> PendingSend<R> {
-    fn dedup_key(&self) -> Option<DedupKey> {
-        self.client_msg_id.as_ref().map(|id| DedupKey {
-            user: self.sender.clone(),
-            device: self.device.clone(),
-            client_msg_id: id.clone(),
-        })
-    }
-}
-
-/// Who of a group gets an inbox entry per message.
-#[derive(Debug, Clone)]
-pub(crate) enum GroupMembers {
-    /// Write diffusion: every listed member gets an inbox entry.
-    Listed(Arc<HashSet<UserId>>),
-    /// Read diffusion: no inbox entries; membership is asked of the store.
-    Unlisted,
-}
-
-/// What a batch knows about one group, for its whole life.
-#[derive(Debug, Clone)]
-pub(crate) struct GroupFacts {
-    /// Members, as the store counts them.
-    pub(crate) member_count: u64,
-    /// The diffusion decision, with the member list it needs.
-    pub(crate) members: GroupMembers,
-}
-
-impl GroupFacts {
-    /// The diffusion the policy chose for this group.
-    pub(crate) fn diffusion(&self) -> Diffusion {
-        match self.members {
-            GroupMembers::Listed(_) => Diffusion::Write,
-            GroupMembers::Unlisted => Diffusion::Read,
-        }
-    }
-}
-
-/// A group's facts as loaded: `Ok(None)` when the group does not exist.
-pub(crate) type GroupLookup = (ChannelId, Result<Option<Arc<GroupFacts>>, StoreError>);
-
-/// The outcome of one send.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    /// Committed now or before (`duplicate`).
-    Committed {
-        /// The committed message.
-        message: StoredMessage,
-        /// True if it was committed before (a retry).
-        duplicate: bool,
-    },
-    /// Not committed.
-    Failed {
-        /// Why.
-        error: EngineError,
-        /// Set when the failure is retryable and the send had a client id:
-        /// the session's later sends to the conversation must wait for it.
-        hold_back: Option<(ConversationId, String)>,
-    },
-}
-
-/// Messages committed by one append, with the facts their fanout needs.
-#[derive(Debug)]
-pub(crate) struct Committed {
-    /// In commit order.
-    pub(crate) messages: Vec<StoredMessage>,
-    /// The facts of every group among them, as the commit used them.
-    pub(crate) groups: HashMap<ChannelId, Arc<GroupFacts>>,
-    /// Each conversation's head after the commit.
-    pub(crate) heads: Vec<(ConversationId, Seq)>,
-}
-
-/// What the worker must do next.
-pub(crate) enum Step<R> {
-    /// Load facts for these groups, then call [`CommitBatch::on_groups`].
-    LoadGroups(Vec<ChannelId>),
-    /// Ask the store which users are members, then call
-    /// [`CommitBatch::on_members`].
-    CheckMembers {
-        /// The group.
-        group: ChannelId,
-        /// The senders, in order.
-        users: Vec<UserId>,
-    },
-    /// Look up committed messages by key, then call
-    /// [`CommitBatch::on_originals`].
-    FindOriginals(Vec<DedupKey>),
-    /// Load these heads, then call [`CommitBatch::on_heads`].
-    LoadHeads(Vec<ConversationId>),
-    /// Append, then call [`CommitBatch::on_appended`].
-    Append(AppendRequest),
-    /// Forget cached heads of these conversations (they may be stale).
-    ForgetHeads(Vec<ConversationId>),
-    /// Answer one send.
-    Answer(R, Outcome),
-    /// Deliver committed messages.
-    Committed(Committed),
-    /// The batch is finished.
-    Done,
-}
-
 /// A send that passed authorization, with the sends that retried it in the
 /// same batch.
-struct Admitted<R> {
-    send: PendingSend<R>,
-    retries: Vec<R>,
+pub(super) struct Admitted<R> {
+    pub(super) send: PendingSend<R>,
+    pub(super) retries: Vec<R>,
 }
 
 /// A run of sends appended together; split in halves when the store refuses
 /// it for a reason that is not its own, until the one at fault is alone.
-struct Chunk<R> {
-    sends: Vec<Admitted<R>>,
-    attempts: usize,
+pub(super) struct Chunk<R> {
+    pub(super) sends: Vec<Admitted<R>>,
+    pub(super) attempts: usize,
 }
 
 /// Where the machine is.
-enum Phase<R> {
+pub(super) enum Phase<R> {
     /// Sends in, nothing asked yet.
     Start(Vec<PendingSend<R>>),
     /// Waiting for group facts.
@@ -173,7 +53,7 @@ enum Phase<R> {
 }
 
 /// Authorization in progress.
-struct Authorizing<R> {
+pub(super) struct Authorizing<R> {
     admitted: Vec<PendingSend<R>>,
     refused: Vec<PendingSend<R>>,
     to_check: VecDeque<(ChannelId, Vec<PendingSend<R>>)>,
@@ -182,12 +62,12 @@ struct Authorizing<R> {
 
 /// One batch's commit, from sends in to answers and deliveries out.
 pub(crate) struct CommitBatch<R> {
-    phase: Phase<R>,
+    pub(super) phase: Phase<R>,
     groups: HashMap<ChannelId, Arc<GroupFacts>>,
-    heads: HashMap<ConversationId, Seq>,
+    pub(super) heads: HashMap<ConversationId, Seq>,
     /// A stack: the last chunk is appended next.
-    chunks: Vec<Chunk<R>>,
-    out: VecDeque<Step<R>>,
+    pub(super) chunks: Vec<Chunk<R>>,
+    pub(super) out: VecDeque<Step<R>>,
     now_ms: i64,
 }
 
@@ -382,45 +262,6 @@ impl<R> CommitBatch<R> {
         }
     }
 
-    /// Answers sends from non-members: a retry of a message committed while
-    /// the sender was still a member gets its original ack, never a second
-    /// message; the rest get FORBIDDEN.
-    fn answer_refused(
-        &mut self,
-        refused: Vec<PendingSend<R>>,
-        found: Result<Vec<Option<StoredMessage>>, StoreError>,
-    ) {
-        let mut found = match found {
-            Ok(found) => found.into_iter(),
-            Err(e) => {
-                tracing::warn!(error = %e, "dedup lookup for refused sends failed");
-                Vec::new().into_iter()
-            }
-        };
-        for s in refused {
-            let original = if s.client_msg_id.is_some() {
-                found.next().flatten()
-            } else {
-                None
-            };
-            match original.filter(|m| m.conversation == s.conversation) {
-                Some(message) => self.out.push_back(Step::Answer(
-                    s.reply,
-                    Outcome::Committed {
-                        message,
-                        duplicate: true,
-                    },
-                )),
-                None => self.refuse(s),
-            }
-        }
-    }
-
-    fn refuse(&mut self, s: PendingSend<R>) {
-        let error = EngineError::Forbidden(format!("not a member of {}", s.conversation));
-        self.answer_failed(s, error, None);
-    }
-
     /// Folds in-batch retries and starts appending.
     fn begin_append(&mut self, admitted: Vec<PendingSend<R>>) {
         let sends = fold_retries(admitted);
@@ -601,114 +442,6 @@ impl<R> CommitBatch<R> {
         self.phase = Phase::AwaitDuplicates(dups);
     }
 
-    fn answer_duplicates(
-        &mut self,
-        dups: Vec<Admitted<R>>,
-        found: Result<Vec<Option<StoredMessage>>, StoreError>,
-    ) {
-        let found = match found {
-            Ok(found) => found,
-            Err(e) => {
-                let e = e.shared();
-                for a in dups {
-                    self.fail_admitted(a, &e);
-                }
-                return;
-            }
-        };
-        let mut found = found.into_iter();
-        for a in dups {
-            match found.next().flatten() {
-                Some(message) => {
-                    for r in a.retries {
-                        self.answer_committed(r, &message, true);
-                    }
-                    self.answer_committed(a.send.reply, &message, true);
-                }
-                None => {
-                    let e = StoreError::Backend {
-                        source: "store reported a duplicate it cannot find".into(),
-                        retryable: true,
-                    };
-                    self.fail_admitted(a, &e.shared());
-                }
-            }
-        }
-    }
-
-    /// Fails every send not yet committed with the same store error.
-    fn fail_remaining(&mut self, e: SharedStoreError) {
-        metrics::counter!("im_send_failures_total")
-            .increment(self.chunks.iter().map(|c| c.sends.len() as u64).sum());
-        tracing::warn!(error = %e.get(), "append failed");
-        // The outcome is unknown (e.g. a timeout after COMMIT): forget heads.
-        self.out
-            .push_back(Step::ForgetHeads(self.heads.keys().cloned().collect()));
-        self.heads.clear();
-        // Oldest first, so holds keep the first failure of each session.
-        while let Some(chunk) = self.chunks.pop() {
-            for a in chunk.sends {
-                self.fail_admitted(a, &e);
-            }
-        }
-        self.phase = Phase::Done;
-    }
-
-    fn fail_admitted(&mut self, a: Admitted<R>, e: &SharedStoreError) {
-        for r in a.retries {
-            self.out.push_back(Step::Answer(
-                r,
-                Outcome::Failed {
-                    error: EngineError::Store(e.copy()),
-                    hold_back: None,
-                },
-            ));
-        }
-        self.fail_store(a.send, e);
-    }
-
-    /// Fails a send with a store error; conflicts that outlast every attempt
-    /// are worth retrying too.
-    fn fail_store(&mut self, s: PendingSend<R>, e: &SharedStoreError) {
-        let retryable = e.get().is_retryable() || conflict(e.get());
-        let error = if retryable && !e.get().is_retryable() {
-            EngineError::Store(StoreError::Backend {
-                source: Box::new(e.copy()),
-                retryable: true,
-            })
-        } else {
-            EngineError::Store(e.copy())
-        };
-        let hold = retryable
-            .then(|| {
-                s.client_msg_id
-                    .clone()
-                    .map(|id| (s.conversation.clone(), id))
-            })
-            .flatten();
-        self.answer_failed(s, error, hold);
-    }
-
-    fn answer_failed(
-        &mut self,
-        s: PendingSend<R>,
-        error: EngineError,
-        hold_back: Option<(ConversationId, String)>,
-    ) {
-        self.out
-            .push_back(Step::Answer(s.reply, Outcome::Failed { error, hold_back }));
-    }
-
-    fn answer_committed(&mut self, reply: R, message: &StoredMessage, duplicate: bool) {
-        self.out.push_back(Step::Answer(
-            reply,
-            Outcome::Committed {
-                message: message.clone(),
-                duplicate,
-            },
-        ));
-    }
-
     /// Inbox entries go to every member under write diffusion, to no one
     /// under read; the decision is the one this batch's facts carry.
     fn inbox_recipients(&self, conversation: &ConversationId) -> Vec<UserId> {
@@ -733,7 +466,7 @@ impl<R> Admitted<R> {
 }
 
 /// A duplicate or seq conflict that outlasted every attempt.
-fn conflict(e: &StoreError) -> bool {
+pub(super) fn conflict(e: &StoreError) -> bool {
     matches!(e, StoreError::Duplicate(_) | StoreError::SeqConflict { .. })
 }
 

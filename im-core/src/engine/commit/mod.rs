@@ -15,12 +15,15 @@
 //! cache eviction in the worker can never change what a batch in flight
 //! does: the diffusion decision travels with the batch.
 
+mod answers;
 mod batch;
 mod hold_back;
+mod step;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use batch::{
-    CommitBatch, Committed, GroupFacts, GroupLookup, GroupMembers, Outcome, PendingSend, Step,
-};
+pub(crate) use batch::CommitBatch;
 pub(crate) use hold_back::{Admission, HoldBacks};
+pub(crate) use step::{
+    Committed, GroupFacts, GroupLookup, GroupMembers, Outcome, PendingSend, Step,
+};
