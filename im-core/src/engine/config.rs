@@ -69,8 +69,9 @@ pub struct EngineConfig {
     pub room_batch: BatchConfig,
     /// Recent messages kept in memory per room for late joiners and pulls.
     pub room_hot_ring: usize,
-    /// Encoded frames a room may have waiting for fanout; past that, the
-    /// waiting frames are replaced by one `Notify` and members pull.
+    /// Encoded frames a room may have waiting for fanout; past that, or past
+    /// half of `outbound_queue_bytes` in bytes, the waiting frames are
+    /// replaced by one `Notify` and members pull.
     pub room_backlog_frames: usize,
     /// Messages per second one room accepts from clients (0: unlimited).
     pub room_send_rate: u32,

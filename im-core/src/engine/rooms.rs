@@ -49,6 +49,9 @@ pub(crate) struct RoomSettings {
     pub(crate) batch: BatchConfig,
     pub(crate) hot_ring: usize,
     pub(crate) backlog_frames: usize,
+    /// Bytes a room may have waiting for fanout: half a session's outbound
+    /// queue, so a backlog delivered in one burst fits a healthy member.
+    pub(crate) backlog_bytes: usize,
     pub(crate) room_rate: (u32, u32),
     pub(crate) user_rate: (u32, u32),
     pub(crate) parallelism: usize,
@@ -65,6 +68,7 @@ impl RoomSettings {
             batch: c.room_batch.clone(),
             hot_ring: c.room_hot_ring,
             backlog_frames: c.room_backlog_frames.max(1),
+            backlog_bytes: (c.outbound_queue_bytes / 2).max(1),
             room_rate: (c.room_send_rate, c.room_send_burst),
             user_rate: (c.user_room_send_rate, c.user_room_send_burst),
             parallelism: c.room_fanout_parallelism,
@@ -110,7 +114,7 @@ impl FanoutStage {
 
     /// A stage with no threads: frames wait until [`Room::run_turn`] is
     /// called by hand (benches).
-    #[cfg(feature = "bench")]
+    #[cfg(any(test, feature = "bench"))]
     pub(crate) fn manual() -> Arc<Self> {
         Arc::new(Self {
             lanes: [Vec::new(), Vec::new(), Vec::new()],
@@ -156,6 +160,8 @@ struct Members {
 struct Flow {
     batcher: Batcher<StoredMessage>,
     backlog: VecDeque<Frame>,
+    /// Bytes of the frames in `backlog`.
+    backlog_bytes: usize,
     plan: Option<FanoutPlan>,
     scheduled: bool,
     timer_armed: bool,
@@ -201,6 +207,7 @@ impl Room {
             flow: Mutex::new(Flow {
                 batcher: Batcher::new(s.batch.clone()),
                 backlog: VecDeque::new(),
+                backlog_bytes: 0,
                 plan: None,
                 scheduled: false,
                 timer_armed: false,
@@ -332,7 +339,10 @@ impl Room {
             let frame = {
                 let mut flow = self.flow.lock();
                 match flow.backlog.pop_front() {
-                    Some(f) => f,
+                    Some(f) => {
+                        flow.backlog_bytes -= f.bytes.len();
+                        f
+                    }
                     None => {
                         flow.scheduled = false;
                         drop(flow);
@@ -359,20 +369,28 @@ impl Room {
     fn pump(self: &Arc<Self>, flow: &mut Flow, batch: Option<Vec<StoredMessage>>) {
         if let Some(batch) = batch {
             let plan = flow.plan;
-            let frame = encode_batch(&self.id, &batch, plan);
-            if flow.backlog.len() >= self.settings.backlog_frames {
+            let mut frame = encode_batch(&self.id, &batch, plan);
+            let too_many = flow.backlog.len() >= self.settings.backlog_frames;
+            // The backlog is delivered in one burst when the fanout thread
+            // gets to run: it must fit a healthy member's outbound queue, or a
+            // stalled fanout thread would get every member kicked as a slow
+            // consumer.
+            let too_big = !flow.backlog.is_empty()
+                && flow.backlog_bytes + frame.bytes.len() > self.settings.backlog_bytes;
+            if too_many || too_big {
                 // Members cannot be fed this fast: replace what waits with one
                 // "pull from here" notice (they catch up from the hot ring).
                 flow.backlog.clear();
+                flow.backlog_bytes = 0;
                 metrics::counter!("im_room_backlog_collapsed_total").increment(1);
                 let head = batch.last().map_or(0, |m| m.seq);
-                flow.backlog.push_back(Frame {
+                frame = Frame {
                     bytes: notify_frame(&self.id, head),
                     messages: 1,
-                });
-            } else {
-                flow.backlog.push_back(frame);
+                };
             }
+            flow.backlog_bytes += frame.bytes.len();
+            flow.backlog.push_back(frame);
         }
         if !flow.backlog.is_empty() && !flow.scheduled {
             flow.scheduled = true;
@@ -679,6 +697,93 @@ impl RoomIndex {
                 retryable: e.is_retryable(),
                 source: e.to_string().into(),
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::decode_server_frame;
+    use crate::fanout::Diffusion;
+    use crate::ids::{ConversationId, DeviceId, MessageId};
+
+    const QUEUE: usize = 64 * 1024;
+    const BODY: usize = 4096;
+
+    fn message(room: &ChannelId, seq: u64) -> StoredMessage {
+        StoredMessage {
+            conversation: ConversationId::Room(room.clone()),
+            seq,
+            message_id: MessageId(seq),
+            sender: UserId::new("sender").expect("user"),
+            sender_device: DeviceId::new("d").expect("device"),
+            client_msg_id: None,
+            body: Bytes::from(vec![b'x'; BODY]),
+            server_time_ms: 0,
+        }
+    }
+
+    /// The seq a member has caught up to from what was queued to it: the
+    /// last pushed message, or the head a notice told it to pull to.
+    fn caught_up_to(s: &SessionHandle) -> u64 {
+        let mut frames = Vec::new();
+        s.out.take_all(&mut frames);
+        let last = frames.last().expect("a frame");
+        match decode_server_frame(last).expect("frame").body {
+            Some(pb::server_frame::Body::Push(p)) => p.messages.last().map_or(0, |m| m.seq),
+            Some(pb::server_frame::Body::Notify(n)) => n.head_seq,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// A fanout thread that does not run for a while (a busy machine) must
+    /// not hand healthy members more than their queues hold when it does.
+    #[test]
+    fn a_stalled_fanout_thread_never_overflows_healthy_members() {
+        let config = EngineConfig {
+            outbound_queue_bytes: QUEUE,
+            // Every message is its own frame.
+            room_batch: BatchConfig {
+                max_count: 1,
+                max_delay: std::time::Duration::from_secs(1),
+                tiers: Vec::new(),
+            },
+            ..EngineConfig::default()
+        };
+        // No threads: frames wait until the test runs the turns.
+        let index = RoomIndex::new(RoomSettings::from_config(&config), FanoutStage::manual());
+        let id = ChannelId::new("r").expect("room");
+        let members: Vec<Arc<SessionHandle>> = (0..3)
+            .map(|i| {
+                let s = Arc::new(SessionHandle::new(
+                    SessionId(i + 1),
+                    UserId::new(format!("u{i}")).expect("user"),
+                    DeviceId::new("d").expect("device"),
+                    pb::DeviceKind::Desktop,
+                    QUEUE,
+                ));
+                index.join(&id, &s);
+                s
+            })
+            .collect();
+        let plan = FanoutPlan {
+            diffusion: Diffusion::Read,
+            delivery: Delivery::Push,
+            rate_class: RateClass::Fast,
+        };
+        // Four queues' worth of messages committed while fanout is stalled.
+        let n = (4 * QUEUE / BODY) as u64;
+        for seq in 1..=n {
+            index.on_committed(&id, vec![message(&id, seq)], plan);
+        }
+        let room = index.get(&id).expect("room");
+        while !room.flow.lock().backlog.is_empty() {
+            room.clone().run_turn();
+        }
+        for s in &members {
+            assert!(!s.stop.is_cancelled(), "{} was kicked", s.user);
+            assert_eq!(caught_up_to(s), n, "{} can catch up", s.user);
         }
     }
 }
