@@ -1,0 +1,163 @@
+//! The fanout stage: per rate class, a few dedicated threads that take
+//! rooms with frames waiting and queue those frames to every member.
+
+use std::sync::{Arc, mpsc};
+
+use bytes::Bytes;
+
+use crate::fanout::RateClass;
+
+use super::super::registry::SessionHandle;
+use super::Room;
+use super::members::SubRoom;
+
+/// Frames of one room a lane thread delivers before serving other rooms.
+const FRAMES_PER_TURN: usize = 8;
+/// Sessions whose queues are touched ahead of the pushes.
+const TOUCH_AHEAD: usize = 16;
+
+/// The fanout lanes, one per rate class, each a few dedicated threads.
+pub(crate) struct FanoutStage {
+    lanes: [Vec<mpsc::Sender<Arc<Room>>>; 3],
+}
+
+impl FanoutStage {
+    /// Starts `threads[class]` threads per lane (at least one each).
+    pub(crate) fn start(threads: [usize; 3]) -> Arc<Self> {
+        let names = ["fast", "medium", "slow"];
+        let lanes = std::array::from_fn(|class| {
+            (0..threads[class].max(1))
+                .filter_map(|i| {
+                    let (tx, rx) = mpsc::channel::<Arc<Room>>();
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("im-fanout-{}-{i}", names[class]))
+                        .spawn(move || lane_thread(rx));
+                    match spawned {
+                        Ok(_) => Some(tx),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot start a fanout thread");
+                            None
+                        }
+                    }
+                })
+                .collect()
+        });
+        Arc::new(Self { lanes })
+    }
+
+    /// A stage with no threads: frames wait until [`Room::run_turn`] is
+    /// called by hand (benches, tests).
+    #[cfg(any(test, feature = "bench"))]
+    pub(crate) fn manual() -> Arc<Self> {
+        Arc::new(Self {
+            lanes: [Vec::new(), Vec::new(), Vec::new()],
+        })
+    }
+
+    /// Queues a room on its lane.
+    pub(super) fn submit(&self, class: RateClass, room: Arc<Room>) {
+        let lane = &self.lanes[class as usize];
+        if lane.is_empty() {
+            return;
+        }
+        // A room always goes to the same thread of its lane.
+        let i = room.lane_slot % lane.len();
+        if lane[i].send(room).is_err() {
+            tracing::warn!("fanout lane closed");
+        }
+    }
+}
+
+/// One lane thread: serves a turn of each room queued on it.
+fn lane_thread(rx: mpsc::Receiver<Arc<Room>>) {
+    while let Ok(room) = rx.recv() {
+        room.run_turn();
+    }
+}
+
+impl Room {
+    /// Delivers up to a turn's worth of backlog; requeues the room if more waits.
+    pub(super) fn run_turn(self: Arc<Self>) {
+        for _ in 0..FRAMES_PER_TURN {
+            let frame = {
+                let mut flow = self.flow.lock();
+                match flow.backlog.pop() {
+                    Some(f) => f,
+                    None => {
+                        flow.scheduled = false;
+                        drop(flow);
+                        self.try_merge(&mut self.members.lock());
+                        return;
+                    }
+                }
+            };
+            let sessions = self.deliver(&frame.bytes);
+            metrics::counter!("im_room_frames_total").increment(1);
+            metrics::counter!("im_deliveries_total")
+                .increment(sessions as u64 * u64::from(frame.messages));
+        }
+        let class = self.flow.lock().rate_class();
+        self.stage.clone().submit(class, self);
+    }
+
+    /// Queues the same bytes to every session of every sub-room; returns
+    /// how many sessions took them.
+    pub(crate) fn deliver(&self, frame: &Bytes) -> usize {
+        let _delivering = self.gate.read();
+        let subs = self.members.lock().sub_rooms();
+        let helpers = self.settings.parallelism.saturating_sub(1);
+        if helpers == 0 || self.online() < self.settings.parallel_min_sessions {
+            return deliver_subs(&subs, frame);
+        }
+        // A huge room: split its sub-rooms over a few threads. Each thread
+        // queues its own copy of the bytes, so the threads do not fight over
+        // one reference count. A thread that cannot be started leaves its
+        // part to this one.
+        let per = subs.len().div_ceil(helpers + 1).max(1);
+        std::thread::scope(|scope| {
+            let mut parts = subs.chunks(per);
+            let mine = parts.next().unwrap_or(&[]);
+            let others: Vec<_> = parts
+                .map(|part| {
+                    let copy = Bytes::copy_from_slice(frame);
+                    std::thread::Builder::new()
+                        .spawn_scoped(scope, move || deliver_subs(part, &copy))
+                        .map_err(|_| part)
+                })
+                .collect();
+            let n = deliver_subs(mine, frame);
+            n + others
+                .into_iter()
+                .map(|h| match h {
+                    Ok(h) => h.join().unwrap_or(0),
+                    Err(part) => deliver_subs(part, frame),
+                })
+                .sum::<usize>()
+        })
+    }
+}
+
+/// Queues `frame` to every session of these sub-rooms.
+fn deliver_subs(subs: &[Arc<SubRoom>], frame: &Bytes) -> usize {
+    subs.iter()
+        .map(|sub| deliver_to(&sub.sessions.lock(), frame))
+        .sum()
+}
+
+/// Queues `frame` to each session. Pushes take a lock (a fence), so their
+/// cache misses would be paid one after another: a plain read of each queue
+/// of the next run first lets those misses overlap.
+fn deliver_to(sessions: &[Arc<SessionHandle>], frame: &Bytes) -> usize {
+    let mut n = 0;
+    for run in sessions.chunks(TOUCH_AHEAD) {
+        let mut busy = false;
+        for s in run {
+            busy |= s.out.touch();
+        }
+        std::hint::black_box(busy);
+        for s in run {
+            n += usize::from(s.send(frame.clone()));
+        }
+    }
+    n
+}

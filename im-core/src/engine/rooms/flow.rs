@@ -1,0 +1,200 @@
+//! The batching flow of one room: committed messages go into the hot ring
+//! and through the batch window; due batches are encoded once into frames
+//! that wait in the room's bounded backlog for the fanout stage.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::codec::{encode_server_frame, server_frame};
+use crate::fanout::{Delivery, FanoutPlan, RateClass};
+use crate::ids::ChannelId;
+use crate::pb;
+use crate::room::{BatchConfig, Batcher};
+use crate::store::StoredMessage;
+
+use super::super::wire::message_to_wire;
+use super::Room;
+
+/// A frame waiting for fanout, with how many messages it carries.
+pub(super) struct Frame {
+    /// The encoded frame, shared by every member.
+    pub(super) bytes: Bytes,
+    /// Messages in it (a notice counts as one).
+    pub(super) messages: u32,
+}
+
+/// Frames waiting for fanout, in order, with their size in bytes.
+#[derive(Default)]
+pub(super) struct Backlog {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+}
+
+impl Backlog {
+    /// Appends a frame.
+    fn push(&mut self, frame: Frame) {
+        self.bytes += frame.bytes.len();
+        self.frames.push_back(frame);
+    }
+
+    /// Takes the oldest frame.
+    pub(super) fn pop(&mut self) -> Option<Frame> {
+        let frame = self.frames.pop_front()?;
+        self.bytes -= frame.bytes.len();
+        Some(frame)
+    }
+
+    /// True if no frame waits.
+    pub(super) fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Drops every waiting frame.
+    fn clear(&mut self) {
+        self.frames.clear();
+        self.bytes = 0;
+    }
+}
+
+/// The room's delivery state.
+pub(super) struct Flow {
+    batcher: Batcher<StoredMessage>,
+    /// Frames due, waiting for the fanout lane.
+    pub(super) backlog: Backlog,
+    /// The plan of the latest commit.
+    pub(super) plan: Option<FanoutPlan>,
+    /// Set while the room is queued on (or served by) its fanout lane.
+    pub(super) scheduled: bool,
+    timer_armed: bool,
+}
+
+impl Flow {
+    /// Nothing waiting yet.
+    pub(super) fn new(batch: BatchConfig) -> Self {
+        Self {
+            batcher: Batcher::new(batch),
+            backlog: Backlog::default(),
+            plan: None,
+            scheduled: false,
+            timer_armed: false,
+        }
+    }
+
+    /// The rate class the room is served in.
+    pub(super) fn rate_class(&self) -> RateClass {
+        self.plan.map_or(RateClass::Slow, |p| p.rate_class)
+    }
+}
+
+impl Room {
+    /// Takes committed messages (in seq order): into the hot ring, through
+    /// the batch window, out to the fanout lane.
+    pub(super) fn commit(self: &Arc<Self>, msgs: Vec<StoredMessage>, plan: FanoutPlan) {
+        self.hot.record(&msgs);
+        let now = Instant::now();
+        let mut flow = self.flow.lock();
+        flow.plan = Some(plan);
+        let mut msgs = msgs.into_iter().peekable();
+        while let Some(m) = msgs.next() {
+            let batch = flow.batcher.push(now, m);
+            if batch.is_some() || msgs.peek().is_none() {
+                self.pump(&mut flow, batch);
+            }
+        }
+    }
+
+    /// Moves due batches into the backlog, schedules delivery and arms the
+    /// batch timer.
+    fn pump(self: &Arc<Self>, flow: &mut Flow, batch: Option<Vec<StoredMessage>>) {
+        if let Some(batch) = batch {
+            self.enqueue(flow, &batch);
+        }
+        if !flow.backlog.is_empty() && !flow.scheduled {
+            flow.scheduled = true;
+            self.stage.submit(flow.rate_class(), self.clone());
+        }
+        if let Some(deadline) = flow.batcher.deadline() {
+            if !flow.timer_armed && tokio::runtime::Handle::try_current().is_ok() {
+                flow.timer_armed = true;
+                let room = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
+                    room.tick();
+                });
+            }
+        }
+    }
+
+    /// Encodes a due batch into the backlog, or collapses the backlog into
+    /// one notice when it would grow past its bounds.
+    fn enqueue(&self, flow: &mut Flow, batch: &[StoredMessage]) {
+        let mut frame = encode_batch(&self.id, batch, flow.plan);
+        let backlog = &mut flow.backlog;
+        let too_many = backlog.frames.len() >= self.settings.backlog_frames;
+        // The backlog is delivered in one burst when the fanout thread gets
+        // to run: it must fit a healthy member's outbound queue, or a stalled
+        // fanout thread would get every member kicked as a slow consumer.
+        let too_big =
+            !backlog.is_empty() && backlog.bytes + frame.bytes.len() > self.settings.backlog_bytes;
+        if too_many || too_big {
+            // Members cannot be fed this fast: replace what waits with one
+            // "pull from here" notice (they catch up from the hot ring).
+            backlog.clear();
+            metrics::counter!("im_room_backlog_collapsed_total").increment(1);
+            let head = batch.last().map_or(0, |m| m.seq);
+            frame = Frame {
+                bytes: notify_frame(&self.id, head),
+                messages: 1,
+            };
+        }
+        backlog.push(frame);
+    }
+
+    /// The batch timer fired: flushes what is due.
+    fn tick(self: Arc<Self>) {
+        let mut flow = self.flow.lock();
+        flow.timer_armed = false;
+        let batch = flow.batcher.poll(Instant::now());
+        self.pump(&mut flow, batch);
+    }
+}
+
+/// Encodes a batch once: the messages, or the new head when the plan says notify.
+fn encode_batch(room: &ChannelId, batch: &[StoredMessage], plan: Option<FanoutPlan>) -> Frame {
+    let head = batch.last().map_or(0, |m| m.seq);
+    if plan.is_some_and(|p| p.delivery == Delivery::Notify) {
+        return Frame {
+            bytes: notify_frame(room, head),
+            messages: 1,
+        };
+    }
+    let body = pb::server_frame::Body::Push(pb::Push {
+        // A room's name does not depend on the viewer.
+        messages: batch
+            .iter()
+            .map(|m| message_to_wire(m, &m.sender))
+            .collect(),
+    });
+    Frame {
+        bytes: encode_server_frame(&server_frame(0, body)),
+        messages: batch.len() as u32,
+    }
+}
+
+/// A "pull up to `head_seq`" notice for the room's members.
+fn notify_frame(room: &ChannelId, head_seq: u64) -> Bytes {
+    let conversation = pb::ConversationRef {
+        kind: pb::ConversationKind::Room as i32,
+        id: room.to_string(),
+    };
+    encode_server_frame(&server_frame(
+        0,
+        pb::server_frame::Body::Notify(pb::Notify {
+            conversation: Some(conversation),
+            head_seq,
+        }),
+    ))
+}
