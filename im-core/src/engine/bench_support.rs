@@ -20,8 +20,8 @@ use super::rooms::{FanoutStage, Room, RoomIndex, RoomSettings};
 
 /// A room of `members` sessions with no sockets behind them.
 pub struct RoomFanoutBench {
-    index: RoomIndex,
-    room: Arc<Room>,
+    index: RoomIndex<SessionHandle>,
+    room: Arc<Room<SessionHandle>>,
     id: ChannelId,
     sessions: Vec<Arc<SessionHandle>>,
 }

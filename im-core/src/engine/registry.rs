@@ -15,7 +15,7 @@ use crate::pb;
 use crate::transport::{CloseCode, CloseReason};
 
 use super::outbound::{Enqueued, Outbound};
-use super::rooms::RoomIndex;
+use super::rooms::{RoomIndex, RoomMember};
 
 /// One live session, shared by its reader, its writer and the indexes.
 pub(crate) struct SessionHandle {
@@ -110,7 +110,7 @@ pub(crate) struct Registry {
     groups: RwLock<GroupIndex>,
     /// Bumped on every group membership change (under the `groups` lock).
     epoch: AtomicU64,
-    rooms: RoomIndex,
+    rooms: RoomIndex<SessionHandle>,
 }
 
 /// Group → its live sessions.
@@ -118,7 +118,7 @@ type GroupIndex = HashMap<ChannelId, HashMap<SessionId, Arc<SessionHandle>>>;
 
 impl Registry {
     /// An empty registry over a room index.
-    pub(crate) fn new(rooms: RoomIndex) -> Self {
+    pub(crate) fn new(rooms: RoomIndex<SessionHandle>) -> Self {
         Self {
             by_user: RwLock::default(),
             groups: RwLock::default(),
@@ -128,7 +128,7 @@ impl Registry {
     }
 
     /// The live rooms.
-    pub(crate) fn rooms(&self) -> &RoomIndex {
+    pub(crate) fn rooms(&self) -> &RoomIndex<SessionHandle> {
         &self.rooms
     }
 
@@ -290,5 +290,23 @@ impl Registry {
     /// Sessions in a room.
     pub(crate) fn room_online(&self, room: &ChannelId) -> usize {
         self.rooms.online(room)
+    }
+}
+
+/// Rooms see a session only through this: its id and its outbound queue.
+impl RoomMember for SessionHandle {
+    /// The session's id.
+    fn session_id(&self) -> SessionId {
+        self.id
+    }
+
+    /// Touches the outbound queue ahead of a push.
+    fn touch_queue(&self) -> bool {
+        self.out.touch()
+    }
+
+    /// Queues a frame, disconnecting a slow consumer (see [`SessionHandle::send`]).
+    fn queue_frame(&self, frame: Bytes) -> bool {
+        self.send(frame)
     }
 }

@@ -7,18 +7,26 @@ use bytes::Bytes;
 
 use crate::fanout::RateClass;
 
-use super::super::registry::SessionHandle;
 use super::Room;
-use super::members::SubRoom;
+use super::members::{RoomMember, SubRoom};
 
 /// Frames of one room a lane thread delivers before serving other rooms.
 const FRAMES_PER_TURN: usize = 8;
 /// Sessions whose queues are touched ahead of the pushes.
 const TOUCH_AHEAD: usize = 16;
 
+/// A room with frames waiting, as a fanout thread sees it.
+pub(super) trait FanoutTurn: Send + Sync + 'static {
+    /// Which thread of its rate class serves it: always the same one, so
+    /// its frames stay in order.
+    fn lane_slot(&self) -> usize;
+    /// Delivers up to a turn's worth of frames; queues itself again if more wait.
+    fn run_turn(self: Arc<Self>);
+}
+
 /// The fanout lanes, one per rate class, each a few dedicated threads.
 pub(crate) struct FanoutStage {
-    lanes: [Vec<mpsc::Sender<Arc<Room>>>; 3],
+    lanes: [Vec<mpsc::Sender<Arc<dyn FanoutTurn>>>; 3],
 }
 
 impl FanoutStage {
@@ -28,7 +36,7 @@ impl FanoutStage {
         let lanes = std::array::from_fn(|class| {
             (0..threads[class].max(1))
                 .filter_map(|i| {
-                    let (tx, rx) = mpsc::channel::<Arc<Room>>();
+                    let (tx, rx) = mpsc::channel::<Arc<dyn FanoutTurn>>();
                     let spawned = std::thread::Builder::new()
                         .name(format!("im-fanout-{}-{i}", names[class]))
                         .spawn(move || lane_thread(rx));
@@ -45,8 +53,8 @@ impl FanoutStage {
         Arc::new(Self { lanes })
     }
 
-    /// A stage with no threads: frames wait until [`Room::run_turn`] is
-    /// called by hand (benches, tests).
+    /// A stage with no threads: frames wait until [`FanoutTurn::run_turn`]
+    /// is called by hand (benches, tests).
     #[cfg(any(test, feature = "bench"))]
     pub(crate) fn manual() -> Arc<Self> {
         Arc::new(Self {
@@ -55,13 +63,13 @@ impl FanoutStage {
     }
 
     /// Queues a room on its lane.
-    pub(super) fn submit(&self, class: RateClass, room: Arc<Room>) {
+    pub(super) fn submit(&self, class: RateClass, room: Arc<dyn FanoutTurn>) {
         let lane = &self.lanes[class as usize];
         if lane.is_empty() {
             return;
         }
         // A room always goes to the same thread of its lane.
-        let i = room.lane_slot % lane.len();
+        let i = room.lane_slot() % lane.len();
         if lane[i].send(room).is_err() {
             tracing::warn!("fanout lane closed");
         }
@@ -69,15 +77,20 @@ impl FanoutStage {
 }
 
 /// One lane thread: serves a turn of each room queued on it.
-fn lane_thread(rx: mpsc::Receiver<Arc<Room>>) {
+fn lane_thread(rx: mpsc::Receiver<Arc<dyn FanoutTurn>>) {
     while let Ok(room) = rx.recv() {
         room.run_turn();
     }
 }
 
-impl Room {
+impl<M: RoomMember> FanoutTurn for Room<M> {
+    /// The room's thread of its rate class.
+    fn lane_slot(&self) -> usize {
+        self.lane_slot
+    }
+
     /// Delivers up to a turn's worth of backlog; requeues the room if more waits.
-    pub(super) fn run_turn(self: Arc<Self>) {
+    fn run_turn(self: Arc<Self>) {
         for _ in 0..FRAMES_PER_TURN {
             let frame = {
                 let mut flow = self.flow.lock();
@@ -99,7 +112,9 @@ impl Room {
         let class = self.flow.lock().rate_class();
         self.stage.clone().submit(class, self);
     }
+}
 
+impl<M: RoomMember> Room<M> {
     /// Queues the same bytes to every session of every sub-room; returns
     /// how many sessions took them.
     pub(crate) fn deliver(&self, frame: &Bytes) -> usize {
@@ -138,7 +153,7 @@ impl Room {
 }
 
 /// Queues `frame` to every session of these sub-rooms.
-fn deliver_subs(subs: &[Arc<SubRoom>], frame: &Bytes) -> usize {
+fn deliver_subs<M: RoomMember>(subs: &[Arc<SubRoom<M>>], frame: &Bytes) -> usize {
     subs.iter()
         .map(|sub| deliver_to(&sub.sessions.lock(), frame))
         .sum()
@@ -147,16 +162,16 @@ fn deliver_subs(subs: &[Arc<SubRoom>], frame: &Bytes) -> usize {
 /// Queues `frame` to each session. Pushes take a lock (a fence), so their
 /// cache misses would be paid one after another: a plain read of each queue
 /// of the next run first lets those misses overlap.
-fn deliver_to(sessions: &[Arc<SessionHandle>], frame: &Bytes) -> usize {
+fn deliver_to<M: RoomMember>(sessions: &[Arc<M>], frame: &Bytes) -> usize {
     let mut n = 0;
     for run in sessions.chunks(TOUCH_AHEAD) {
         let mut busy = false;
         for s in run {
-            busy |= s.out.touch();
+            busy |= s.touch_queue();
         }
         std::hint::black_box(busy);
         for s in run {
-            n += usize::from(s.send(frame.clone()));
+            n += usize::from(s.queue_frame(frame.clone()));
         }
     }
     n

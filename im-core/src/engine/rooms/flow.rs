@@ -17,6 +17,7 @@ use crate::store::StoredMessage;
 
 use super::super::wire::message_to_wire;
 use super::Room;
+use super::members::RoomMember;
 
 /// A frame waiting for fanout, with how many messages it carries.
 pub(super) struct Frame {
@@ -89,7 +90,7 @@ impl Flow {
     }
 }
 
-impl Room {
+impl<M: RoomMember> Room<M> {
     /// Takes committed messages (in seq order): into the hot ring, through
     /// the batch window, out to the fanout lane.
     pub(super) fn commit(self: &Arc<Self>, msgs: Vec<StoredMessage>, plan: FanoutPlan) {

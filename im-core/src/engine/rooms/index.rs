@@ -13,20 +13,19 @@ use crate::fanout::FanoutPlan;
 use crate::ids::{ChannelId, SessionId, UserId};
 use crate::store::{RangePage, RangeRequest, Store, StoredMessage};
 
-use super::super::registry::SessionHandle;
 use super::limits::UserLimits;
-use super::{FanoutStage, Room, RoomSettings};
+use super::{FanoutStage, Room, RoomMember, RoomSettings};
 
-/// Every live room of the engine.
-pub(crate) struct RoomIndex {
-    rooms: RwLock<HashMap<ChannelId, Arc<Room>>>,
+/// Every live room of the engine, holding sessions of type `M`.
+pub(crate) struct RoomIndex<M> {
+    rooms: RwLock<HashMap<ChannelId, Arc<Room<M>>>>,
     settings: Arc<RoomSettings>,
     stage: Arc<FanoutStage>,
     users: UserLimits,
     next_slot: AtomicUsize,
 }
 
-impl RoomIndex {
+impl<M: RoomMember> RoomIndex<M> {
     /// No rooms yet; rooms are delivered by `stage`.
     pub(crate) fn new(settings: RoomSettings, stage: Arc<FanoutStage>) -> Self {
         Self {
@@ -39,12 +38,12 @@ impl RoomIndex {
     }
 
     /// The room, if anyone is in it.
-    pub(crate) fn get(&self, id: &ChannelId) -> Option<Arc<Room>> {
+    pub(crate) fn get(&self, id: &ChannelId) -> Option<Arc<Room<M>>> {
         self.rooms.read().get(id).cloned()
     }
 
     /// Seats a session in a room (O(1) amortized); returns the room's sessions.
-    pub(crate) fn join(&self, id: &ChannelId, s: &Arc<SessionHandle>) -> usize {
+    pub(crate) fn join(&self, id: &ChannelId, s: &Arc<M>) -> usize {
         loop {
             let room = match self.get(id) {
                 Some(r) => r,

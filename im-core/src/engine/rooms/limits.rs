@@ -65,7 +65,7 @@ impl UserLimits {
     }
 }
 
-impl Room {
+impl<M> Room<M> {
     /// Takes a token from the room's own limit.
     pub(super) fn check_send(&self, now: Instant) -> Result<(), EngineError> {
         if let Err(wait) = self.limiter.lock().try_take(now) {

@@ -1,36 +1,59 @@
 //! Who sits where in one room: its sub-rooms, each joined session's seat,
-//! and the merges of sparse sub-rooms.
+//! and the merges of sparse sub-rooms. Sessions are seen only through
+//! [`RoomMember`], so rooms never depend on the registry.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::ids::SessionId;
 use crate::room::{SubRoomConfig, SubRoomId, SubRoomPlanner};
 
-use super::super::registry::SessionHandle;
 use super::Room;
 
-/// Sessions of one sub-room, iterated by the fanout lane.
-#[derive(Default)]
-pub(super) struct SubRoom {
+/// What a room needs of a live session: its id and its outbound queue.
+/// The engine's session handle implements it (next to the registry that
+/// owns the room index); rooms depend on nothing else of a session.
+pub(crate) trait RoomMember: Send + Sync + 'static {
+    /// The session's id, the key of its seat.
+    fn session_id(&self) -> SessionId;
+    /// Reads the outbound queue's lock word without taking it: a plain
+    /// load that brings the queue's cache line in ahead of a push.
+    fn touch_queue(&self) -> bool;
+    /// Queues an encoded frame; false if the session did not take it (it is
+    /// closing, or was just disconnected as a slow consumer).
+    fn queue_frame(&self, frame: Bytes) -> bool;
+}
+
+/// Sessions of one sub-room, iterated by the fanout threads.
+pub(super) struct SubRoom<M> {
     /// The sub-room's sessions; a seat is an index in this list.
-    pub(super) sessions: Mutex<Vec<Arc<SessionHandle>>>,
+    pub(super) sessions: Mutex<Vec<Arc<M>>>,
+}
+
+impl<M> Default for SubRoom<M> {
+    /// An empty sub-room.
+    fn default() -> Self {
+        Self {
+            sessions: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 /// Who sits where in one room.
-pub(super) struct Members {
+pub(super) struct Members<M> {
     planner: SubRoomPlanner,
-    subs: BTreeMap<SubRoomId, Arc<SubRoom>>,
+    subs: BTreeMap<SubRoomId, Arc<SubRoom<M>>>,
     /// Each joined session's sub-room and index in its session list.
     seats: HashMap<SessionId, (SubRoomId, usize)>,
     /// Set when the room left the index; joins must look it up again.
     closed: bool,
 }
 
-impl Members {
+impl<M> Members<M> {
     /// Nobody yet.
     pub(super) fn new(config: SubRoomConfig) -> Self {
         Self {
@@ -42,7 +65,7 @@ impl Members {
     }
 
     /// The sub-rooms in use, to deliver a frame to.
-    pub(super) fn sub_rooms(&self) -> Vec<Arc<SubRoom>> {
+    pub(super) fn sub_rooms(&self) -> Vec<Arc<SubRoom<M>>> {
         self.subs.values().cloned().collect()
     }
 
@@ -53,18 +76,18 @@ impl Members {
     }
 }
 
-impl Room {
+impl<M: RoomMember> Room<M> {
     /// Seats a session; None if the room was closed meanwhile.
-    pub(super) fn join(&self, s: &Arc<SessionHandle>) -> Option<usize> {
+    pub(super) fn join(&self, s: &Arc<M>) -> Option<usize> {
         let mut m = self.members.lock();
         if m.closed {
             return None;
         }
-        if !m.seats.contains_key(&s.id) {
+        if !m.seats.contains_key(&s.session_id()) {
             let sub = m.planner.join_now();
             let room = m.subs.entry(sub).or_default().clone();
             let mut list = room.sessions.lock();
-            m.seats.insert(s.id, (sub, list.len()));
+            m.seats.insert(s.session_id(), (sub, list.len()));
             list.push(s.clone());
             self.online.fetch_add(1, Ordering::Relaxed);
         }
@@ -82,7 +105,7 @@ impl Room {
             if idx < list.len() {
                 list.swap_remove(idx);
                 if let Some(moved) = list.get(idx) {
-                    if let Some(seat) = m.seats.get_mut(&moved.id) {
+                    if let Some(seat) = m.seats.get_mut(&moved.session_id()) {
                         seat.1 = idx;
                     }
                 }
@@ -109,7 +132,7 @@ impl Room {
 
     /// Merges sparse sub-rooms, unless a delivery is in progress (then the
     /// lane retries after it).
-    pub(super) fn try_merge(&self, m: &mut Members) {
+    pub(super) fn try_merge(&self, m: &mut Members<M>) {
         if m.planner.config().merge_below == 0 {
             return;
         }
@@ -123,10 +146,10 @@ impl Room {
             ) else {
                 break;
             };
-            let moved: Vec<Arc<SessionHandle>> = std::mem::take(&mut *from.sessions.lock());
+            let moved: Vec<Arc<M>> = std::mem::take(&mut *from.sessions.lock());
             let mut list = into.sessions.lock();
             for s in moved {
-                m.seats.insert(s.id, (merge.into, list.len()));
+                m.seats.insert(s.session_id(), (merge.into, list.len()));
                 list.push(s);
             }
             drop(list);

@@ -42,6 +42,7 @@ use super::config::EngineConfig;
 
 pub(crate) use fanout::FanoutStage;
 pub(crate) use index::RoomIndex;
+pub(crate) use members::RoomMember;
 
 use flow::Flow;
 use hot::HotCache;
@@ -91,13 +92,13 @@ impl RoomSettings {
     }
 }
 
-/// One live room.
-pub(crate) struct Room {
+/// One live room of sessions of type `M`.
+pub(crate) struct Room<M> {
     id: ChannelId,
     settings: Arc<RoomSettings>,
     stage: Arc<FanoutStage>,
     lane_slot: usize,
-    members: Mutex<Members>,
+    members: Mutex<Members<M>>,
     online: AtomicUsize,
     /// Held for reading while a frame is delivered; merges (which move
     /// sessions between sub-rooms) only happen when they get it for writing.
@@ -108,7 +109,7 @@ pub(crate) struct Room {
     hot: HotCache,
 }
 
-impl Room {
+impl<M> Room<M> {
     /// An empty room served by fanout thread `slot` of its rate class.
     fn new(
         id: ChannelId,
