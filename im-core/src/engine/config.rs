@@ -83,8 +83,8 @@ pub struct EngineConfig {
     pub user_room_send_burst: u32,
     /// Fanout threads per rate class `[fast, medium, slow]` for room
     /// traffic. A room is served by one thread at a time, so huge rooms
-    /// together use at most the slow lane's share of fanout capacity, and
-    /// direct and group chat never wait behind any of them.
+    /// together use at most the slow class's threads, and direct and group
+    /// chat never wait behind any of them.
     pub room_fanout_threads: [usize; 3],
     /// Threads one frame of a huge room may be split over (1: never split).
     /// This is the share of the machine one huge room may take. (On the

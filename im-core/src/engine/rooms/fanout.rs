@@ -1,5 +1,10 @@
-//! The fanout stage: per rate class, a few dedicated threads that take
-//! rooms with frames waiting and queue those frames to every member.
+//! The fanout stage of rooms: per rate class, a few dedicated OS threads
+//! ("fanout threads") that take rooms with frames waiting and queue those
+//! frames to every member.
+//!
+//! Not to be confused with the group lane (`engine/group_lane.rs`), which
+//! is a Tokio task per shard for big groups; room fanout never runs on the
+//! Tokio workers.
 
 use std::sync::{Arc, mpsc};
 
@@ -10,47 +15,42 @@ use crate::fanout::RateClass;
 use super::Room;
 use super::members::{RoomMember, SubRoom};
 
-/// Frames of one room a lane thread delivers before serving other rooms.
+/// Frames of one room a fanout thread delivers before serving other rooms.
 const FRAMES_PER_TURN: usize = 8;
 /// Sessions whose queues are touched ahead of the pushes.
 const TOUCH_AHEAD: usize = 16;
+/// Names of the rate classes, for thread names.
+const CLASS_NAMES: [&str; 3] = ["fast", "medium", "slow"];
 
 /// A room with frames waiting, as a fanout thread sees it.
 pub(super) trait FanoutTurn: Send + Sync + 'static {
-    /// Which thread of its rate class serves it: always the same one, so
-    /// its frames stay in order.
-    fn lane_slot(&self) -> usize;
+    /// Which fanout thread of its rate class serves it: always the same
+    /// one, so its frames stay in order.
+    fn thread_slot(&self) -> usize;
     /// Delivers up to a turn's worth of frames; queues itself again if more wait.
     fn run_turn(self: Arc<Self>);
 }
 
-/// The fanout lanes, one per rate class, each a few dedicated threads.
+/// A fanout thread's queue of rooms to serve.
+type TurnSender = mpsc::Sender<Arc<dyn FanoutTurn>>;
+
+/// The fanout threads of rooms, a few per rate class. A room is served by
+/// one thread at a time; huge rooms (the slow class) can take at most the
+/// slow class's threads, and direct and group chat never wait for any.
 pub(crate) struct FanoutStage {
-    lanes: [Vec<mpsc::Sender<Arc<dyn FanoutTurn>>>; 3],
+    /// The threads of each rate class, indexed by [`RateClass`].
+    threads: [Vec<TurnSender>; 3],
 }
 
 impl FanoutStage {
-    /// Starts `threads[class]` threads per lane (at least one each).
+    /// Starts `threads[class]` fanout threads per rate class (at least one each).
     pub(crate) fn start(threads: [usize; 3]) -> Arc<Self> {
-        let names = ["fast", "medium", "slow"];
-        let lanes = std::array::from_fn(|class| {
+        let threads = std::array::from_fn(|class| {
             (0..threads[class].max(1))
-                .filter_map(|i| {
-                    let (tx, rx) = mpsc::channel::<Arc<dyn FanoutTurn>>();
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("im-fanout-{}-{i}", names[class]))
-                        .spawn(move || lane_thread(rx));
-                    match spawned {
-                        Ok(_) => Some(tx),
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot start a fanout thread");
-                            None
-                        }
-                    }
-                })
+                .filter_map(|i| spawn_fanout_thread(CLASS_NAMES[class], i))
                 .collect()
         });
-        Arc::new(Self { lanes })
+        Arc::new(Self { threads })
     }
 
     /// A stage with no threads: frames wait until [`FanoutTurn::run_turn`]
@@ -58,51 +58,60 @@ impl FanoutStage {
     #[cfg(any(test, feature = "bench"))]
     pub(crate) fn manual() -> Arc<Self> {
         Arc::new(Self {
-            lanes: [Vec::new(), Vec::new(), Vec::new()],
+            threads: [Vec::new(), Vec::new(), Vec::new()],
         })
     }
 
-    /// Queues a room on its lane.
+    /// Queues a room on its fanout thread of `class`.
     pub(super) fn submit(&self, class: RateClass, room: Arc<dyn FanoutTurn>) {
-        let lane = &self.lanes[class as usize];
-        if lane.is_empty() {
+        let threads = &self.threads[class as usize];
+        if threads.is_empty() {
             return;
         }
-        // A room always goes to the same thread of its lane.
-        let i = room.lane_slot() % lane.len();
-        if lane[i].send(room).is_err() {
-            tracing::warn!("fanout lane closed");
+        // A room always goes to the same thread of its class.
+        let i = room.thread_slot() % threads.len();
+        if threads[i].send(room).is_err() {
+            tracing::warn!("fanout thread gone");
         }
     }
 }
 
-/// One lane thread: serves a turn of each room queued on it.
-fn lane_thread(rx: mpsc::Receiver<Arc<dyn FanoutTurn>>) {
+/// Starts fanout thread `i` of a rate class; None (logged) if the OS refuses.
+fn spawn_fanout_thread(class: &str, i: usize) -> Option<TurnSender> {
+    let (tx, rx) = mpsc::channel::<Arc<dyn FanoutTurn>>();
+    let spawned = std::thread::Builder::new()
+        .name(format!("im-fanout-{class}-{i}"))
+        .spawn(move || fanout_thread(rx));
+    match spawned {
+        Ok(_) => Some(tx),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a fanout thread");
+            None
+        }
+    }
+}
+
+/// One fanout thread: serves a turn of each room queued on it.
+fn fanout_thread(rx: mpsc::Receiver<Arc<dyn FanoutTurn>>) {
     while let Ok(room) = rx.recv() {
         room.run_turn();
     }
 }
 
 impl<M: RoomMember> FanoutTurn for Room<M> {
-    /// The room's thread of its rate class.
-    fn lane_slot(&self) -> usize {
-        self.lane_slot
+    /// The room's fanout thread of its rate class.
+    fn thread_slot(&self) -> usize {
+        self.thread_slot
     }
 
     /// Delivers up to a turn's worth of backlog; requeues the room if more waits.
     fn run_turn(self: Arc<Self>) {
         for _ in 0..FRAMES_PER_TURN {
-            let frame = {
-                let mut flow = self.flow.lock();
-                match flow.backlog.pop() {
-                    Some(f) => f,
-                    None => {
-                        flow.scheduled = false;
-                        drop(flow);
-                        self.try_merge(&mut self.members.lock());
-                        return;
-                    }
-                }
+            let next = self.flow.lock().next_frame();
+            let Some(frame) = next else {
+                // Idle: a merge that waited for deliveries can run now.
+                self.try_merge(&mut self.members.lock());
+                return;
             };
             let sessions = self.deliver(&frame.bytes);
             metrics::counter!("im_room_frames_total").increment(1);

@@ -1,6 +1,6 @@
 //! The batching flow of one room: committed messages go into the hot ring
 //! and through the batch window; due batches are encoded once into frames
-//! that wait in the room's bounded backlog for the fanout stage.
+//! that wait in the room's bounded backlog for the room's fanout thread.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -29,8 +29,10 @@ pub(super) struct Frame {
 
 /// Frames waiting for fanout, in order, with their size in bytes.
 #[derive(Default)]
-pub(super) struct Backlog {
+struct Backlog {
+    /// The frames, oldest first.
     frames: VecDeque<Frame>,
+    /// Their total size.
     bytes: usize,
 }
 
@@ -42,14 +44,14 @@ impl Backlog {
     }
 
     /// Takes the oldest frame.
-    pub(super) fn pop(&mut self) -> Option<Frame> {
+    fn pop(&mut self) -> Option<Frame> {
         let frame = self.frames.pop_front()?;
         self.bytes -= frame.bytes.len();
         Some(frame)
     }
 
     /// True if no frame waits.
-    pub(super) fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
 
@@ -60,16 +62,36 @@ impl Backlog {
     }
 }
 
+/// Whether the room waits for, or is in, a turn of its fanout thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TurnState {
+    /// Not queued: the next due frame queues the room.
+    Idle,
+    /// Queued on its fanout thread, or being served by it.
+    Queued,
+}
+
+/// Whether a timer will flush the batch window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchTimer {
+    /// None running: the next pending batch arms one.
+    Unarmed,
+    /// One is running and will poll the batcher.
+    Armed,
+}
+
 /// The room's delivery state.
 pub(super) struct Flow {
+    /// The batch window.
     batcher: Batcher<StoredMessage>,
-    /// Frames due, waiting for the fanout lane.
-    pub(super) backlog: Backlog,
+    /// Frames due, waiting for the fanout thread.
+    backlog: Backlog,
     /// The plan of the latest commit.
-    pub(super) plan: Option<FanoutPlan>,
-    /// Set while the room is queued on (or served by) its fanout lane.
-    pub(super) scheduled: bool,
-    timer_armed: bool,
+    plan: Option<FanoutPlan>,
+    /// Whether the room is queued on its fanout thread.
+    turn: TurnState,
+    /// Whether the batch window has a timer.
+    timer: BatchTimer,
 }
 
 impl Flow {
@@ -79,8 +101,8 @@ impl Flow {
             batcher: Batcher::new(batch),
             backlog: Backlog::default(),
             plan: None,
-            scheduled: false,
-            timer_armed: false,
+            turn: TurnState::Idle,
+            timer: BatchTimer::Unarmed,
         }
     }
 
@@ -88,11 +110,27 @@ impl Flow {
     pub(super) fn rate_class(&self) -> RateClass {
         self.plan.map_or(RateClass::Slow, |p| p.rate_class)
     }
+
+    /// Whether the room is queued on its fanout thread.
+    #[cfg(test)]
+    pub(super) fn turn(&self) -> TurnState {
+        self.turn
+    }
+
+    /// The next frame for the fanout thread; with none left the room is
+    /// idle again (the next due frame queues it).
+    pub(super) fn next_frame(&mut self) -> Option<Frame> {
+        let frame = self.backlog.pop();
+        if frame.is_none() {
+            self.turn = TurnState::Idle;
+        }
+        frame
+    }
 }
 
 impl<M: RoomMember> Room<M> {
     /// Takes committed messages (in seq order): into the hot ring, through
-    /// the batch window, out to the fanout lane.
+    /// the batch window, out to the fanout thread.
     pub(super) fn commit(self: &Arc<Self>, msgs: Vec<StoredMessage>, plan: FanoutPlan) {
         self.hot.record(&msgs);
         let now = Instant::now();
@@ -113,13 +151,13 @@ impl<M: RoomMember> Room<M> {
         if let Some(batch) = batch {
             self.enqueue(flow, &batch);
         }
-        if !flow.backlog.is_empty() && !flow.scheduled {
-            flow.scheduled = true;
+        if !flow.backlog.is_empty() && flow.turn == TurnState::Idle {
+            flow.turn = TurnState::Queued;
             self.stage.submit(flow.rate_class(), self.clone());
         }
         if let Some(deadline) = flow.batcher.deadline() {
-            if !flow.timer_armed && tokio::runtime::Handle::try_current().is_ok() {
-                flow.timer_armed = true;
+            if flow.timer == BatchTimer::Unarmed && tokio::runtime::Handle::try_current().is_ok() {
+                flow.timer = BatchTimer::Armed;
                 let room = self.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
@@ -157,7 +195,7 @@ impl<M: RoomMember> Room<M> {
     /// The batch timer fired: flushes what is due.
     fn tick(self: Arc<Self>) {
         let mut flow = self.flow.lock();
-        flow.timer_armed = false;
+        flow.timer = BatchTimer::Unarmed;
         let batch = flow.batcher.poll(Instant::now());
         self.pump(&mut flow, batch);
     }

@@ -13,8 +13,30 @@ use crate::error::StoreError;
 use crate::room::HotRing;
 use crate::store::{RangePage, RangeRequest, Store, StoredMessage};
 
-/// A pull range: (after, until, limit, newest).
-type LoadKey = (u64, Option<u64>, usize, bool);
+/// A pull range, the key under which concurrent misses share one load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct LoadKey {
+    /// Messages after this seq.
+    after_seq: u64,
+    /// Up to this seq, if bounded.
+    until_seq: Option<u64>,
+    /// At most this many.
+    limit: usize,
+    /// The newest of the range rather than the oldest (as the request asked).
+    newest: bool,
+}
+
+impl LoadKey {
+    /// The key of a request.
+    fn of(req: &RangeRequest) -> Self {
+        Self {
+            after_seq: req.after_seq,
+            until_seq: req.until_seq,
+            limit: req.limit,
+            newest: req.newest,
+        }
+    }
+}
 /// A store load that every pull of the same range awaits.
 type Load = Shared<BoxFuture<'static, Result<Arc<RangePage>, Arc<StoreError>>>>;
 
@@ -22,6 +44,7 @@ type Load = Shared<BoxFuture<'static, Result<Arc<RangePage>, Arc<StoreError>>>>;
 pub(super) struct HotCache {
     /// Recent messages, shared: a pull clones pointers under the lock, not messages.
     ring: Mutex<HotRing<Arc<StoredMessage>>>,
+    /// Store loads in flight, one per distinct range.
     loads: Mutex<HashMap<LoadKey, Load>>,
 }
 
@@ -55,7 +78,7 @@ impl HotCache {
             return Ok(page);
         }
         metrics::counter!("im_room_hot_misses_total").increment(1);
-        let key = (req.after_seq, req.until_seq, req.limit, req.newest);
+        let key = LoadKey::of(&req);
         let load = self
             .loads
             .lock()

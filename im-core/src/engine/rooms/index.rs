@@ -14,14 +14,20 @@ use crate::ids::{ChannelId, SessionId, UserId};
 use crate::store::{RangePage, RangeRequest, Store, StoredMessage};
 
 use super::limits::UserLimits;
+use super::members::{Emptied, Joined};
 use super::{FanoutStage, Room, RoomMember, RoomSettings};
 
 /// Every live room of the engine, holding sessions of type `M`.
 pub(crate) struct RoomIndex<M> {
+    /// Rooms with at least one session, by id.
     rooms: RwLock<HashMap<ChannelId, Arc<Room<M>>>>,
+    /// Settings every room shares.
     settings: Arc<RoomSettings>,
+    /// The fanout threads every room is delivered by.
     stage: Arc<FanoutStage>,
+    /// Per-user send limits over all rooms.
     users: UserLimits,
+    /// Fanout thread slot of the next room (spreads rooms over threads).
     next_slot: AtomicUsize,
 }
 
@@ -62,8 +68,9 @@ impl<M: RoomMember> RoomIndex<M> {
                     })
                     .clone(),
             };
-            if let Some(n) = room.join(s) {
-                return n;
+            match room.join(s) {
+                Joined::Seated(online) => return online,
+                Joined::RoomClosed => continue,
             }
         }
     }
@@ -77,7 +84,9 @@ impl<M: RoomMember> RoomIndex<M> {
             return;
         }
         let mut rooms = self.rooms.write();
-        if room.close_if_empty() && rooms.get(id).is_some_and(|r| Arc::ptr_eq(r, &room)) {
+        if room.close_if_empty() == Emptied::Closed
+            && rooms.get(id).is_some_and(|r| Arc::ptr_eq(r, &room))
+        {
             rooms.remove(id);
         }
     }
@@ -100,7 +109,7 @@ impl<M: RoomMember> RoomIndex<M> {
     }
 
     /// Takes committed messages of one room (in seq order): into the hot
-    /// ring, through the batch window, out to the fanout lane.
+    /// ring, through the batch window, out to the room's fanout thread.
     pub(crate) fn on_committed(&self, id: &ChannelId, msgs: Vec<StoredMessage>, plan: FanoutPlan) {
         if let Some(room) = self.get(id) {
             room.commit(msgs, plan);

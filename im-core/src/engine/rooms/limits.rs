@@ -20,6 +20,7 @@ const USER_LIMITERS_MAX: usize = 100_000;
 pub(super) struct UserLimits {
     /// (rate, burst) of each user; a rate of 0 is unlimited.
     rate: (u32, u32),
+    /// Each user's bucket, created on the user's first room send.
     users: Mutex<HashMap<UserId, TokenBucket>>,
     /// Size of `users` after its last sweep of idle buckets.
     users_swept_at: AtomicUsize,

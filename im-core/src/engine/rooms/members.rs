@@ -43,14 +43,52 @@ impl<M> Default for SubRoom<M> {
     }
 }
 
+/// Where one session sits.
+#[derive(Debug, Clone, Copy)]
+struct Seat {
+    /// Its sub-room.
+    sub: SubRoomId,
+    /// Its index in the sub-room's session list.
+    index: usize,
+}
+
+/// Whether a room is still in the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RoomState {
+    /// In the index; sessions may join.
+    Open,
+    /// Left the index when its last session left; joins must look it up again.
+    Closed,
+}
+
+/// What [`Room::join`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Joined {
+    /// The session is seated (or already was); the room's sessions now.
+    Seated(usize),
+    /// The room was closed meanwhile: look it up (or create it) again.
+    RoomClosed,
+}
+
+/// What [`Room::close_if_empty`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Emptied {
+    /// The room was empty and is now closed: the index must forget it.
+    Closed,
+    /// Someone is in the room, or it was closed before: nothing to do.
+    Kept,
+}
+
 /// Who sits where in one room.
 pub(super) struct Members<M> {
+    /// Sub-room sizes, joins and merges.
     planner: SubRoomPlanner,
+    /// The sub-rooms in use.
     subs: BTreeMap<SubRoomId, Arc<SubRoom<M>>>,
-    /// Each joined session's sub-room and index in its session list.
-    seats: HashMap<SessionId, (SubRoomId, usize)>,
-    /// Set when the room left the index; joins must look it up again.
-    closed: bool,
+    /// Each joined session's seat.
+    seats: HashMap<SessionId, Seat>,
+    /// Whether the room is still in the index.
+    state: RoomState,
 }
 
 impl<M> Members<M> {
@@ -60,7 +98,7 @@ impl<M> Members<M> {
             planner: SubRoomPlanner::new(config),
             subs: BTreeMap::new(),
             seats: HashMap::new(),
-            closed: false,
+            state: RoomState::Open,
         }
     }
 
@@ -77,36 +115,40 @@ impl<M> Members<M> {
 }
 
 impl<M: RoomMember> Room<M> {
-    /// Seats a session; None if the room was closed meanwhile.
-    pub(super) fn join(&self, s: &Arc<M>) -> Option<usize> {
+    /// Seats a session, unless the room was closed meanwhile.
+    pub(super) fn join(&self, s: &Arc<M>) -> Joined {
         let mut m = self.members.lock();
-        if m.closed {
-            return None;
+        if m.state == RoomState::Closed {
+            return Joined::RoomClosed;
         }
         if !m.seats.contains_key(&s.session_id()) {
             let sub = m.planner.join_now();
             let room = m.subs.entry(sub).or_default().clone();
             let mut list = room.sessions.lock();
-            m.seats.insert(s.session_id(), (sub, list.len()));
+            let seat = Seat {
+                sub,
+                index: list.len(),
+            };
+            m.seats.insert(s.session_id(), seat);
             list.push(s.clone());
             self.online.fetch_add(1, Ordering::Relaxed);
         }
-        Some(self.online.load(Ordering::Relaxed))
+        Joined::Seated(self.online.load(Ordering::Relaxed))
     }
 
     /// Unseats a session; returns the sessions left.
     pub(super) fn leave(&self, id: SessionId) -> usize {
         let mut m = self.members.lock();
-        let Some((sub, idx)) = m.seats.remove(&id) else {
+        let Some(Seat { sub, index }) = m.seats.remove(&id) else {
             return self.online.load(Ordering::Relaxed);
         };
         if let Some(room) = m.subs.get(&sub).cloned() {
             let mut list = room.sessions.lock();
-            if idx < list.len() {
-                list.swap_remove(idx);
-                if let Some(moved) = list.get(idx) {
+            if index < list.len() {
+                list.swap_remove(index);
+                if let Some(moved) = list.get(index) {
                     if let Some(seat) = m.seats.get_mut(&moved.session_id()) {
-                        seat.1 = idx;
+                        seat.index = index;
                     }
                 }
             }
@@ -119,19 +161,18 @@ impl<M: RoomMember> Room<M> {
         left
     }
 
-    /// Closes the room if nobody is in it; true if it did (then the index
-    /// must forget it, and joins that still hold it look it up again).
-    pub(super) fn close_if_empty(&self) -> bool {
+    /// Closes the room if nobody is in it.
+    pub(super) fn close_if_empty(&self) -> Emptied {
         let mut m = self.members.lock();
-        if self.online() == 0 && !m.closed {
-            m.closed = true;
-            return true;
+        if self.online() == 0 && m.state == RoomState::Open {
+            m.state = RoomState::Closed;
+            return Emptied::Closed;
         }
-        false
+        Emptied::Kept
     }
 
     /// Merges sparse sub-rooms, unless a delivery is in progress (then the
-    /// lane retries after it).
+    /// fanout thread retries once the room's backlog is delivered).
     pub(super) fn try_merge(&self, m: &mut Members<M>) {
         if m.planner.config().merge_below == 0 {
             return;
@@ -149,7 +190,11 @@ impl<M: RoomMember> Room<M> {
             let moved: Vec<Arc<M>> = std::mem::take(&mut *from.sessions.lock());
             let mut list = into.sessions.lock();
             for s in moved {
-                m.seats.insert(s.session_id(), (merge.into, list.len()));
+                let seat = Seat {
+                    sub: merge.into,
+                    index: list.len(),
+                };
+                m.seats.insert(s.session_id(), seat);
                 list.push(s);
             }
             drop(list);

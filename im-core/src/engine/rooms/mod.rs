@@ -6,17 +6,21 @@
 //! hands it to [`RoomIndex::on_committed`]. The room's batcher (one per room:
 //! in one process every sub-room sees the same stream, so one batch encoded
 //! once serves them all) decides when a frame is due; due frames wait in the
-//! room's bounded backlog, and the room is queued on the fanout lane of its
-//! rate class. A lane is a few dedicated threads; a room is served by one
-//! thread at a time (its frames stay in order), a thread serves a few frames
-//! of a room then lets the next room in. Direct and group chat never enter
-//! these lanes, so a flooding room cannot delay them, and the slow lane's
-//! thread count is the share of fanout capacity huge rooms may take.
+//! room's bounded backlog, and the room is queued on its *fanout thread*: a
+//! dedicated OS thread, one of a few per rate class (the [`FanoutStage`]).
+//! A room is served by one fanout thread at a time (its frames stay in
+//! order); a thread serves a few frames of a room then lets the next room
+//! in. Direct and group chat never reach these threads, so a flooding room
+//! cannot delay them, and the slow class's thread count is the share of
+//! fanout capacity huge rooms may take. (The *group lane* of
+//! `engine/group_lane.rs` is something else: a Tokio task per shard that
+//! fans out big groups.)
 //!
 //! Who owns what:
-//! - [`index`]: rooms by id; joining and leaving them.
-//! - [`members`]: who sits in which sub-room of one room; merges.
-//! - [`flow`]: commit → hot ring → batch window → backlog → fanout.
+//! - [`index`]: rooms by id; joining and leaving them; the entry points.
+//! - [`members`]: who sits in which sub-room of one room; merges; the
+//!   [`RoomMember`] trait, all rooms know of a session.
+//! - [`flow`]: commit → hot ring → batch window → backlog → fanout thread.
 //! - [`fanout`]: the fanout threads and the delivery of one frame.
 //! - [`hot`]: the hot ring of recent messages and coalesced store loads.
 //! - [`limits`]: the room's and the users' send limits.
@@ -94,16 +98,24 @@ impl RoomSettings {
 
 /// One live room of sessions of type `M`.
 pub(crate) struct Room<M> {
+    /// The room's id.
     id: ChannelId,
+    /// Settings every room shares.
     settings: Arc<RoomSettings>,
+    /// The fanout threads that deliver its frames.
     stage: Arc<FanoutStage>,
-    lane_slot: usize,
+    /// Which fanout thread of its rate class serves it.
+    thread_slot: usize,
+    /// Who sits where.
     members: Mutex<Members<M>>,
+    /// Sessions in the room.
     online: AtomicUsize,
     /// Held for reading while a frame is delivered; merges (which move
     /// sessions between sub-rooms) only happen when they get it for writing.
     gate: RwLock<()>,
+    /// Batch window, backlog and turn state.
     flow: Mutex<Flow>,
+    /// The room's own send limit.
     limiter: Mutex<TokenBucket>,
     /// Recent messages and the store loads in flight.
     hot: HotCache,
@@ -125,7 +137,7 @@ impl<M> Room<M> {
             hot: HotCache::new(s.hot_ring),
             online: AtomicUsize::new(0),
             gate: RwLock::new(()),
-            lane_slot: slot,
+            thread_slot: slot,
             id,
             settings,
             stage,

@@ -15,6 +15,7 @@ use crate::store::StoredMessage;
 use super::super::config::EngineConfig;
 use super::super::outbound::{Enqueued, Outbound};
 use super::fanout::FanoutTurn;
+use super::flow::TurnState;
 use super::{FanoutStage, RoomIndex, RoomMember, RoomSettings};
 
 /// Each member's outbound queue bound.
@@ -127,7 +128,7 @@ fn a_stalled_fanout_thread_never_overflows_healthy_members() {
         index.on_committed(&id, vec![message(&id, seq)], plan);
     }
     let room = index.get(&id).expect("room");
-    while !room.flow.lock().backlog.is_empty() {
+    while room.flow.lock().turn() == TurnState::Queued {
         room.clone().run_turn();
     }
     for s in &members {
