@@ -20,8 +20,8 @@ use super::session::SessionHandle;
 
 /// A room of `members` sessions with no sockets behind them.
 pub struct RoomFanoutBench {
-    index: RoomIndex,
-    room: Arc<Room>,
+    index: RoomIndex<SessionHandle>,
+    room: Arc<Room<SessionHandle>>,
     id: ChannelId,
     sessions: Vec<Arc<SessionHandle>>,
 }
@@ -74,7 +74,7 @@ impl RoomFanoutBench {
         })
     }
 
-    /// One room message of `body_len` bytes, encoded once as the lanes do.
+    /// One room message of `body_len` bytes, encoded once as the room flow does.
     pub fn frame(&self, body_len: usize) -> Bytes {
         self.batch_frame(1, body_len)
     }
@@ -106,7 +106,7 @@ impl RoomFanoutBench {
         ))
     }
 
-    /// Queues `frame` to every member, as a fanout lane does; returns the
+    /// Queues `frame` to every member, as a fanout thread does; returns the
     /// sessions reached.
     pub fn deliver(&self, frame: &Bytes) -> usize {
         self.room.deliver(frame)

@@ -73,8 +73,9 @@ pub struct EngineConfig {
     pub room_batch: BatchConfig,
     /// Recent messages kept in memory per room for late joiners and pulls.
     pub room_hot_ring: usize,
-    /// Encoded frames a room may have waiting for fanout; past that, the
-    /// waiting frames are replaced by one `Notify` and members pull.
+    /// Encoded frames a room may have waiting for fanout; past that, or past
+    /// half of `outbound_queue_bytes` in bytes, the waiting frames are
+    /// replaced by one `Notify` and members pull.
     pub room_backlog_frames: usize,
     /// Messages per second one room accepts from clients (0: unlimited).
     pub room_send_rate: u32,
@@ -86,8 +87,8 @@ pub struct EngineConfig {
     pub user_room_send_burst: u32,
     /// Fanout threads per rate class `[fast, medium, slow]` for room
     /// traffic. A room is served by one thread at a time, so huge rooms
-    /// together use at most the slow lane's share of fanout capacity, and
-    /// direct and group chat never wait behind any of them.
+    /// together use at most the slow class's threads, and direct and group
+    /// chat never wait behind any of them.
     pub room_fanout_threads: [usize; 3],
     /// Threads one frame of a huge room may be split over (1: never split).
     /// This is the share of the machine one huge room may take. (On the

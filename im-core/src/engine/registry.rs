@@ -18,7 +18,7 @@ pub(crate) struct Registry {
     groups: RwLock<GroupIndex>,
     /// Bumped on every group membership change (under the `groups` lock).
     epoch: AtomicU64,
-    rooms: RoomIndex,
+    rooms: RoomIndex<SessionHandle>,
 }
 
 /// Group → its live sessions.
@@ -26,7 +26,7 @@ type GroupIndex = HashMap<ChannelId, HashMap<SessionId, Arc<SessionHandle>>>;
 
 impl Registry {
     /// An empty registry over a room index.
-    pub(crate) fn new(rooms: RoomIndex) -> Self {
+    pub(crate) fn new(rooms: RoomIndex<SessionHandle>) -> Self {
         Self {
             by_user: RwLock::default(),
             groups: RwLock::default(),
@@ -36,7 +36,7 @@ impl Registry {
     }
 
     /// The live rooms.
-    pub(crate) fn rooms(&self) -> &RoomIndex {
+    pub(crate) fn rooms(&self) -> &RoomIndex<SessionHandle> {
         &self.rooms
     }
 

@@ -15,6 +15,7 @@ use crate::pb;
 use crate::transport::{CloseCode, CloseReason};
 
 use super::outbound::{Enqueued, Outbound, QueuedFrames};
+use crate::engine::rooms::RoomMember;
 
 /// One live session, shared by its reader, its writer and the indexes.
 pub(crate) struct SessionHandle {
@@ -114,5 +115,23 @@ impl SessionHandle {
     pub(crate) fn close(&self, last: Option<Bytes>, reason: CloseReason, queued: QueuedFrames) {
         self.out.close(last, reason, queued);
         self.stop.cancel();
+    }
+}
+
+/// Rooms see a session only through this: its id and its outbound queue.
+impl RoomMember for SessionHandle {
+    /// The session's id.
+    fn session_id(&self) -> SessionId {
+        self.id
+    }
+
+    /// Touches the outbound queue ahead of a push.
+    fn touch_queue(&self) -> bool {
+        self.out.touch()
+    }
+
+    /// Queues a frame, disconnecting a slow consumer (see [`SessionHandle::send`]).
+    fn queue_frame(&self, frame: Bytes) -> bool {
+        self.send(frame)
     }
 }

@@ -20,7 +20,7 @@ mod cursors;
 mod handle;
 mod handshake;
 mod list;
-mod outbound;
+pub(crate) mod outbound;
 mod paging;
 mod pull;
 mod request_error;

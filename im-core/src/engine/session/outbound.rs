@@ -155,9 +155,8 @@ impl Outbound {
         }
     }
 
-    /// Moves every queued frame into `out` without waiting (benches).
+    /// Moves every queued frame into `out` without waiting (benches, tests).
     #[cfg(any(test, feature = "bench"))]
-    #[cfg(feature = "bench")]
     pub(crate) fn take_all(&self, out: &mut Vec<Bytes>) {
         self.state.lock().take_into(out);
     }
