@@ -31,7 +31,7 @@ pub use ids::{
     UserId,
 };
 pub use push::{NoOfflinePush, OfflineNotice, OfflinePush};
-pub use store::Store;
+pub use store::{Store, StoreExt};
 pub use transport::{
     CloseCode, CloseReason, Connection, ConnectionInfo, FrameReader, FrameWriter, TransportError,
 };

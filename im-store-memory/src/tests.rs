@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use im_core::ids::{DeviceId, MessageId};
-use im_core::store::NewMessage;
+use im_core::store::{NewMessage, StoreExt};
 
 use super::*;
 
@@ -52,10 +52,7 @@ async fn append(store: &MemoryStore, messages: Vec<NewMessage>) -> StoreResult<(
 
 /// Appends `n` messages from `sender` (no client id) continuing the head.
 async fn fill(store: &MemoryStore, c: &ConversationId, n: u64, sender: &str) {
-    let head = store
-        .head_seqs(std::slice::from_ref(c))
-        .await
-        .expect("heads")[0];
+    let head = store.head_seq(c).await.expect("head");
     let messages = (1..=n)
         .map(|i| new(msg(c, head + i, sender, None), &[]))
         .collect();
@@ -178,13 +175,7 @@ async fn duplicates_refuse_the_whole_batch() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(
-        store
-            .head_seqs(std::slice::from_ref(&a))
-            .await
-            .expect("heads"),
-        vec![1]
-    );
+    assert_eq!(store.head_seq(&a).await.expect("head"), 1);
     assert_eq!(
         store
             .find_by_dedup_keys(&[key("alice", "fresh"), key("alice", "k3")])
@@ -302,13 +293,7 @@ async fn seq_conflicts_refuse_the_whole_batch() {
             ..
         }
     ));
-    assert_eq!(
-        store
-            .head_seqs(std::slice::from_ref(&a))
-            .await
-            .expect("heads"),
-        vec![1]
-    );
+    assert_eq!(store.head_seq(&a).await.expect("head"), 1);
 
     // Interleaved conversations are fine as long as each continues its head.
     append(
