@@ -11,6 +11,7 @@ use im_engine::core::EngineConfig;
 use im_engine::core::pb::{self, ErrorCode, server_frame::Body as Out};
 use im_engine::store_memory::{MemoryStore, MemoryStoreConfig};
 use im_engine::transport_tcp::client::{direct, group};
+use im_testkit::duplex::MemClient;
 
 #[tokio::test]
 async fn two_users_chat_both_ways() {
@@ -351,27 +352,36 @@ async fn an_oversize_frame_closes_only_that_connection() {
         .expect("bob unaffected");
 }
 
-#[tokio::test]
+// Not a socket test: in memory, on a paused clock, the heartbeat deadline
+// passes in virtual time, exactly and at once.
+#[tokio::test(start_paused = true)]
 async fn a_device_that_stops_sending_heartbeats_is_dropped() {
     let mut config = EngineConfig::default();
     config.heartbeat_interval = Duration::from_millis(150);
-    let s = Server::start_with(config, Arc::new(MemoryStore::new())).await;
-    let silent = s.connect("alice", "d").await;
-    let lively = s.connect("bob", "d").await;
+    let engine = mem_engine(config, Arc::new(MemoryStore::new()));
+    let silent = mem_connect(&engine, "alice", "d").await;
+    let lively = mem_connect(&engine, "bob", "d").await;
     assert_eq!(silent.connected.heartbeat_interval_ms, 150);
-    for _ in 0..8 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        lively.ping().await.expect("pings keep bob alive");
-    }
-    let kicked = next_matching(&silent, |b| match b {
-        Out::Kicked(k) => Some(k),
-        _ => None,
-    })
-    .await
-    .expect("kicked");
+    // Bob pings every 100 ms (virtual time: the test's clock, not a wait for
+    // something to happen) while alice stays silent past two intervals.
+    let kicked = tokio::select! {
+        k = mem_next_matching(&silent, |b| match b {
+            Out::Kicked(k) => Some(k),
+            _ => None,
+        }) => k.expect("kicked"),
+        never = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                lively.ping().await.expect("pings keep bob alive");
+            }
+        } => never,
+    };
     assert_eq!(kicked.reason, pb::KickReason::HeartbeatTimeout as i32);
-    assert!(!s.engine.is_online(&user("alice")));
-    assert!(s.engine.is_online(&user("bob")));
+    // `close` returns once the engine let go of alice's session.
+    silent.close().await;
+    assert!(!engine.is_online(&user("alice")));
+    assert!(engine.is_online(&user("bob")));
+    lively.ping().await.expect("bob is still served");
 }
 
 #[tokio::test]
@@ -461,27 +471,31 @@ async fn a_session_cannot_join_rooms_without_bound() {
     assert_eq!(err.code(), Some(ErrorCode::InvalidArgument));
 }
 
-#[tokio::test]
+// About the engine's handshake slots, not a socket: in memory.
+#[tokio::test(start_paused = true)]
 async fn connections_that_never_authenticate_cannot_exhaust_the_server() {
     let mut config = EngineConfig::default();
     config.max_pending_handshakes = 2;
-    let s = Server::start_with(config, Arc::new(MemoryStore::new())).await;
-    // Two silent sockets hold both handshake slots.
-    let silent1 = tokio::net::TcpStream::connect(s.addr)
-        .await
-        .expect("connect");
-    let silent2 = tokio::net::TcpStream::connect(s.addr)
-        .await
-        .expect("connect");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let err = im_engine::transport_tcp::client::Client::connect(s.addr, "alice", "d")
+    let engine = mem_engine(config, Arc::new(MemoryStore::new()));
+    let max_frame = engine.config().max_frame_bytes;
+    // Two silent connections hold both handshake slots: a session takes its
+    // slot before it reads, so once the engine is reading a connection, the
+    // slot is held.
+    let (conn1, silent1) = MemClient::pair(max_frame);
+    let (conn2, silent2) = MemClient::pair(max_frame);
+    engine.accept(conn1);
+    engine.accept(conn2);
+    silent1.handled().await.expect("reading the first");
+    silent2.handled().await.expect("reading the second");
+    let err = MemClient::connect(&engine, "alice", "d")
         .await
         .expect_err("refused while the slots are held");
     assert_eq!(err.code(), Some(ErrorCode::Unavailable));
-    // Slots free up as those connections go away.
-    drop((silent1, silent2));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let alice = s.connect("alice", "d").await;
+    // Slots free up as those connections go away: `close` returns once the
+    // engine let go of each (its slot is released before that).
+    silent1.close().await;
+    silent2.close().await;
+    let alice = mem_connect(&engine, "alice", "d").await;
     alice.ping().await.expect("served");
 }
 

@@ -4,7 +4,6 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use common::*;
@@ -15,7 +14,7 @@ use im_engine::core::{
 };
 use im_engine::store_memory::MemoryStore;
 use im_engine::transport_tcp::client::{Client, direct, group};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 /// A body [`GatedStore`] refuses, failing the whole append it is in.
 const POISON: &[u8] = b"poison";
@@ -24,6 +23,8 @@ const POISON: &[u8] = b"poison";
 struct GatedStore {
     inner: MemoryStore,
     gate: Semaphore,
+    /// Signalled each time an append reaches the gate.
+    arrived: Notify,
     failing: AtomicBool,
     cursor_writes: std::sync::atomic::AtomicUsize,
 }
@@ -33,6 +34,7 @@ impl GatedStore {
         Arc::new(Self {
             inner: MemoryStore::new(),
             gate: Semaphore::new(if open { Semaphore::MAX_PERMITS } else { 0 }),
+            arrived: Notify::new(),
             failing: AtomicBool::new(false),
             cursor_writes: Default::default(),
         })
@@ -42,6 +44,7 @@ impl GatedStore {
 #[async_trait]
 impl Timeline for GatedStore {
     async fn append(&self, req: AppendRequest) -> StoreResult<()> {
+        self.arrived.notify_one();
         let permit = self.gate.acquire().await.expect("gate");
         permit.forget();
         self.gate.add_permits(1);
@@ -152,18 +155,22 @@ async fn stored_bodies(store: &GatedStore) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
+// About the engine's ordering, not a socket: in memory, on a paused clock.
+#[tokio::test(start_paused = true)]
 async fn no_ack_and_no_push_before_the_store_commits() {
     let store = GatedStore::new(false);
-    let s = Server::start_with(EngineConfig::default(), store.clone()).await;
-    let alice = Arc::new(s.connect("alice", "d").await);
-    let bob = s.connect("bob", "d").await;
+    let engine = mem_engine(EngineConfig::default(), store.clone());
+    let alice = Arc::new(mem_connect(&engine, "alice", "d").await);
+    let bob = mem_connect(&engine, "bob", "d").await;
     let sending = {
         let alice = alice.clone();
         tokio::spawn(async move { alice.send(direct("bob"), "m1", "held").await })
     };
-    tokio::time::sleep(QUIET).await;
+    // The send reached the store and is held there, uncommitted.
+    store.arrived.notified().await;
     assert!(!sending.is_finished(), "acked before commit");
+    // Nothing may arrive before the commit. A bounded wait: on the paused
+    // clock it ends only once every task is idle, the append still held.
     assert!(
         bob.collect_pushed(1, QUIET)
             .await
@@ -332,11 +339,12 @@ async fn the_host_can_send_as_the_system_and_kick_users() {
     );
 }
 
-#[tokio::test]
+// About the engine's shutdown, not a socket: in memory, on a paused clock.
+#[tokio::test(start_paused = true)]
 async fn shutdown_acks_what_was_in_flight_then_closes_every_session() {
     let store = GatedStore::new(false);
-    let s = Server::start_with(EngineConfig::default(), store.clone()).await;
-    let alice = s.connect("alice", "d").await;
+    let engine = mem_engine(EngineConfig::default(), store.clone());
+    let alice = mem_connect(&engine, "alice", "d").await;
     for i in 0..50 {
         alice
             .send_frame(&pb::ClientFrame {
@@ -347,13 +355,19 @@ async fn shutdown_acks_what_was_in_flight_then_closes_every_session() {
                     body: "x".into(),
                 })),
             })
-            .await
             .expect("send");
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let engine = s.engine.clone();
-    let shutting = tokio::spawn(async move { engine.shutdown().await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The session handled all 50 (each went to its shard, where the first
+    // append waits at the gate) and asked for more.
+    alice.handled().await.expect("handled");
+    store.arrived.notified().await;
+    let stopping = engine.shutdown_token();
+    let shutting = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.shutdown().await })
+    };
+    // Shutdown has begun while the sends are in flight.
+    stopping.cancelled().await;
     store.gate.add_permits(Semaphore::MAX_PERMITS / 2);
     shutting.await.expect("shutdown");
 
@@ -477,7 +491,16 @@ async fn after_a_failed_send_later_sends_wait_for_its_resend_so_order_holds() {
 
 /// Records what the engine hands to the offline push hook.
 #[derive(Default)]
-struct RecordingPush(parking_lot::Mutex<Vec<(String, Vec<String>)>>);
+struct RecordingPush(parking_lot::Mutex<Vec<(String, Vec<String>)>>, Notify);
+
+impl RecordingPush {
+    /// Waits until at least `n` notices were recorded.
+    async fn recorded(&self, n: usize) {
+        while self.0.lock().len() < n {
+            self.1.notified().await;
+        }
+    }
+}
 
 #[async_trait]
 impl im_engine::core::OfflinePush for RecordingPush {
@@ -486,10 +509,12 @@ impl im_engine::core::OfflinePush for RecordingPush {
         let mut users: Vec<String> = notice.users.iter().map(|u| u.to_string()).collect();
         users.sort();
         self.0.lock().push((body, users));
+        self.1.notify_one();
     }
 }
 
-#[tokio::test]
+// About the engine's push hook, not a socket: in memory, on a paused clock.
+#[tokio::test(start_paused = true)]
 async fn offline_recipients_are_handed_to_the_push_hook() {
     let push = Arc::new(RecordingPush::default());
     let engine = im_engine::core::Engine::builder(Arc::new(MemoryStore::new()))
@@ -497,14 +522,13 @@ async fn offline_recipients_are_handed_to_the_push_hook() {
         .offline_push(push.clone())
         .build()
         .expect("engine");
-    let s = Server::serve(engine).await;
     let chan = ChannelId::new("trio").expect("id");
-    s.engine
+    engine
         .create_group(&chan, &[user("alice"), user("bob"), user("carol")])
         .await
         .expect("group");
-    let alice = s.connect("alice", "d").await;
-    let _bob = s.connect("bob", "d").await;
+    let alice = mem_connect(&engine, "alice", "d").await;
+    let _bob = mem_connect(&engine, "bob", "d").await;
     alice
         .send(direct("dave"), "1", "to dave")
         .await
@@ -517,10 +541,11 @@ async fn offline_recipients_are_handed_to_the_push_hook() {
         .send(group("trio"), "3", "to trio")
         .await
         .expect("send");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while push.0.lock().len() < 2 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    tokio::time::timeout(WAIT, push.recorded(2))
+        .await
+        .expect("two notices");
+    // And no more: a bounded wait, as nothing is the event. On the paused
+    // clock it ends once every task is idle, so a late notice would be in.
     tokio::time::sleep(QUIET).await;
     let mut got = push.0.lock().clone();
     got.sort();

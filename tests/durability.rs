@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use im_engine::core::pb;
 use im_engine::transport_tcp::client::{Client, group};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const CLIENTS: usize = 4;
 const PER_CLIENT: usize = 3_000;
+/// Acked sends after which the server is killed.
+const KILL_AFTER: usize = 1_000;
 
 /// The chat-server example, built by `cargo test --all-features` next to this test.
 fn chat_server_bin() -> PathBuf {
@@ -56,6 +58,8 @@ fn start_server(port: u16, schema: &str) -> Child {
 }
 
 async fn connect(port: u16, user: &str) -> Client {
+    // The server is another process: its port accepting is the only sign it
+    // is up, so this polls it with a back-off (up to 10 s).
     for _ in 0..200 {
         if let Ok(c) = Client::connect(("127.0.0.1", port), &format!("{user}:d"), "d").await {
             return c;
@@ -87,10 +91,11 @@ async fn acked_messages_survive_sigkill_and_retries_land_once() {
 
     // Each client streams sends (several in flight at once) and records acks.
     let acked: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+    let enough = Arc::new(Notify::new());
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
         let client = Arc::new(connect(port, &format!("c{c}")).await);
-        let acked = acked.clone();
+        let (acked, enough) = (acked.clone(), enough.clone());
         tasks.push(tokio::spawn(async move {
             let mut inflight = futures::stream::FuturesUnordered::new();
             for i in 0..PER_CLIENT {
@@ -104,7 +109,11 @@ async fn acked_messages_survive_sigkill_and_retries_land_once() {
                     use futures::StreamExt;
                     match inflight.next().await {
                         Some((id, Ok(ack))) => {
-                            acked.lock().await.insert(id, ack.seq);
+                            let mut acked = acked.lock().await;
+                            acked.insert(id, ack.seq);
+                            if acked.len() >= KILL_AFTER {
+                                enough.notify_one();
+                            }
                         }
                         Some((_, Err(_))) | None => return,
                     }
@@ -112,13 +121,9 @@ async fn acked_messages_survive_sigkill_and_retries_land_once() {
             }
         }));
     }
-    // Let the stream run, then kill the server without warning.
-    for _ in 0..400 {
-        if acked.lock().await.len() >= 1_000 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Let the stream run until KILL_AFTER sends were acked (or 4 s passed),
+    // then kill the server without warning.
+    let _ = tokio::time::timeout(Duration::from_secs(4), enough.notified()).await;
     server.kill().expect("SIGKILL");
     let _ = server.wait();
     for t in tasks {

@@ -11,7 +11,7 @@ mod throwaway;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use im_engine::core::pb;
 use im_engine::core::{ChannelId, Engine, UserId};
@@ -19,6 +19,23 @@ use im_engine::store_postgres::{PgStore, PgStoreConfig};
 use im_engine::transport_tcp::client::{Client, ClientError, group};
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
 use throwaway::ThrowawayPg;
+use tokio::sync::watch;
+
+/// Acked sends that show sends are flowing (before each outage and after).
+const FLOWING: usize = 20;
+
+/// Waits until what the sender has seen satisfies `ok`; fails after 30 s.
+async fn wait_until(
+    seen: &mut watch::Receiver<(usize, u32)>,
+    ok: impl FnMut(&(usize, u32)) -> bool,
+    what: &str,
+) {
+    match tokio::time::timeout(Duration::from_secs(30), seen.wait_for(ok)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => panic!("the sender stopped before: {what}"),
+        Err(_) => panic!("timed out waiting until {what}"),
+    }
+}
 
 fn user(s: &str) -> UserId {
     UserId::new(s).expect("user id")
@@ -71,19 +88,22 @@ async fn sends_survive_postgres_restarts() {
         })
     };
 
+    // What the sender has seen so far: (sends acked, refusals as UNAVAILABLE).
+    let (seen_tx, mut seen) = watch::channel((0usize, 0u32));
+    let stop_sending = Arc::new(AtomicBool::new(false));
     let sender = {
-        let alice = alice.clone();
+        let (alice, stop) = (alice.clone(), stop_sending.clone());
         tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(9);
             let mut acked: Vec<(String, u64)> = Vec::new();
             let mut unavailable = 0u32;
             let mut i = 0u32;
-            while Instant::now() < deadline {
+            while !stop.load(Ordering::Relaxed) {
                 let cmid = format!("m{i}");
                 match alice.send(group("g"), &cmid, format!("body {i}")).await {
                     Ok(ack) => {
                         assert_eq!(ack.client_msg_id, cmid);
                         acked.push((cmid, ack.seq));
+                        seen_tx.send_replace((acked.len(), unavailable));
                         i += 1;
                     }
                     Err(ClientError::Server(e)) => {
@@ -95,6 +115,8 @@ async fn sends_survive_postgres_restarts() {
                         );
                         assert!(e.retryable, "{e:?}");
                         unavailable += 1;
+                        seen_tx.send_replace((acked.len(), unavailable));
+                        // Back-off before retrying, not synchronisation.
                         tokio::time::sleep(Duration::from_millis(30)).await;
                     }
                     Err(other) => panic!("the session must survive the outage: {other:?}"),
@@ -104,12 +126,27 @@ async fn sends_survive_postgres_restarts() {
         })
     };
 
+    // Each outage starts once sends flow, and ends once the sender was refused.
     for mode in ["fast", "immediate"] {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (flowing, refused) = *seen.borrow();
+        wait_until(&mut seen, |&(a, _)| a >= flowing + FLOWING, "sends flow").await;
         pg.stop(mode).await;
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        wait_until(
+            &mut seen,
+            |&(_, u)| u > refused,
+            "the sender sees the outage",
+        )
+        .await;
         pg.restart().await;
     }
+    let (recovered, _) = *seen.borrow();
+    wait_until(
+        &mut seen,
+        |&(a, _)| a >= recovered + FLOWING,
+        "sends flow after the last restart",
+    )
+    .await;
+    stop_sending.store(true, Ordering::Relaxed);
     let (acked, unavailable) = sender.await.expect("sender");
     stop.store(true, Ordering::Relaxed);
     let _ = drain.await;
@@ -118,11 +155,7 @@ async fn sends_survive_postgres_restarts() {
         acked.len()
     );
     assert!(unavailable > 0, "the sender saw the outages");
-    let after_last_restart = acked.len();
-    assert!(
-        after_last_restart > 20,
-        "sends flowed: {after_last_restart}"
-    );
+    assert!(acked.len() >= 3 * FLOWING, "sends flowed: {}", acked.len());
 
     // A reader who was not connected during the outages pulls everything.
     let bob = Client::connect(addr, "bob:laptop", "laptop")

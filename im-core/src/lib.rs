@@ -35,7 +35,7 @@ pub use ids::{
 };
 pub use push::{NoOfflinePush, OfflineNotice, OfflinePush};
 pub use sequencer::{CachedSequencer, Sequencer};
-pub use store::Store;
+pub use store::{Store, StoreExt};
 pub use transport::{
     CloseCode, CloseReason, Connection, ConnectionInfo, FrameReader, FrameWriter, TransportError,
 };

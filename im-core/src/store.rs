@@ -274,3 +274,129 @@ pub trait Membership: Send + Sync + 'static {
 pub trait Store: Timeline + Inboxes + Cursors + Membership {}
 
 impl<T: Timeline + Inboxes + Cursors + Membership> Store for T {}
+
+/// Conveniences over the batch methods of a [`Store`], for callers that ask
+/// about one thing at a time. Implemented for every store (including
+/// `dyn Store`); stores implement the batch traits, never this one.
+///
+/// Each method is one call of the batch method it wraps. A store that
+/// answers a one-item request with other than one item breaks its contract;
+/// that is reported as a non-retryable [`StoreError::Backend`] rather than
+/// read as a default (head 0, not a member, …).
+pub trait StoreExt: Store {
+    /// Head seq of one conversation (0 if it has no message), via
+    /// [`Timeline::head_seqs`].
+    fn head_seq(
+        &self,
+        conversation: &ConversationId,
+    ) -> impl std::future::Future<Output = StoreResult<Seq>> + Send;
+
+    /// Whether `user` is a member of `group`, via [`Membership::are_members`].
+    fn is_member(
+        &self,
+        group: &ChannelId,
+        user: &UserId,
+    ) -> impl std::future::Future<Output = StoreResult<bool>> + Send;
+
+    /// The committed message with this idempotency key, if any, via
+    /// [`Timeline::find_by_dedup_keys`].
+    fn find_by_dedup_key(
+        &self,
+        key: &DedupKey,
+    ) -> impl std::future::Future<Output = StoreResult<Option<StoredMessage>>> + Send;
+
+    /// A user's view of one conversation, unread counted up to `unread_cap`,
+    /// via [`Cursors::conversation_states`] with `only: [conversation]`.
+    /// `None` if the store left it out.
+    fn conversation_state(
+        &self,
+        user: &UserId,
+        conversation: &ConversationId,
+        unread_cap: u32,
+    ) -> impl std::future::Future<Output = StoreResult<Option<ConversationState>>> + Send;
+
+    /// Every member of `group` in id order, paging through
+    /// [`Membership::members`] `page` at a time. For code that really needs
+    /// the whole list: it is O(members).
+    fn all_members(
+        &self,
+        group: &ChannelId,
+        page: usize,
+    ) -> impl std::future::Future<Output = StoreResult<Vec<UserId>>> + Send;
+}
+
+impl<S: Store + ?Sized> StoreExt for S {
+    async fn head_seq(&self, conversation: &ConversationId) -> StoreResult<Seq> {
+        let heads = self.head_seqs(std::slice::from_ref(conversation)).await?;
+        one(heads, "head_seqs")
+    }
+
+    async fn is_member(&self, group: &ChannelId, user: &UserId) -> StoreResult<bool> {
+        let answers = self.are_members(group, std::slice::from_ref(user)).await?;
+        one(answers, "are_members")
+    }
+
+    async fn find_by_dedup_key(&self, key: &DedupKey) -> StoreResult<Option<StoredMessage>> {
+        let found = self.find_by_dedup_keys(std::slice::from_ref(key)).await?;
+        one(found, "find_by_dedup_keys")
+    }
+
+    async fn conversation_state(
+        &self,
+        user: &UserId,
+        conversation: &ConversationId,
+        unread_cap: u32,
+    ) -> StoreResult<Option<ConversationState>> {
+        let mut states = self
+            .conversation_states(ConversationStatesRequest {
+                user: user.clone(),
+                only: Some(vec![conversation.clone()]),
+                unread_cap,
+                limit: 1,
+            })
+            .await?;
+        if states.len() > 1 {
+            return Err(wrong_count("conversation_states", states.len()));
+        }
+        Ok(states.pop())
+    }
+
+    async fn all_members(&self, group: &ChannelId, page: usize) -> StoreResult<Vec<UserId>> {
+        let page = page.max(1);
+        let mut all: Vec<UserId> = Vec::new();
+        loop {
+            let got = self.members(group, all.last(), page).await?;
+            // A short page may still not be the end ("at most `limit`"): stop
+            // on an empty one. A page that does not move past `after` would
+            // loop forever.
+            match (got.first(), all.last()) {
+                (None, _) => return Ok(all),
+                (Some(first), Some(after)) if first <= after => {
+                    return Err(StoreError::Backend {
+                        source: format!("members of {group} after {after} returned {first}").into(),
+                        retryable: false,
+                    });
+                }
+                _ => all.extend(got),
+            }
+        }
+    }
+}
+
+/// The single answer to a one-item batch request.
+fn one<T>(mut answers: Vec<T>, method: &str) -> StoreResult<T> {
+    match (answers.pop(), answers.is_empty()) {
+        (Some(answer), true) => Ok(answer),
+        (last, _) => Err(wrong_count(
+            method,
+            answers.len() + usize::from(last.is_some()),
+        )),
+    }
+}
+
+fn wrong_count(method: &str, n: usize) -> StoreError {
+    StoreError::Backend {
+        source: format!("{method} answered a request for one item with {n}").into(),
+        retryable: false,
+    }
+}

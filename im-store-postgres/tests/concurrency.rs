@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use im_core::error::StoreError;
 use im_core::ids::{ConversationId, Seq};
-use im_core::store::{AppendRequest, InboxRequest, Inboxes, RangeRequest, Timeline};
+use im_core::store::{AppendRequest, InboxRequest, Inboxes, RangeRequest, StoreExt, Timeline};
 use im_store_postgres::{MIGRATIONS, PgStore, PgStoreConfig, PgStoreError};
 
 #[tokio::test]
@@ -152,11 +152,7 @@ async fn racing_writers_never_fork_a_timeline() {
     let g = group("race");
     let mut wins = [0u32; 2];
     for round in 0..40u64 {
-        let head = db
-            .store
-            .head_seqs(std::slice::from_ref(&g))
-            .await
-            .expect("head")[0];
+        let head = db.store.head_seq(&g).await.expect("head");
         let a = db.store.append(AppendRequest {
             messages: vec![message(
                 &g,
@@ -279,13 +275,7 @@ async fn statement_timeout_maps_to_timeout() {
     assert!(matches!(err, StoreError::Timeout), "{err:?}");
     assert!(err.is_retryable());
     tx.rollback().await.expect("release");
-    assert_eq!(
-        db.store
-            .head_seqs(std::slice::from_ref(&g))
-            .await
-            .expect("head"),
-        vec![1]
-    );
+    assert_eq!(db.store.head_seq(&g).await.expect("head"), 1);
     db.store
         .append(AppendRequest {
             messages: vec![message(&g, 2, "a", None, &["b"])],

@@ -10,7 +10,7 @@ use common::throwaway::ThrowawayPg;
 use common::*;
 use im_core::error::StoreError;
 use im_core::ids::{DedupKey, DeviceId, Seq};
-use im_core::store::{AppendRequest, RangeRequest, Timeline};
+use im_core::store::{AppendRequest, RangeRequest, StoreExt, Timeline};
 use im_store_postgres::{PgStore, PgStoreConfig};
 
 fn config(url: String) -> PgStoreConfig {
@@ -63,10 +63,7 @@ async fn store_survives_a_server_restart() {
             .expect_err("no ack while the server is down");
         assert!(err.is_retryable(), "{mode}: {err:?}");
         assert!(matches!(err, StoreError::Unavailable(_)), "{mode}: {err:?}");
-        let err = store
-            .head_seqs(std::slice::from_ref(&g))
-            .await
-            .expect_err("reads fail too");
+        let err = store.head_seq(&g).await.expect_err("reads fail too");
         assert!(err.is_retryable(), "{mode}: {err:?}");
 
         pg.restart().await;
@@ -125,8 +122,8 @@ async fn sends_flowing_through_restarts_lose_and_duplicate_nothing() {
                 let cmid = format!("m{i}");
                 let Some(h) = head else {
                     // After a failure the outcome is unknown: learn the head.
-                    match store.head_seqs(std::slice::from_ref(&g)).await {
-                        Ok(v) => head = Some(v[0]),
+                    match store.head_seq(&g).await {
+                        Ok(h) => head = Some(h),
                         Err(e) => {
                             assert!(e.is_retryable(), "{e:?}");
                             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -146,15 +143,15 @@ async fn sends_flowing_through_restarts_lose_and_duplicate_nothing() {
                     Err(StoreError::Duplicate(keys)) => {
                         // An attempt whose answer was lost did commit.
                         assert_eq!(keys.len(), 1);
-                        let found = store
-                            .find_by_dedup_keys(&[DedupKey {
+                        let m = store
+                            .find_by_dedup_key(&DedupKey {
                                 user: user("a"),
                                 device: DeviceId::new("phone").expect("valid"),
                                 client_msg_id: cmid.clone(),
-                            }])
+                            })
                             .await
-                            .expect("lookup");
-                        let m = found[0].clone().expect("the duplicate is stored");
+                            .expect("lookup")
+                            .expect("the duplicate is stored");
                         acked.push((m.seq, cmid));
                         head = None;
                         i += 1;

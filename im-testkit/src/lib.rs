@@ -2,6 +2,7 @@
 // A test kit: failing a check by panicking with a clear message is its job.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
+pub mod duplex;
 pub mod engine;
 pub mod fixtures;
 pub mod model;

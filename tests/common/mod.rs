@@ -10,6 +10,7 @@ use im_engine::core::{ChannelId, Engine, EngineConfig, Store, UserId};
 use im_engine::store_memory::MemoryStore;
 use im_engine::transport_tcp::client::Client;
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
+use im_testkit::duplex::MemClient;
 
 /// How long tests wait for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -92,4 +93,40 @@ pub fn bodies(msgs: &[pb::Message]) -> Vec<String> {
     msgs.iter()
         .map(|m| String::from_utf8_lossy(&m.body).into_owned())
         .collect()
+}
+
+/// An engine with no transport, for clients connected in memory
+/// ([`MemClient`]): tests of the engine rather than of a socket, which can
+/// run on a paused clock.
+pub fn mem_engine(config: EngineConfig, store: Arc<dyn Store>) -> Engine {
+    Engine::builder(store)
+        .config(config)
+        .insecure_dev_auth()
+        .build()
+        .expect("engine")
+}
+
+/// Connects `user` from `device` in memory.
+pub async fn mem_connect(engine: &Engine, user: &str, device: &str) -> MemClient {
+    MemClient::connect(engine, user, device)
+        .await
+        .expect("connect")
+}
+
+/// [`next_matching`] for an in-memory client.
+pub async fn mem_next_matching<T>(
+    c: &MemClient,
+    mut pick: impl FnMut(Out) -> Option<T>,
+) -> Option<T> {
+    loop {
+        match c.next_event(WAIT).await {
+            Ok(Some(pb::ServerFrame { body: Some(b), .. })) => {
+                if let Some(t) = pick(b) {
+                    return Some(t);
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return None,
+        }
+    }
 }
