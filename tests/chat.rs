@@ -243,11 +243,32 @@ async fn non_members_cannot_send_pull_or_receive() {
         .await
         .expect_err("forbidden");
     assert_eq!(err.code(), Some(ErrorCode::Forbidden));
-    let err = mallory
-        .send(group("nope"), "y", "?")
+    // A group that does not exist answers exactly like one mallory is not
+    // in, so group names cannot be probed (hardening #6).
+    let existing = mallory
+        .send(group("secret"), "y", "?")
         .await
-        .expect_err("not found");
-    assert_eq!(err.code(), Some(ErrorCode::NotFound));
+        .expect_err("forbidden");
+    let missing = mallory
+        .send(group("nope"), "y2", "?")
+        .await
+        .expect_err("forbidden too");
+    assert_eq!(missing.code(), Some(ErrorCode::Forbidden));
+    let reason = |e: &im_engine::transport_tcp::client::ClientError| {
+        e.to_string()
+            .replace("secret", "NAME")
+            .replace("nope", "NAME")
+    };
+    assert_eq!(reason(&existing), reason(&missing));
+    for (name, conv) in [("secret", group("secret")), ("nope", group("nope"))] {
+        let pull = mallory
+            .pull(conv.clone(), 0, 0, 10)
+            .await
+            .expect_err("pull");
+        let read = mallory.read(conv, 1).await.expect_err("read");
+        assert_eq!(pull.code(), Some(ErrorCode::Forbidden), "pull {name}");
+        assert_eq!(read.code(), Some(ErrorCode::Forbidden), "read {name}");
+    }
 
     alice
         .send(group("secret"), "a", "members only")

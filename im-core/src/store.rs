@@ -255,10 +255,13 @@ pub trait Membership: Send + Sync + 'static {
     /// Number of members, or `None` if the group does not exist.
     async fn member_count(&self, group: &ChannelId) -> StoreResult<Option<u64>>;
 
-    /// Which of `users` are members, in request order.
+    /// Which of `users` are members, in request order. For a group that does
+    /// not exist every answer is `false` (not an error): the engine answers
+    /// a non-member the same either way, so group names cannot be probed.
     async fn are_members(&self, group: &ChannelId, users: &[UserId]) -> StoreResult<Vec<bool>>;
 
-    /// Members in id order, after `after` (exclusive), at most `limit`.
+    /// Members in id order, after `after` (exclusive), at most `limit`;
+    /// empty for a group that does not exist.
     async fn members(
         &self,
         group: &ChannelId,

@@ -155,8 +155,14 @@ impl<R> CommitBatch<R> {
             if let Some(e) = failed.get(group) {
                 self.fail_store(s, e);
             } else if missing.contains(group) || !self.groups.contains_key(group) {
-                let error = StoreError::NotFound(format!("group {group}")).into();
-                self.answer_failed(s, error, None);
+                if s.check_membership {
+                    // A client hears the same as for a group it is not in,
+                    // so group names cannot be probed.
+                    self.refuse(s);
+                } else {
+                    let error = StoreError::NotFound(format!("group {group}")).into();
+                    self.answer_failed(s, error, None);
+                }
             } else {
                 known.push(s);
             }

@@ -10,6 +10,7 @@ use crate::codec::{decode_client_frame, encode_server_frame, error_frame};
 use crate::error::StoreError;
 use crate::ids::{ChannelId, ConversationId, now_ms};
 use crate::pb::{self, client_frame::Body as In, server_frame::Body as Out};
+use crate::store::StoreExt;
 use crate::transport::{
     CloseCode, CloseReason, Connection, FrameReader, FrameWriter, TransportError,
 };
@@ -319,20 +320,14 @@ impl Session {
         let allowed = match conv {
             ConversationId::Direct(..) => conv.is_direct_participant(&self.handle.user),
             ConversationId::Room(r) => self.handle.rooms.lock().contains(r),
+            // A missing group answers like one the user is not in, so
+            // group names cannot be probed.
             ConversationId::Group(g) => {
-                let store = &self.engine.shared().store;
-                if store.member_count(g).await?.is_none() {
-                    return Err(RequestError::new(
-                        pb::ErrorCode::NotFound,
-                        format!("group {g} not found"),
-                    ));
-                }
-                store
-                    .are_members(g, std::slice::from_ref(&self.handle.user))
+                self.engine
+                    .shared()
+                    .store
+                    .is_member(g, &self.handle.user)
                     .await?
-                    .first()
-                    .copied()
-                    .unwrap_or(false)
             }
         };
         if allowed {
