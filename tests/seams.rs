@@ -8,13 +8,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use common::*;
+use im_engine::core::fanout::{FanoutInput, FanoutPlan};
+use im_engine::core::pb::{self, server_frame::Body as Out};
+use im_engine::core::room::{BatchConfig, BatchTier, SubRoomConfig};
 use im_engine::core::store::{RangeRequest, Store, StoreResult, Timeline};
 use im_engine::core::{
     CachedSequencer, ChannelId, ConversationId, Engine, EngineConfig, OfflineNotice, OfflinePush,
     Seq, Sequencer, SessionDirectory, SessionInfo, UserId,
 };
+use im_engine::core::{DefaultFanoutPolicy, FanoutPolicy};
 use im_engine::store_memory::MemoryStore;
-use im_engine::transport_tcp::client::group;
+use im_engine::transport_tcp::client::{Client, group, room};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// A host's sequencer that answers stale heads (0) while `lies` > 0, and
@@ -169,4 +174,94 @@ async fn a_host_session_directory_hears_of_sessions_and_says_who_is_online_elsew
     alice.close().await.expect("close");
     assert_eq!(next(&mut events).await, "left stage alice");
     assert_eq!(next(&mut events).await, "closed alice:phone");
+}
+
+/// A host's policy: the room `stage` gets sub-rooms of 2 and batches of 3
+/// messages; every other decision is the default's.
+#[derive(Debug)]
+struct StagePolicy(DefaultFanoutPolicy);
+
+impl FanoutPolicy for StagePolicy {
+    fn plan(&self, input: &FanoutInput) -> FanoutPlan {
+        self.0.plan(input)
+    }
+    fn room_sharding(&self, room: &ChannelId, configured: SubRoomConfig) -> SubRoomConfig {
+        if room.as_str() != "stage" {
+            return configured;
+        }
+        SubRoomConfig {
+            capacity: 2,
+            merge_below: 1,
+        }
+    }
+    fn batch_window(&self, room: &ChannelId, configured: &BatchConfig) -> BatchConfig {
+        if room.as_str() != "stage" {
+            return configured.clone();
+        }
+        // Flushed by count only: three messages, one frame.
+        BatchConfig {
+            max_count: 3,
+            max_delay: Duration::from_secs(3600),
+            tiers: vec![BatchTier {
+                min_rate: 0,
+                window: Duration::from_secs(3600),
+            }],
+        }
+    }
+}
+
+async fn first_push(c: &Client) -> pb::Push {
+    next_matching(c, |b| match b {
+        Out::Push(p) => Some(p),
+        _ => None,
+    })
+    .await
+    .expect("a push")
+}
+
+#[tokio::test]
+async fn a_host_fanout_policy_shards_and_batches_the_rooms_it_chooses() {
+    let engine = Engine::builder(Arc::new(MemoryStore::new()))
+        .fanout_policy(Arc::new(StagePolicy(DefaultFanoutPolicy::default())))
+        .insecure_dev_auth()
+        .build()
+        .expect("engine");
+    let s = Server::serve(engine).await;
+    let mut clients = Vec::new();
+    for i in 0..5 {
+        let c = s.connect(&format!("u{i}"), "d").await;
+        c.join_room("stage").await.expect("join stage");
+        c.join_room("hall").await.expect("join hall");
+        clients.push(c);
+    }
+    let stats = |r: &str| {
+        s.engine
+            .room_stats(&ChannelId::new(r).expect("id"))
+            .expect("live room")
+    };
+    assert_eq!(stats("stage").sessions, 5);
+    assert!(stats("stage").sub_rooms >= 3, "{:?}", stats("stage"));
+    assert_eq!(stats("hall").sub_rooms, 1, "the configured capacity (500)");
+
+    let sender = &clients[0];
+    for i in 0..3 {
+        sender
+            .send(room("stage"), &format!("s{i}"), format!("stage {i}"))
+            .await
+            .expect("send");
+    }
+    for c in &clients[1..] {
+        assert_eq!(
+            bodies(&first_push(c).await.messages),
+            ["stage 0", "stage 1", "stage 2"]
+        );
+    }
+    // The hall keeps the default window: a lone message goes out at once.
+    sender
+        .send(room("hall"), "h0", "hall 0")
+        .await
+        .expect("send");
+    for c in &clients[1..] {
+        assert_eq!(bodies(&first_push(c).await.messages), ["hall 0"]);
+    }
 }

@@ -26,7 +26,7 @@ pub use directory::{LocalDirectory, SessionDirectory, SessionInfo};
 #[cfg(feature = "bench")]
 #[doc(hidden)]
 pub use engine::bench_support;
-pub use engine::{Engine, EngineBuilder, EngineConfig, KickPolicy, SendReceipt};
+pub use engine::{Engine, EngineBuilder, EngineConfig, KickPolicy, RoomStats, SendReceipt};
 pub use error::{AuthError, EngineError, StoreError};
 pub use fanout::{DefaultFanoutPolicy, FanoutPolicy};
 pub use ids::{

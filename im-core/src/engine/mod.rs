@@ -76,6 +76,16 @@ struct Inner {
     shards: Vec<mpsc::Sender<ShardCommand>>,
 }
 
+/// A live room as [`Engine::room_stats`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoomStats {
+    /// Sessions in the room.
+    pub sessions: usize,
+    /// Sub-rooms its sessions are sharded into.
+    pub sub_rooms: usize,
+}
+
 /// A running IM engine. Cheap to clone; every clone is the same engine.
 ///
 /// Build one with [`Engine::builder`], hand it connections from one or more
@@ -166,7 +176,7 @@ impl EngineBuilder {
             EngineError::InvalidRequest("an authenticator is required".to_owned())
         })?;
         let rooms = RoomIndex::new(
-            RoomSettings::from_config(&self.config),
+            RoomSettings::from_config(&self.config).with_policy(self.policy.clone()),
             FanoutStage::start(self.config.room_fanout_threads),
         );
         let offline_in_flight = self.config.offline_push_in_flight;
@@ -249,6 +259,16 @@ impl Engine {
     /// Live sessions.
     pub fn session_count(&self) -> usize {
         self.inner.shared.registry.session_count()
+    }
+
+    /// A live room's sessions and sub-rooms here, or `None` when no session
+    /// is in it (for monitoring; the numbers move as sessions come and go).
+    pub fn room_stats(&self, room: &ChannelId) -> Option<RoomStats> {
+        let room = self.inner.shared.registry.rooms().get(room)?;
+        Some(RoomStats {
+            sessions: room.online(),
+            sub_rooms: room.sub_room_count(),
+        })
     }
 
     /// True if the user has at least one live session, here or, as the

@@ -108,7 +108,6 @@ impl<M> Members<M> {
     }
 
     /// Sub-rooms in use.
-    #[cfg(feature = "bench")]
     pub(super) fn sub_room_count(&self) -> usize {
         self.subs.len()
     }

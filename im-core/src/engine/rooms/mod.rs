@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::fanout::{DefaultFanoutPolicy, FanoutPolicy};
 use crate::ids::ChannelId;
 use crate::room::{BatchConfig, SubRoomConfig, TokenBucket};
 
@@ -55,10 +56,12 @@ use members::Members;
 /// Room settings taken from [`EngineConfig`].
 #[derive(Debug, Clone)]
 pub(crate) struct RoomSettings {
-    /// Sub-room capacity and merge threshold.
+    /// Sub-room capacity and merge threshold, unless the policy says else.
     pub(crate) sub_rooms: SubRoomConfig,
-    /// The tiered batch window.
+    /// The tiered batch window, unless the policy says else.
     pub(crate) batch: BatchConfig,
+    /// Decides each room's sharding and batch window when it opens.
+    pub(crate) policy: Arc<dyn FanoutPolicy>,
     /// Recent messages kept per room.
     pub(crate) hot_ring: usize,
     /// Frames a room may have waiting for fanout.
@@ -85,6 +88,7 @@ impl RoomSettings {
                 merge_below: c.room_sub_room_merge_below,
             },
             batch: c.room_batch.clone(),
+            policy: Arc::new(DefaultFanoutPolicy::default()),
             hot_ring: c.room_hot_ring,
             backlog_frames: c.room_backlog_frames.max(1),
             backlog_bytes: (c.outbound_queue_bytes / 2).max(1),
@@ -93,6 +97,13 @@ impl RoomSettings {
             parallelism: c.room_fanout_parallelism,
             parallel_min_sessions: c.room_fanout_parallel_min,
         }
+    }
+
+    /// The same settings, with each room's sharding and batch window
+    /// decided by `policy`.
+    pub(crate) fn with_policy(mut self, policy: Arc<dyn FanoutPolicy>) -> Self {
+        self.policy = policy;
+        self
     }
 }
 
@@ -130,9 +141,12 @@ impl<M> Room<M> {
         slot: usize,
     ) -> Self {
         let s = &settings;
+        // Decided once, when the room opens.
+        let sharding = s.policy.room_sharding(&id, s.sub_rooms);
+        let batch = s.policy.batch_window(&id, &s.batch);
         Self {
-            members: Mutex::new(Members::new(s.sub_rooms)),
-            flow: Mutex::new(Flow::new(s.batch.clone())),
+            members: Mutex::new(Members::new(sharding)),
+            flow: Mutex::new(Flow::new(batch)),
             limiter: Mutex::new(TokenBucket::new(s.room_rate.0, s.room_rate.1)),
             hot: HotCache::new(s.hot_ring),
             online: AtomicUsize::new(0),
@@ -150,7 +164,6 @@ impl<M> Room<M> {
     }
 
     /// Sub-rooms in use.
-    #[cfg(feature = "bench")]
     pub(crate) fn sub_room_count(&self) -> usize {
         self.members.lock().sub_room_count()
     }
