@@ -14,7 +14,7 @@ use crate::fanout::{Delivery, Diffusion, FanoutInput, FanoutPlan, RateClass};
 use crate::ids::{ChannelId, ConversationId, ConversationKind, Seq, SessionId, UserId, now_ms};
 use crate::pb;
 use crate::push::OfflineNotice;
-use crate::store::StoredMessage;
+use crate::store::{StoreExt, StoredMessage};
 
 use super::Shared;
 use super::commit::{
@@ -24,6 +24,9 @@ use super::commit::{
 use super::group_lane::GroupLane;
 use super::session::SessionHandle;
 use super::wire::{error_code, message_to_wire, send_ack};
+
+/// Members read per store call when a group's member list is loaded.
+const MEMBERS_PAGE: usize = 1000;
 
 /// Work for a shard worker.
 pub(crate) enum ShardCommand {
@@ -284,17 +287,8 @@ impl ShardWorker {
         });
         let members = match plan.diffusion {
             Diffusion::Write => {
-                let mut all = HashSet::with_capacity(count as usize);
-                let mut after: Option<UserId> = None;
-                loop {
-                    let page = store.members(group, after.as_ref(), 1000).await?;
-                    let Some(last) = page.last().cloned() else {
-                        break;
-                    };
-                    all.extend(page);
-                    after = Some(last);
-                }
-                GroupMembers::Listed(Arc::new(all))
+                let all = store.all_members(group, MEMBERS_PAGE).await?;
+                GroupMembers::Listed(Arc::new(all.into_iter().collect()))
             }
             Diffusion::Read => GroupMembers::Unlisted,
         };

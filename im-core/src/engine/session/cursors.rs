@@ -3,7 +3,7 @@
 use crate::engine::wire::unread_display;
 use crate::ids::{ConversationId, UserId};
 use crate::pb::{self, server_frame::Body as Out};
-use crate::store::{ConversationStatesRequest, CursorUpdate};
+use crate::store::{CursorUpdate, StoreExt};
 
 use super::{RequestResult, Session, UNREAD_CAP};
 
@@ -41,12 +41,7 @@ impl Session {
         let store = &self.engine.shared().store;
         let user = self.handle.user.clone();
         // A cursor past the head would hide messages not yet sent.
-        let head = store
-            .head_seqs(std::slice::from_ref(&conv))
-            .await?
-            .first()
-            .copied()
-            .unwrap_or(0);
+        let head = store.head_seq(&conv).await?;
         let seq = seq.min(head);
         // A cursor at 0 records nothing: a conversation without messages
         // keeps no hidden state for it (200k such reads once cost 42 MiB).
@@ -71,15 +66,8 @@ impl Session {
             self.reply(request_id, Out::ReadAck(empty_read_ack(&conv, &user)));
             return Ok(());
         }
-        let state = store
-            .conversation_states(ConversationStatesRequest {
-                user: user.clone(),
-                only: Some(vec![conv.clone()]),
-                unread_cap: UNREAD_CAP,
-                limit: 1,
-            })
-            .await?;
-        let (read_seq, count) = state.first().map_or((seq, 0), |s| (s.read_seq, s.unread));
+        let state = store.conversation_state(&user, &conv, UNREAD_CAP).await?;
+        let (read_seq, count) = state.map_or((seq, 0), |s| (s.read_seq, s.unread));
         let (unread, unread_more) = unread_display(count);
         self.reply(
             request_id,

@@ -2,6 +2,7 @@
 
 use crate::ids::{ChannelId, ConversationId};
 use crate::pb::{self, server_frame::Body as Out};
+use crate::store::StoreExt;
 
 use super::{RequestError, RequestResult, Session};
 
@@ -23,7 +24,7 @@ impl Session {
         // read is pushed, anything before is covered by `head_seq`.
         let online = shared.registry.join_room(&room, &self.handle);
         shared.directory.room_joined(&room, &self.handle.info());
-        let head = match shared.store.head_seqs(std::slice::from_ref(&conv)).await {
+        let head = match shared.store.head_seq(&conv).await {
             Ok(head) => head,
             Err(e) => {
                 // The client is told the join failed: it must not stay seated.
@@ -36,7 +37,7 @@ impl Session {
             request_id,
             Out::RoomJoined(pb::RoomJoined {
                 room_id: room.to_string(),
-                head_seq: head.first().copied().unwrap_or(0),
+                head_seq: head,
                 online: online as u64,
             }),
         );
