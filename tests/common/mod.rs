@@ -1,6 +1,8 @@
 //! Shared setup for end-to-end tests: an engine on a real TCP socket.
 #![allow(dead_code)]
 
+pub mod gated;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,194 @@
 //! The engine: sessions, conversation owners, fanout, and the host API.
+//!
+//! This comment says what runs where, who owns which state, and in which
+//! order locks are taken. `ARCHITECTURE.md` at the repository root follows
+//! one message through all of it. Change them with the code.
+//!
+//! # Tasks and threads
+//!
+//! Everything runs on the host's Tokio runtime except the room fanout
+//! threads, which are plain OS threads.
+//!
+//! - **Transport accept loops**, one Tokio task per listener:
+//!   `TcpServer::serve` (im-transport-tcp) and `WsServer::serve`
+//!   (im-transport-ws), both around `transport::accept_until`; they stop
+//!   when `Engine::shutdown_token` is cancelled. The WebSocket loop spawns
+//!   one more task per connection for the HTTP upgrade (at most
+//!   `WsConfig::max_pending_handshakes`). They own their listener and hand
+//!   each `Connection` to `Engine::accept`.
+//! - **Session task**, one per connection: `session::run`, spawned by
+//!   `Engine::accept` on the `Shared::sessions` task tracker. It takes a
+//!   `Shared::handshakes` permit, runs the handshake, creates the
+//!   `SessionHandle`, registers it, indexes its groups and runs
+//!   `Session::read_loop`, which handles one request at a time
+//!   (`Session::on_frame`): pulls, syncs, cursors, lists and room joins call
+//!   the store from this task; sends go to the owning shard through
+//!   `Engine::submit`, which waits when that shard's queue is full
+//!   (back-pressure on this reader only). On the way out it unregisters the
+//!   session and waits at most `shutdown_grace` for the writer. It owns the
+//!   `FrameReader` and the `Session` (its malformed-frame count), and it is
+//!   the only task that registers, unregisters, joins and leaves rooms for
+//!   its session.
+//! - **Session writer task**, one per session: `write_loop`, spawned by
+//!   `session::run` once `Connected` is queued. It owns the `FrameWriter`
+//!   and drains the session's `Outbound` queue with one `write_frames` call
+//!   per wake-up until the queue closes.
+//! - **Shard workers**, `EngineConfig::shards` of them (default 8):
+//!   `ShardWorker::run`, spawned by `EngineBuilder::build`, fed by a bounded
+//!   channel of `ShardCommand` (`shard_queue`). A conversation belongs to
+//!   shard `hash(conversation) % shards` (`Engine::shard_of`) for the
+//!   engine's life; that worker is its only writer. A worker owns the
+//!   `CommitBatch` in flight (one at a time), its `HoldBacks`, its group
+//!   facts cache (`ShardWorker::groups`, an unsynchronized `quick_cache`, no
+//!   lock) and the sending side of its group lane. It reads the registry for
+//!   fanout and updates the sequencer's heads of its own conversations only
+//!   (`Sequencer::advanced`, `Sequencer::forget`).
+//! - **Group lanes**, one Tokio task per shard: `group_lane::run`, spawned
+//!   by `GroupLane::start` in `ShardWorker::new`. Its worker hands it the
+//!   frames of groups above the fast rate class, and of any group that still
+//!   has frames waiting in the lane (`GroupLane::is_busy`), over a bounded
+//!   channel (`LANE_FRAMES`, 1024). It snapshots the group's live sessions
+//!   (`Registry::with_group`) and queues the frame to each with no lock
+//!   held. It shares the per-group `waiting` counts with its worker.
+//! - **Room fanout threads**, OS threads named `im-fanout-{class}-{i}`,
+//!   `EngineConfig::room_fanout_threads` per rate class (default
+//!   `[1, 1, 1]`): started by `FanoutStage::start` in `EngineBuilder::build`.
+//!   Each loops in `fanout_thread` over a std channel of rooms with frames
+//!   due and calls `Room::run_turn` (at most `FRAMES_PER_TURN`, 8, frames,
+//!   then the room is queued again behind the others). A room always goes
+//!   to the same thread of its class (`thread_slot`) and is queued at most
+//!   once (`Flow::turn`), so its frames stay in order and a thread's queue
+//!   holds at most one entry per live room. The threads own nothing; a turn
+//!   takes the room's locks. They end when the `FanoutStage` is dropped.
+//!   When `room_fanout_parallelism` is above 1 and a room has at least
+//!   `room_fanout_parallel_min` sessions, `Room::deliver` splits one frame
+//!   over scoped helper threads, joined before it returns.
+//! - **Room batch timers**, at most one Tokio task per room at a time:
+//!   spawned by `Room::pump` when the room's batch window has a deadline
+//!   (`BatchTimer::Armed`); it sleeps until then and calls `Room::tick`.
+//! - **Offline push tasks**, one per notice: spawned by
+//!   `OfflineDispatch::dispatch`, at most `offline_push_in_flight` at once
+//!   (beyond that a notice is dropped and counted); each awaits the host's
+//!   `OfflinePush::notify`.
+//! - **Host calls** run on the caller's task. `Engine::send_as` goes through
+//!   `Engine::submit` like a client send. `create_group`, `add_members` and
+//!   `remove_members` write the store, then the registry's group index, then
+//!   send `ShardCommand::InvalidateGroup` to the owning shard.
+//!   `Engine::shutdown` cancels the shutdown token, drains every shard
+//!   (`ShardCommand::Drain`), kicks every session and waits at most
+//!   `shutdown_grace`.
+//!
+//! # Who owns the shared state
+//!
+//! - `Shared`, one `Arc` cloned into every task above: the configuration,
+//!   the seams (store, authenticator, offline push, fanout policy,
+//!   sequencer, session directory), the registry, the message-id generator
+//!   and the session-id counter (atomics), the shutdown token, the session
+//!   task tracker and the handshake semaphore.
+//! - `Registry` (`registry.rs`), the online index: `by_user` (user → live
+//!   sessions) and `groups` (group → live sessions, with a membership
+//!   `epoch`), plus the `RoomIndex`. Written by session tasks (connect,
+//!   disconnect, join, leave) and host calls (membership changes); read by
+//!   shard workers and group lanes to fan out.
+//! - `RoomIndex` (`rooms/index.rs`): live rooms by id and the per-user room
+//!   send limits. Each `Room` owns its sub-rooms and seats (`members`), its
+//!   batch window, backlog and turn state (`flow`), its send limit
+//!   (`limiter`) and its hot ring with the store loads in flight (`hot`).
+//! - `SessionHandle` (`session/handle.rs`), shared by the session's two
+//!   tasks, the indexes, shard workers (inside `Reply::Session`), group
+//!   lanes and fanout threads: the `Outbound` queue (bounded by
+//!   `outbound_queue_bytes`), the rooms and groups the session is indexed
+//!   under, the `gone` flag and the `stop` token.
+//! - Store, authenticator, sequencer, directory and offline push live behind
+//!   their traits. `CachedSequencer` and the stores have locks of their own,
+//!   taken only inside their methods.
+//!
+//! # Locks
+//!
+//! The engine has 15 locks, all `parking_lot`:
+//!
+//! | lock | in | guards |
+//! |---|---|---|
+//! | `Registry::groups` (RwLock) | `registry.rs` | group → live sessions, with `epoch` |
+//! | `Registry::by_user` (RwLock) | `registry.rs` | user → live sessions |
+//! | `SessionHandle::groups` (Mutex) | `session/handle.rs` | groups the session is indexed under |
+//! | `SessionHandle::rooms` (Mutex) | `session/handle.rs` | rooms the session joined |
+//! | `Outbound::state` (Mutex) | `session/outbound.rs` | a session's queued frames and close reason |
+//! | `RoomIndex::rooms` (RwLock) | `rooms/index.rs` | room id → room |
+//! | `Room::gate` (RwLock of `()`) | `rooms/mod.rs` | read while a frame is delivered; write to merge sub-rooms |
+//! | `Room::members` (Mutex) | `rooms/mod.rs` | sub-rooms, seats, open/closed |
+//! | `SubRoom::sessions` (Mutex) | `rooms/members.rs` | one sub-room's sessions |
+//! | `Room::flow` (Mutex) | `rooms/mod.rs` | batcher, backlog, plan, turn and timer state |
+//! | `Room::limiter` (Mutex) | `rooms/mod.rs` | the room's token bucket |
+//! | `UserLimits::users` (Mutex) | `rooms/limits.rs` | per-user room token buckets |
+//! | `HotCache::ring` (Mutex) | `rooms/hot.rs` | recent messages of a room |
+//! | `HotCache::loads` (Mutex) | `rooms/hot.rs` | store loads in flight, per range |
+//! | `GroupLane::waiting` (Mutex) | `group_lane.rs` | frames waiting in a lane, per group |
+//!
+//! Rules:
+//!
+//! - No lock is held across an `.await`, nor while calling the store, the
+//!   authenticator, the sequencer, the directory or the offline push hook.
+//! - Take a lock only if every lock you already hold comes before it in one
+//!   of these two chains (a chain may be entered in the middle):
+//!   1. `Registry::groups` → `Registry::by_user` (read) →
+//!      `SessionHandle::groups`; and `Registry::groups` (read) →
+//!      `Outbound::state`.
+//!   2. `SessionHandle::rooms` → `RoomIndex::rooms` → `Room::gate` →
+//!      `Room::members` → `SubRoom::sessions` → `Outbound::state`.
+//! - The chains never nest into each other: `Registry::unregister` releases
+//!   the group index before it takes `SessionHandle::rooms`.
+//! - At most one `SubRoom::sessions` is held at a time.
+//!
+//! Where two are held at once:
+//!
+//! - `Registry::groups` → `SessionHandle::groups`: `Registry::unregister`,
+//!   `Registry::index_locked` (from `index_groups_at` and
+//!   `add_group_members`) and `Registry::remove_group_members`.
+//! - `Registry::groups` (write) → `Registry::by_user` (read):
+//!   `Registry::remove_group_members` looks the users' sessions up under the
+//!   index lock (`add_group_members` looks them up before taking it).
+//! - `Registry::groups` (read) → `Outbound::state`: the inline path of
+//!   `ShardWorker::deliver_to_group` calls `SessionHandle::send` inside
+//!   `Registry::with_group`. (A group lane snapshots the sessions first.)
+//! - `SessionHandle::rooms` → `RoomIndex::rooms` → `Room::members` →
+//!   `SubRoom::sessions`: `Registry::join_room` (→ `RoomIndex::join` →
+//!   `Room::join`) and `Registry::unregister` (→ `RoomIndex::leave` →
+//!   `Room::leave`). `Registry::leave_room` releases `SessionHandle::rooms`
+//!   before `RoomIndex::leave`; `RoomIndex::join` releases the map before
+//!   `Room::join`.
+//! - `RoomIndex::rooms` (write) → `Room::members`: `RoomIndex::leave` →
+//!   `Room::close_if_empty`.
+//! - `Room::gate` (read) → `Room::members`, then `Room::gate` (read) →
+//!   `SubRoom::sessions` → `Outbound::state`: `Room::deliver` on a fanout
+//!   thread (`members` only long enough to copy the sub-room list; each
+//!   sub-room's list while its sessions are queued to, in `deliver_to`).
+//! - `Room::members` → `SubRoom::sessions`: `Room::join`, `Room::leave` and
+//!   `Room::try_merge` (which empties and releases the `from` list before it
+//!   takes the `into` list).
+//! - **The one exception to the order:** `Room::try_merge` holds
+//!   `Room::members` and then *tries* `Room::gate` for writing
+//!   (`try_write`), the reverse of `Room::deliver`. It never waits: a merge
+//!   is skipped while a frame is being delivered and retried by
+//!   `Room::run_turn` once the backlog is empty. So it cannot deadlock;
+//!   never turn that `try_write` into a blocking `write`.
+//!
+//! Leaves, under which no other lock is taken: `Outbound::state`
+//! (`Outbound::push` releases it before waking the writer, and an overflow
+//! kicks the session only after `push` returned), `Registry::by_user`,
+//! `SessionHandle::groups`, `Room::flow` (held while the room is queued on
+//! its fanout thread, a std channel send, and while the batch timer is
+//! spawned, never with another engine lock), `Room::limiter`,
+//! `UserLimits::users`, `HotCache::ring`, `HotCache::loads` and
+//! `GroupLane::waiting`.
+//!
+//! `SessionHandle::send` may run under `Registry::groups` or
+//! `SubRoom::sessions` and kick a slow consumer there: that only closes the
+//! queue and cancels the session's `stop` token. The session's own task
+//! then unregisters it, waiting for those locks, never inside them. A
+//! session task joining or leaving a room may wait for a fanout thread
+//! delivering to one sub-room (at most `room_sub_room_capacity` sessions by
+//! default, though a redirected join may exceed it).
 
 #[cfg(feature = "bench")]
 pub mod bench_support;
