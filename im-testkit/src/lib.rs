@@ -6,6 +6,7 @@ pub mod duplex;
 pub mod engine;
 pub mod fixtures;
 pub mod model;
+pub mod probe;
 pub mod store;
 pub mod strategies;
 

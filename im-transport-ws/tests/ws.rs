@@ -251,7 +251,7 @@ async fn a_slow_reader_is_disconnected_without_slowing_others() {
         c.outbound_queue_bytes = 256 * 1024;
         c
     };
-    let (engine, addr) = start(config, WsConfig::default()).await;
+    let (engine, addr, probe) = start_probed(config, WsConfig::default()).await;
     let users: Vec<UserId> = ["sender", "fast", "slow"]
         .iter()
         .map(|u| UserId::new(u).expect("id"))
@@ -303,14 +303,10 @@ async fn a_slow_reader_is_disconnected_without_slowing_others() {
     assert_eq!(seqs, (1..=count as u64).collect::<Vec<_>>());
     // 300 x 32 KiB = 9.4 MiB: far more than the slow client's queue bound
     // plus socket buffers, so it must have been cut off.
-    let deadline = Instant::now() + WAIT;
-    while engine.is_online(&users[2]) {
-        assert!(
-            Instant::now() < deadline,
-            "the slow reader is still connected"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    probe
+        .wait_for(|s| s.sessions_of(users[2].as_str()) == 0)
+        .await;
+    assert!(!engine.is_online(&users[2]), "the slow reader was cut off");
     eprintln!("fast reader got {count} x 32 KiB in {fast_done:?}; slow reader disconnected");
     assert!(
         fast_done < Duration::from_secs(5),
@@ -320,7 +316,7 @@ async fn a_slow_reader_is_disconnected_without_slowing_others() {
 
 #[tokio::test]
 async fn a_client_close_is_echoed_and_ends_the_session() {
-    let (engine, addr) = start(EngineConfig::default(), WsConfig::default()).await;
+    let (engine, addr, probe) = start_probed(EngineConfig::default(), WsConfig::default()).await;
     let mut ws = connect_as(addr, "leaver").await;
     let user = UserId::new("leaver").expect("id");
     assert!(engine.is_online(&user));
@@ -343,11 +339,8 @@ async fn a_client_close_is_echoed_and_ends_the_session() {
     .await
     .expect("echo in time");
     assert_eq!(echoed.map(|f| f.code), Some(CloseCode::Normal));
-    let deadline = Instant::now() + WAIT;
-    while engine.is_online(&user) {
-        assert!(Instant::now() < deadline, "session still registered");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    probe.wait_for(|s| s.sessions_of("leaver") == 0).await;
+    assert!(!engine.is_online(&user), "session still registered");
 }
 
 struct Page;

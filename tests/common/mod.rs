@@ -13,6 +13,7 @@ use im_engine::store_memory::MemoryStore;
 use im_engine::transport_tcp::client::Client;
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
 use im_testkit::duplex::MemClient;
+use im_testkit::probe::SessionProbe;
 
 /// How long tests wait for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -37,6 +38,21 @@ impl Server {
             .build()
             .expect("engine");
         Self::serve(engine).await
+    }
+
+    /// Like [`Server::start_with`], with a probe to wait on sessions.
+    pub async fn start_probed(
+        config: EngineConfig,
+        store: Arc<dyn Store>,
+    ) -> (Self, Arc<SessionProbe>) {
+        let probe = Arc::new(SessionProbe::default());
+        let engine = Engine::builder(store)
+            .config(config)
+            .session_directory(probe.clone())
+            .insecure_dev_auth()
+            .build()
+            .expect("engine");
+        (Self::serve(engine).await, probe)
     }
 
     /// Serves an engine built by the test over TCP on 127.0.0.1.

@@ -27,9 +27,10 @@ pub struct EngineConfig {
     pub max_commit_batch: usize,
     /// Pending sends queued per shard before senders wait.
     pub shard_queue: usize,
-    /// Groups and conversation heads each shard worker keeps cached (each
-    /// its own bounded cache; the least useful entries are evicted one by
-    /// one, a batch in flight keeps what it was given).
+    /// Groups each shard worker keeps cached, and (times `shards`) the
+    /// conversation heads the default sequencer keeps. Both are bounded
+    /// caches that evict the least useful entries one by one; a batch in
+    /// flight keeps what it was given.
     pub shard_cache_entries: usize,
     /// Largest message body accepted.
     pub max_body_bytes: usize,

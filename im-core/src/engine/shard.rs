@@ -316,7 +316,7 @@ impl ShardWorker {
                 },
                 ConversationId::Room(r) => {
                     // Rooms are batched and delivered by the room fanout
-                    // lanes (engine/rooms.rs), never on this worker.
+                    // threads (engine/rooms/), never on this worker.
                     let online = self.shared.registry.room_online(r) as u64;
                     let plan = self.shared.policy.plan(&FanoutInput {
                         kind: ConversationKind::Room,

@@ -11,6 +11,7 @@ use futures::{SinkExt, StreamExt};
 use im_core::pb::{self, client_frame::Body as In, server_frame::Body as Out};
 use im_core::{Engine, EngineConfig, codec};
 use im_store_memory::MemoryStore;
+use im_testkit::probe::SessionProbe;
 use im_transport_ws::{SUBPROTOCOL, WsConfig, WsServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,15 +22,26 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 pub const WAIT: Duration = Duration::from_secs(10);
 
 pub async fn start(engine_config: EngineConfig, ws: WsConfig) -> (Engine, SocketAddr) {
+    let (engine, addr, _) = start_probed(engine_config, ws).await;
+    (engine, addr)
+}
+
+/// Like [`start`], with a probe to wait on what the engine did with sessions.
+pub async fn start_probed(
+    engine_config: EngineConfig,
+    ws: WsConfig,
+) -> (Engine, SocketAddr, Arc<SessionProbe>) {
+    let probe = Arc::new(SessionProbe::default());
     let engine = Engine::builder(Arc::new(MemoryStore::new()))
         .insecure_dev_auth()
+        .session_directory(probe.clone())
         .config(engine_config)
         .build()
         .expect("engine");
     let server = WsServer::bind("127.0.0.1:0", ws).await.expect("bind");
     let addr = server.local_addr().expect("addr");
     server.serve(engine.clone());
-    (engine, addr)
+    (engine, addr, probe)
 }
 
 pub type Ws = WebSocketStream<TcpStream>;
