@@ -151,6 +151,9 @@ impl Registry {
     pub(crate) fn remove_group_members(&self, group: &ChannelId, users: &[UserId]) {
         let mut index = self.groups.write();
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        // Sessions are looked up under the index lock (unlike when adding):
+        // a session that registered and indexed the group just before must
+        // be found, or it would keep receiving a group it left.
         for s in users.iter().flat_map(|u| self.user_sessions(u)) {
             s.groups.lock().remove(group);
             if let Some(set) = index.get_mut(group) {
