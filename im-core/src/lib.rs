@@ -7,6 +7,7 @@ mod engine;
 pub mod error;
 pub mod fanout;
 pub mod ids;
+pub mod log_limit;
 pub mod push;
 pub mod room;
 pub mod sequencer;

@@ -12,6 +12,8 @@ use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::log_limit::LogLimit;
+
 /// Failure to read or write a frame.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -145,7 +147,12 @@ pub async fn accept_until(
         match accepted {
             Ok((stream, peer)) => on_accept(stream, peer),
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+                // At the descriptor limit this fails as fast as it is
+                // retried: back off, and log a few lines, not thousands.
+                static ACCEPT_FAILED: LogLimit = LogLimit::per_second(2);
+                if let Some(suppressed) = ACCEPT_FAILED.allow() {
+                    tracing::warn!(error = %e, suppressed, "accept failed");
+                }
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }

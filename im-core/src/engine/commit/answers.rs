@@ -2,6 +2,7 @@
 //! failed with a typed store error (copied, never flattened to text).
 
 use crate::error::{EngineError, SharedStoreError, StoreError};
+use crate::log_limit::LogLimit;
 use crate::store::StoredMessage;
 
 use super::batch::{Admitted, CommitBatch, Phase, conflict};
@@ -87,7 +88,10 @@ impl<R> CommitBatch<R> {
     pub(super) fn fail_remaining(&mut self, e: SharedStoreError) {
         metrics::counter!("im_send_failures_total")
             .increment(self.chunks.iter().map(|c| c.sends.len() as u64).sum());
-        tracing::warn!(error = %e.get(), "append failed");
+        static APPEND_FAILED: LogLimit = LogLimit::per_second(5);
+        if let Some(suppressed) = APPEND_FAILED.allow() {
+            tracing::warn!(error = %e.get(), suppressed, "append failed");
+        }
         // The outcome is unknown (e.g. a timeout after COMMIT): forget heads.
         self.out
             .push_back(Step::ForgetHeads(self.heads.keys().cloned().collect()));

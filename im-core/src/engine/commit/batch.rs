@@ -387,7 +387,10 @@ impl<R> CommitBatch<R> {
                 self.chunks.push(Chunk { sends, attempts: 0 });
             }
         } else if let Some(a) = chunk.sends.pop() {
-            tracing::info!(error = %e, conversation = %a.send.conversation, "store refused one send");
+            static REFUSED: crate::log_limit::LogLimit = crate::log_limit::LogLimit::per_second(5);
+            if let Some(suppressed) = REFUSED.allow() {
+                tracing::info!(error = %e, conversation = %a.send.conversation, suppressed, "store refused one send");
+            }
             metrics::counter!("im_send_failures_total").increment(1);
             self.fail_admitted(a, &e.shared());
         }

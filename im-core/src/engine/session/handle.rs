@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{encode_server_frame, server_frame};
 use crate::directory::SessionInfo;
 use crate::ids::{ChannelId, DeviceId, SessionId, UserId};
+use crate::log_limit::LogLimit;
 use crate::pb;
 use crate::transport::{CloseCode, CloseReason};
 
@@ -78,7 +79,10 @@ impl SessionHandle {
             Enqueued::Closed => false,
             Enqueued::Overflow => {
                 metrics::counter!("im_slow_consumer_disconnects_total").increment(1);
-                tracing::info!(session = self.id.0, user = %self.user, "slow consumer disconnected");
+                static SLOW: LogLimit = LogLimit::per_second(5);
+                if let Some(suppressed) = SLOW.allow() {
+                    tracing::info!(session = self.id.0, user = %self.user, suppressed, "slow consumer disconnected");
+                }
                 self.kick(
                     pb::KickReason::SlowConsumer,
                     "outbound queue full: reconnect and sync",
