@@ -14,3 +14,6 @@ pub use im_transport_tcp as transport_tcp;
 
 #[cfg(feature = "ws")]
 pub use im_transport_ws as transport_ws;
+
+#[cfg(feature = "metrics-http")]
+pub mod metrics_http;

@@ -17,8 +17,10 @@ use clap::Parser;
 use im_engine::core::{
     ChannelId, Engine, EngineConfig, EngineError, KickPolicy, Store, StoreError, UserId,
 };
+use im_engine::metrics_http::MetricsHttp;
 use im_engine::store_memory::MemoryStore;
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
+use tokio::net::TcpListener;
 
 /// Command-line options.
 #[derive(Debug, Parser)]
@@ -94,9 +96,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
 
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(args.metrics)
-        .install()?;
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let metrics_listener = TcpListener::bind(args.metrics)
+        .await
+        .map_err(|e| format!("cannot listen for metrics on {}: {e}", args.metrics))?;
 
     let mut config = EngineConfig::default();
     config.max_frame_bytes = args.max_frame_bytes;
@@ -113,6 +116,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .config(config)
         .insecure_dev_auth()
         .build()?;
+    // Bounded: a flood of half-sent scrapes cannot take the server's sockets.
+    MetricsHttp::new(metrics_listener, move || prometheus.render()).spawn(engine.shutdown_token());
 
     let mut groups = args.groups.clone();
     if args.demo {

@@ -114,16 +114,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let args = Args::parse();
-    if let Some(addr) = args.metrics {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .install()?;
-    }
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let handle =
+                metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+            Some((handle, listener))
+        }
+        None => None,
+    };
     tracing::warn!("DEVELOPMENT AUTHENTICATION: any `user:device` token is accepted");
     let engine = Engine::builder(Arc::new(MemoryStore::new()))
         .config(args.config())
         .insecure_dev_auth()
         .build()?;
+    if let Some((handle, listener)) = metrics {
+        // Bounded: a flood of half-sent scrapes cannot take the server's sockets.
+        im_engine::metrics_http::MetricsHttp::new(listener, move || handle.render())
+            .spawn(engine.shutdown_token());
+    }
 
     let tcp = TcpServer::bind(args.listen, TcpConfig::default()).await?;
     tracing::info!(listen = %tcp.local_addr()?, "live-room: TCP ready");
