@@ -1,0 +1,102 @@
+//! The store's state: what is kept per conversation, per user and per
+//! group, behind the locks [`MemoryStore`](crate::MemoryStore) shards it into.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use im_core::ids::{ChannelId, ConversationId, DedupKey, Seq, UserId};
+use im_core::store::{InboxEntry, StoredMessage};
+use parking_lot::Mutex;
+
+/// Number of shards of the idempotency index.
+pub(crate) const DEDUP_SHARDS: usize = 64;
+
+/// One conversation's timeline. Invariant: `messages` holds exactly the
+/// seqs `head - len + 1 ..= head`, in order.
+#[derive(Default)]
+pub(crate) struct Conversation {
+    /// Newest seq (0: never appended).
+    pub(crate) head: Seq,
+    /// The retained messages, oldest first.
+    pub(crate) messages: VecDeque<StoredMessage>,
+    /// Global commit stamp of the newest append (0: never appended).
+    pub(crate) activity: u64,
+}
+
+impl Conversation {
+    /// Oldest retained seq (`head + 1` when nothing is retained).
+    pub(crate) fn first_retained(&self) -> Seq {
+        self.head - self.messages.len() as Seq + 1
+    }
+
+    /// The retained message at `seq`.
+    pub(crate) fn get(&self, seq: Seq) -> Option<&StoredMessage> {
+        let first = self.first_retained();
+        if seq < first || seq > self.head {
+            return None;
+        }
+        usize::try_from(seq - first)
+            .ok()
+            .and_then(|i| self.messages.get(i))
+    }
+
+    /// Messages from others with seq > `read_seq`, counted up to `cap`,
+    /// scanning from the head backwards. Only retained messages count.
+    pub(crate) fn unread(&self, user: &UserId, read_seq: Seq, cap: u32) -> u32 {
+        let mut n = 0u32;
+        for m in self.messages.iter().rev() {
+            if n >= cap || m.seq <= read_seq {
+                break;
+            }
+            if m.sender != *user {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// A user's delivered and read cursors in one conversation.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Cursor {
+    /// Highest seq delivered to the user.
+    pub(crate) delivered: Seq,
+    /// Highest seq the user read.
+    pub(crate) read: Seq,
+}
+
+/// Everything kept per user.
+#[derive(Default)]
+pub(crate) struct UserData {
+    /// Newest inbox version (0: never had an entry).
+    pub(crate) inbox_head: u64,
+    /// Entries `inbox_head - len + 1 ..= inbox_head`.
+    pub(crate) inbox: VecDeque<InboxEntry>,
+    /// The user's cursors, by conversation.
+    pub(crate) cursors: HashMap<ConversationId, Cursor>,
+    /// Direct conversations with at least one message, in which the user is
+    /// one of the two participants.
+    pub(crate) directs: HashSet<ConversationId>,
+}
+
+impl UserData {
+    /// Oldest retained inbox version (`inbox_head + 1` when none is).
+    pub(crate) fn first_retained_version(&self) -> u64 {
+        self.inbox_head - self.inbox.len() as u64 + 1
+    }
+}
+
+/// Durable group membership.
+#[derive(Default)]
+pub(crate) struct Groups {
+    /// Members of each group.
+    pub(crate) members: HashMap<ChannelId, BTreeSet<UserId>>,
+    /// Groups of each user who is in at least one.
+    pub(crate) by_user: HashMap<UserId, BTreeSet<ChannelId>>,
+}
+
+/// A shared handle to one lock of the store's state.
+pub(crate) type Handle<T> = Arc<T>;
+
+/// One shard of the idempotency index: where each committed key's message is.
+pub(crate) type DedupShard = Mutex<HashMap<DedupKey, (ConversationId, Seq)>>;
