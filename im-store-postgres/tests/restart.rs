@@ -100,6 +100,17 @@ async fn store_survives_a_server_restart() {
     store.close();
 }
 
+/// Waits until the writer's (acks, failures) satisfy `done`.
+async fn wait_progress(
+    progress: &mut tokio::sync::watch::Receiver<(usize, u32)>,
+    done: impl Fn((usize, u32)) -> bool,
+) {
+    tokio::time::timeout(Duration::from_secs(30), progress.wait_for(|p| done(*p)))
+        .await
+        .expect("the writer made progress in time")
+        .expect("the writer is alive");
+}
+
 /// A writer keeps sending (retrying each message until it is acknowledged,
 /// re-reading the head after failures, as the engine does) while the server
 /// is stopped and started twice. Every acknowledged message is there,
@@ -109,16 +120,23 @@ async fn sends_flowing_through_restarts_lose_and_duplicate_nothing() {
     let pg = ThrowawayPg::start().await;
     let store = PgStore::connect(config(pg.url())).await.expect("connect");
     let g = group("flow");
+    // The writer reports (acks, failures) as it goes; the test moves on when
+    // they change, never after a fixed time.
+    let (progress_tx, mut progress) = tokio::sync::watch::channel((0usize, 0u32));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let store = store.clone();
         let g = g.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(8);
             let mut acked: Vec<(Seq, String)> = Vec::new();
             let mut failures = 0u32;
             let mut head: Option<Seq> = Some(0);
+            // True while the current message's fate is unknown: the writer
+            // only stops once it has learned it.
+            let mut unresolved = false;
             let mut i = 0u64;
-            while Instant::now() < deadline {
+            while unresolved || !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let cmid = format!("m{i}");
                 let Some(h) = head else {
                     // After a failure the outcome is unknown: learn the head.
@@ -126,6 +144,8 @@ async fn sends_flowing_through_restarts_lose_and_duplicate_nothing() {
                         Ok(h) => head = Some(h),
                         Err(e) => {
                             assert!(e.is_retryable(), "{e:?}");
+                            // Back-off while the server is down, not a wait
+                            // for anything.
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                     }
@@ -138,6 +158,7 @@ async fn sends_flowing_through_restarts_lose_and_duplicate_nothing() {
                     Ok(()) => {
                         acked.push((h + 1, cmid));
                         head = Some(h + 1);
+                        unresolved = false;
                         i += 1;
                     }
                     Err(StoreError::Duplicate(keys)) => {
@@ -154,25 +175,33 @@ async fn sends_flowing_through_restarts_lose_and_duplicate_nothing() {
                             .expect("the duplicate is stored");
                         acked.push((m.seq, cmid));
                         head = None;
+                        unresolved = false;
                         i += 1;
                     }
                     Err(e) => {
                         assert!(e.is_retryable(), "clear retryable error: {e:?}");
                         failures += 1;
                         head = None;
+                        unresolved = true;
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }
+                let _ = progress_tx.send((acked.len(), failures));
             }
             (acked, failures)
         })
     };
     for mode in ["fast", "immediate"] {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let (acks, fails) = *progress.borrow();
+        // Traffic flows, then the server goes down until the writer fails.
+        wait_progress(&mut progress, |(a, _)| a >= acks + 20).await;
         pg.stop(mode).await;
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        wait_progress(&mut progress, |(_, f)| f > fails).await;
         pg.restart().await;
     }
+    let (acks, _) = *progress.borrow();
+    wait_progress(&mut progress, |(a, _)| a >= acks + 20).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (acked, failures) = writer.await.expect("writer");
     assert!(failures > 0, "the writer saw the outages");
     assert!(acked.len() > 20, "sends flowed: {}", acked.len());
