@@ -23,6 +23,16 @@
 //!   refused with `FORBIDDEN` (`NOT_FOUND` for a missing group), and no
 //!   session receives a push for a conversation it may not see.
 //!
+//! The host's seams: [`EngineModelConfig::seams`] builds the engine with a
+//! host's own fanout policy, sequencer and session directory
+//! ([`EngineSeams`]), and the model takes its expectations from the policy
+//! the engine actually uses: inbox entries (sync, `Connected.inbox_version`)
+//! exist for direct chats (both participants) and for groups the policy
+//! plans as [`Diffusion::Write`], asked as the engine asks it (kind group,
+//! `member_count` the group's current member count, `online_sessions` 0);
+//! rooms never have them. A sequencer may answer stale heads (the store
+//! fences them); a directory changes nothing the model checks.
+//!
 //! The universe: users `alice`, `bob`, `carol`, `dave`, each with devices
 //! `phone` and `laptop`; group `g0` starts as {alice, bob, carol}, `g1` as
 //! {bob, dave}, `g2` never exists; rooms `r0`, `r1`.
@@ -37,9 +47,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use im_core::fanout::{Diffusion, FanoutInput};
 use im_core::ids::{ChannelId, ConversationId, Seq, UserId};
 use im_core::pb::{self, client_frame::Body as In, server_frame::Body as Out};
-use im_core::{Engine, EngineConfig, EngineError, Store, StoreError};
+use im_core::{
+    ConversationKind, DefaultFanoutPolicy, Engine, EngineBuilder, EngineConfig, EngineError,
+    FanoutPolicy, Sequencer, SessionDirectory, Store, StoreError,
+};
 use im_transport_tcp::client::{Client, ClientError, direct, group, room};
 use im_transport_tcp::{TcpConfig, TcpServer};
 use proptest::prelude::*;
@@ -324,8 +338,73 @@ pub mod strategies {
     }
 }
 
+/// The host's seams an engine under test is built with; `None` keeps the
+/// engine's default ([`DefaultFanoutPolicy`], a `CachedSequencer`,
+/// `LocalDirectory`).
+///
+/// The fanout policy is also what the model asks, exactly as the engine
+/// does, which groups get inbox entries: it must answer the same for the
+/// same [`FanoutInput`] (a pure function, as the trait intends). A sequencer
+/// may be stale; a directory may say anything.
+#[derive(Debug, Clone, Default)]
+pub struct EngineSeams {
+    /// Passed to [`EngineBuilder::fanout_policy`].
+    pub fanout_policy: Option<Arc<dyn FanoutPolicy>>,
+    /// Passed to [`EngineBuilder::sequencer`].
+    pub sequencer: Option<Arc<dyn Sequencer>>,
+    /// Passed to [`EngineBuilder::session_directory`].
+    pub session_directory: Option<Arc<dyn SessionDirectory>>,
+}
+
+impl EngineSeams {
+    /// Sets [`EngineSeams::fanout_policy`].
+    #[must_use]
+    pub fn with_fanout_policy(mut self, policy: Arc<dyn FanoutPolicy>) -> Self {
+        self.fanout_policy = Some(policy);
+        self
+    }
+
+    /// Sets [`EngineSeams::sequencer`].
+    #[must_use]
+    pub fn with_sequencer(mut self, sequencer: Arc<dyn Sequencer>) -> Self {
+        self.sequencer = Some(sequencer);
+        self
+    }
+
+    /// Sets [`EngineSeams::session_directory`].
+    #[must_use]
+    pub fn with_session_directory(mut self, directory: Arc<dyn SessionDirectory>) -> Self {
+        self.session_directory = Some(directory);
+        self
+    }
+
+    /// The builder with these seams set.
+    pub fn apply(&self, mut builder: EngineBuilder) -> EngineBuilder {
+        if let Some(p) = &self.fanout_policy {
+            builder = builder.fanout_policy(p.clone());
+        }
+        if let Some(s) = &self.sequencer {
+            builder = builder.sequencer(s.clone());
+        }
+        if let Some(d) = &self.session_directory {
+            builder = builder.session_directory(d.clone());
+        }
+        builder
+    }
+
+    /// The fanout policy the engine uses with these seams.
+    fn policy(&self) -> Arc<dyn FanoutPolicy> {
+        self.fanout_policy
+            .clone()
+            .unwrap_or_else(|| Arc::new(DefaultFanoutPolicy::default()))
+    }
+}
+
+/// Makes the [`EngineSeams`] of one case's engine.
+pub type SeamsFactory = Arc<dyn Fn() -> EngineSeams + Send + Sync>;
+
 /// Settings of [`run_model`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EngineModelConfig {
     /// Random action sequences to run (`PROPTEST_CASES` overrides it).
     pub cases: u32,
@@ -334,6 +413,22 @@ pub struct EngineModelConfig {
     /// The engine configuration (the default suits; `shutdown_grace` is
     /// shortened).
     pub engine: EngineConfig,
+    /// The host's seams, made afresh for each case (each case runs on a
+    /// fresh store, so a sequencer's or directory's state must not outlive
+    /// it; share what is stateless, such as a policy, through the closure).
+    /// `None`: the engine's defaults.
+    pub seams: Option<SeamsFactory>,
+}
+
+impl std::fmt::Debug for EngineModelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineModelConfig")
+            .field("cases", &self.cases)
+            .field("max_ops", &self.max_ops)
+            .field("engine", &self.engine)
+            .field("seams", &self.seams.as_ref().map(|_| "Fn() -> EngineSeams"))
+            .finish()
+    }
 }
 
 impl Default for EngineModelConfig {
@@ -342,6 +437,7 @@ impl Default for EngineModelConfig {
             cases: 16,
             max_ops: 40,
             engine: EngineConfig::default(),
+            seams: None,
         }
     }
 }
@@ -358,6 +454,13 @@ impl EngineModelConfig {
     #[must_use]
     pub fn with_max_ops(mut self, max_ops: usize) -> Self {
         self.max_ops = max_ops;
+        self
+    }
+
+    /// Sets [`EngineModelConfig::seams`]: `make` is called once per case.
+    #[must_use]
+    pub fn with_seams(mut self, make: impl Fn() -> EngineSeams + Send + Sync + 'static) -> Self {
+        self.seams = Some(Arc::new(make));
         self
     }
 }
@@ -383,7 +486,8 @@ where
     let result = runner.run(&strategies::ops(1..max_ops), |ops| {
         rt.block_on(async {
             let store = factory().await;
-            check_engine_against_model(store, cfg.engine.clone(), &ops).await
+            let seams = cfg.seams.as_ref().map(|make| make()).unwrap_or_default();
+            check_engine_against_model_with_seams(store, cfg.engine.clone(), &seams, &ops).await
         })
         .map_err(TestCaseError::fail)
     });
@@ -394,11 +498,24 @@ where
 /// empty) and the model; `Err` describes the first disagreement.
 pub async fn check_engine_against_model(
     store: Arc<dyn Store>,
+    config: EngineConfig,
+    ops: &[EngineOp],
+) -> Result<(), String> {
+    check_engine_against_model_with_seams(store, config, &EngineSeams::default(), ops).await
+}
+
+/// [`check_engine_against_model`] with the host's seams: the engine is built
+/// with them, and the model expects inbox entries as their fanout policy
+/// plans them.
+pub async fn check_engine_against_model_with_seams(
+    store: Arc<dyn Store>,
     mut config: EngineConfig,
+    seams: &EngineSeams,
     ops: &[EngineOp],
 ) -> Result<(), String> {
     config.shutdown_grace = Duration::from_millis(500);
-    let engine = Engine::builder(store)
+    let engine = seams
+        .apply(Engine::builder(store))
         .config(config)
         .insecure_dev_auth()
         .build()
@@ -408,7 +525,7 @@ pub async fn check_engine_against_model(
         .map_err(|e| format!("bind: {e}"))?;
     let addr = tcp.local_addr().map_err(|e| format!("addr: {e}"))?;
     tcp.serve(engine.clone());
-    let mut h = Harness::new(engine.clone(), addr);
+    let mut h = Harness::new(engine.clone(), addr, seams.policy());
     let result = h.run(ops).await;
     for (_, s) in std::mem::take(&mut h.sessions) {
         let _ = s.client.close().await;
@@ -581,6 +698,8 @@ struct SessionState {
 struct Harness {
     engine: Engine,
     addr: SocketAddr,
+    /// The fanout policy the engine uses.
+    policy: Arc<dyn FanoutPolicy>,
     model: Model,
     sessions: BTreeMap<Key, SessionState>,
     sent: HashMap<Key, Vec<Sent>>,
@@ -713,10 +832,11 @@ async fn barrier(user: &str, s: &mut SessionState, model: &Model) -> Result<(), 
 }
 
 impl Harness {
-    fn new(engine: Engine, addr: SocketAddr) -> Self {
+    fn new(engine: Engine, addr: SocketAddr, policy: Arc<dyn FanoutPolicy>) -> Self {
         Self {
             engine,
             addr,
+            policy,
             model: Model::default(),
             sessions: BTreeMap::new(),
             sent: HashMap::new(),
@@ -873,19 +993,36 @@ impl Harness {
             .ok_or_else(|| format!("{key:?} is not connected"))
     }
 
+    /// How the engine records a group's messages: it asks the policy with
+    /// the group's member count and no online sessions when it loads the
+    /// group's facts, and keeps the answer until membership changes (every
+    /// change here is the host's, which makes the engine ask again).
+    fn group_diffusion(&self, members: &BTreeSet<String>) -> Diffusion {
+        self.policy
+            .plan(&FanoutInput {
+                kind: ConversationKind::Group,
+                member_count: members.len() as u64,
+                online_sessions: 0,
+            })
+            .diffusion
+    }
+
     /// Records a committed message: timeline, inboxes, activity, and which
     /// live sessions must (or, for `may`, might) get it pushed.
     fn commit(&mut self, conv: &ConversationId, msg: Msg, may: &[Key]) {
         self.model.clock += 1;
         self.model.activity.insert(conv.clone(), self.model.clock);
+        // Inbox entries: both participants of a direct chat, whatever the
+        // policy; every member of a group the policy plans as write
+        // diffusion; no one for read diffusion and rooms.
         let recipients: Vec<String> = match conv {
             ConversationId::Direct(pair) => pair.participants().map(|u| u.to_string()).collect(),
-            ConversationId::Group(g) => self
-                .model
-                .groups
-                .get(g.as_str())
-                .map(|m| m.iter().cloned().collect())
-                .unwrap_or_default(),
+            ConversationId::Group(g) => match self.model.groups.get(g.as_str()) {
+                Some(m) if self.group_diffusion(m) == Diffusion::Write => {
+                    m.iter().cloned().collect()
+                }
+                Some(_) | None => Vec::new(),
+            },
             ConversationId::Room(_) => Vec::new(),
         };
         for r in recipients {
