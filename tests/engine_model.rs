@@ -128,10 +128,35 @@ async fn read_diffusion_for_g0_leaves_inboxes_alone_but_g1_writes_them() {
             device: "phone",
             from_zero: false,
         },
+        // A non-member and a group that does not exist: both FORBIDDEN.
         Send {
             user: "dave",
             device: "phone",
             to: Target::Group("g0"),
+        },
+        Send {
+            user: "dave",
+            device: "phone",
+            to: Target::Group("g2"),
+        },
+        Pull {
+            user: "dave",
+            device: "phone",
+            to: Target::Group("g2"),
+            after: 0,
+            limit: 0,
+        },
+        Read {
+            user: "dave",
+            device: "phone",
+            to: Target::Group("g2"),
+            pick: 0,
+        },
+        Ack {
+            user: "dave",
+            device: "phone",
+            to: Target::Group("g2"),
+            pick: 0,
         },
     ];
     let store = fresh_store().await;

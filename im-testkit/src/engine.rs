@@ -20,8 +20,9 @@
 //! - **unread counts**: `min(count, 99)` plus `unread_more`, in `ReadAck`
 //!   and the conversation list, with heads and cursors;
 //! - **authorization**: sends, pulls, acks and reads by non-members are
-//!   refused with `FORBIDDEN` (`NOT_FOUND` for a missing group), and no
-//!   session receives a push for a conversation it may not see.
+//!   refused with `FORBIDDEN`, the same for a group that does not exist (a
+//!   non-member cannot tell the two apart), and no session receives a push
+//!   for a conversation it may not see.
 //!
 //! The host's seams: [`EngineModelConfig::seams`] builds the engine with a
 //! host's own fanout policy, sequencer and session directory
@@ -546,6 +547,21 @@ fn err(e: ClientError) -> String {
     e.to_string()
 }
 
+/// What the reason of a client's refusal in a group says, existing or not:
+/// the same words either way, so a non-member cannot probe group names.
+fn group_refusal(conv: &ConversationId) -> Option<String> {
+    matches!(conv, ConversationId::Group(_)).then(|| format!("not a member of {conv}"))
+}
+
+/// Is `e` the refusal expected in `conv`: the code, not retryable, and in a
+/// group a reason that says "not a member of group:…" (sends prefix it with
+/// the error kind, reads do not).
+fn is_refusal(e: &pb::Error, code: pb::ErrorCode, conv: &ConversationId) -> bool {
+    e.code == code as i32
+        && !e.retryable
+        && group_refusal(conv).is_none_or(|reason| e.reason.contains(&reason))
+}
+
 macro_rules! ensure {
     ($cond:expr, $($arg:tt)*) => {
         if !$cond {
@@ -582,8 +598,9 @@ type Key = (&'static str, &'static str);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Access {
     Allowed,
+    /// Not a participant or member, or no such group: a client is answered
+    /// the same either way, so group names cannot be probed.
     Forbidden,
-    NotFound,
 }
 
 impl Access {
@@ -591,7 +608,6 @@ impl Access {
         match self {
             Access::Allowed => None,
             Access::Forbidden => Some(pb::ErrorCode::Forbidden),
-            Access::NotFound => Some(pb::ErrorCode::NotFound),
         }
     }
 }
@@ -884,9 +900,9 @@ impl Harness {
                 }
             }
             ConversationId::Group(g) => match self.model.groups.get(g.as_str()) {
-                None => Access::NotFound,
                 Some(m) if m.contains(key.0) => Access::Allowed,
-                Some(_) => Access::Forbidden,
+                // A missing group is answered like one the user is not in.
+                Some(_) | None => Access::Forbidden,
             },
             ConversationId::Room(r) => {
                 if self
@@ -1068,11 +1084,17 @@ impl Harness {
     fn expect_error<T: std::fmt::Debug>(
         r: Result<T, ClientError>,
         code: pb::ErrorCode,
+        conv: &ConversationId,
         what: &str,
     ) -> Result<(), String> {
         match r {
-            Err(e) if e.code() == Some(code) => Ok(()),
-            other => Err(format!("{what}: expected {code:?}, got {other:?}")),
+            Err(ClientError::Server(e)) if is_refusal(&e, code, conv) => Ok(()),
+            other => Err(format!(
+                "{what}: expected {code:?}{}, got {other:?}",
+                group_refusal(conv)
+                    .map(|r| format!(" ({r:?})"))
+                    .unwrap_or_default()
+            )),
         }
     }
 
@@ -1211,7 +1233,7 @@ impl Harness {
         let body = Bytes::from(format!("{}/{} #{n}", key.0, key.1));
         let r = self.client(key)?.send(to.wire(), &cmid, body.clone()).await;
         match self.access(key, &conv).code() {
-            Some(code) => Self::expect_error(r, code, &format!("send to {conv}")),
+            Some(code) => Self::expect_error(r, code, &conv, &format!("send to {conv}")),
             None => {
                 // Rate limiting (e.g. of room sends) answers without committing.
                 if let Err(e) = &r
@@ -1291,7 +1313,7 @@ impl Harness {
         .await;
         if let Some(code) = self.access(key, &conv).code() {
             for r in answers {
-                Self::expect_error(r, code, &format!("burst to {conv}"))?;
+                Self::expect_error(r, code, &conv, &format!("burst to {conv}"))?;
             }
             return Ok(());
         }
@@ -1432,7 +1454,7 @@ impl Harness {
         match self.access(key, &conv).code() {
             Some(code) => {
                 ensure!(
-                    matches!(answers.as_slice(), [pb::ServerFrame { body: Some(Out::Error(e)), .. }] if e.code == code as i32),
+                    matches!(answers.as_slice(), [pb::ServerFrame { body: Some(Out::Error(e)), .. }] if is_refusal(e, code, &conv)),
                     "Ack in {conv}: expected {code:?}, got {answers:?}"
                 );
             }
@@ -1456,7 +1478,7 @@ impl Harness {
         let seq = u64::from(pick) % (head + 2);
         let r = self.client(key)?.read(to.wire(), seq).await;
         if let Some(code) = self.access(key, &conv).code() {
-            return Self::expect_error(r, code, &format!("read in {conv}"));
+            return Self::expect_error(r, code, &conv, &format!("read in {conv}"));
         }
         let got = r.map_err(|e| format!("read in {conv}: {e}"))?;
         let c = self
@@ -1486,7 +1508,7 @@ impl Harness {
         let limit = u32::from(limit % 9);
         let r = self.client(key)?.pull(to.wire(), after, 0, limit).await;
         if let Some(code) = self.access(key, &conv).code() {
-            return Self::expect_error(r, code, &format!("pull of {conv}"));
+            return Self::expect_error(r, code, &conv, &format!("pull of {conv}"));
         }
         let got = r.map_err(|e| format!("pull of {conv}: {e}"))?;
         let n = if limit == 0 { 200 } else { u64::from(limit) };
