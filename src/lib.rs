@@ -3,6 +3,11 @@
 pub use im_core as core;
 pub use im_core::{Engine, EngineConfig};
 
+#[cfg(feature = "signal")]
+mod signal;
+#[cfg(feature = "signal")]
+pub use signal::{ShutdownSignal, Signal, shutdown_on_signal};
+
 #[cfg(feature = "memory")]
 pub use im_store_memory as store_memory;
 

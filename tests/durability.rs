@@ -3,15 +3,17 @@
 //! retrying their unacked sends get exactly one copy each.
 #![cfg(feature = "postgres")]
 
+#[path = "common/child.rs"]
+mod child;
+
 use std::collections::{HashMap, HashSet};
-use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use child::{chat_server_bin, connect, free_port};
 use im_engine::core::pb;
-use im_engine::transport_tcp::client::{Client, group};
+use im_engine::transport_tcp::client::group;
 use tokio::sync::{Mutex, Notify};
 
 const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -19,26 +21,6 @@ const CLIENTS: usize = 4;
 const PER_CLIENT: usize = 3_000;
 /// Acked sends after which the server is killed.
 const KILL_AFTER: usize = 1_000;
-
-/// The chat-server example, built by `cargo test --all-features` next to this test.
-fn chat_server_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("examples").join("chat-server");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace --all-features`",
-        bin.display()
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 fn start_server(port: u16, schema: &str) -> Child {
     let members = (0..CLIENTS)
@@ -55,18 +37,6 @@ fn start_server(port: u16, schema: &str) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("start chat-server")
-}
-
-async fn connect(port: u16, user: &str) -> Client {
-    // The server is another process: its port accepting is the only sign it
-    // is up, so this polls it with a back-off (up to 10 s).
-    for _ in 0..200 {
-        if let Ok(c) = Client::connect(("127.0.0.1", port), &format!("{user}:d"), "d").await {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("chat-server did not come up on port {port}");
 }
 
 struct Schema(String);

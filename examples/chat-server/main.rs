@@ -140,6 +140,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    // Listen before accepting: from here on SIGTERM (systemd, Docker,
+    // Kubernetes) and Ctrl-C both drain instead of killing the process.
+    let stop = im_engine::ShutdownSignal::listen()?;
     let tcp = TcpServer::bind(
         args.listen,
         TcpConfig::default().max_frame_bytes(args.max_frame_bytes),
@@ -148,9 +151,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(listen = %tcp.local_addr()?, metrics = %args.metrics, "chat-server ready");
     let serving = tcp.serve(engine.clone());
 
-    tokio::signal::ctrl_c().await?;
-    tracing::info!("shutting down: draining in-flight commits");
+    let signal = stop.await;
+    tracing::info!(%signal, "shutting down: draining in-flight commits");
     engine.shutdown().await;
+    tracing::info!("drained");
     serving.await?;
     Ok(())
 }

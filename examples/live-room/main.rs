@@ -136,6 +136,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .spawn(engine.shutdown_token());
     }
 
+    // Listen before accepting: SIGTERM and Ctrl-C both drain.
+    let stop = im_engine::ShutdownSignal::listen()?;
     let tcp = TcpServer::bind(args.listen, TcpConfig::default()).await?;
     tracing::info!(listen = %tcp.local_addr()?, "live-room: TCP ready");
     let serving = tcp.serve(engine.clone());
@@ -163,8 +165,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     }
 
-    tokio::signal::ctrl_c().await?;
-    tracing::info!("shutting down");
+    let signal = stop.await;
+    tracing::info!(%signal, "shutting down: draining in-flight commits");
     engine.shutdown().await;
     serving.await?;
     Ok(())

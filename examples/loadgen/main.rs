@@ -157,6 +157,8 @@ async fn serve(listen: SocketAddr, ws_listen: Option<SocketAddr>) -> Result<(), 
         .config(c)
         .insecure_dev_auth()
         .build()?;
+    // Listen before accepting: SIGTERM and Ctrl-C both drain.
+    let stop = im_engine::ShutdownSignal::listen()?;
     let tcp = TcpServer::bind(listen, TcpConfig::default()).await?;
     tcp.serve(engine.clone());
     if let Some(addr) = ws_listen {
@@ -164,7 +166,7 @@ async fn serve(listen: SocketAddr, ws_listen: Option<SocketAddr>) -> Result<(), 
         ws.serve(engine.clone());
     }
     println!("READY");
-    tokio::signal::ctrl_c().await?;
+    stop.await;
     engine.shutdown().await;
     Ok(())
 }

@@ -128,6 +128,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
 
+    // Listen before accepting: SIGTERM and Ctrl-C both drain.
+    let stop = im_engine::ShutdownSignal::listen()?;
     let ws = WsServer::bind(
         args.addr,
         WsConfig::default()
@@ -151,8 +153,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.members.join(", ")
     );
 
-    tokio::signal::ctrl_c().await?;
-    tracing::info!("shutting down");
+    let signal = stop.await;
+    tracing::info!(%signal, "shutting down: draining in-flight commits");
     engine.shutdown().await;
     for s in servers {
         let _ = s.await;
