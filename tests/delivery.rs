@@ -249,18 +249,35 @@ async fn shutdown_acks_what_was_in_flight_then_closes_every_session() {
     };
     // Shutdown has begun while the sends are in flight.
     stopping.cancelled().await;
+    // A send read after that is refused, retryably, never left unanswered.
+    alice
+        .send_frame(&pb::ClientFrame {
+            request_id: 2000,
+            body: Some(pb::client_frame::Body::Send(pb::Send {
+                client_msg_id: "late".into(),
+                conversation: Some(direct("bob")),
+                body: "x".into(),
+            })),
+        })
+        .expect("send");
+    alice.handled().await.expect("handled");
     store.gate.add_permits(Semaphore::MAX_PERMITS / 2);
     shutting.await.expect("shutdown");
 
     let mut acked = Vec::new();
     let mut kicked_reason = None;
+    let mut late = None;
     while let Ok(Some(frame)) = alice.next_event(WAIT).await {
         match frame.body {
             Some(Out::SendAck(a)) => acked.push(a.seq),
             Some(Out::Kicked(k)) => kicked_reason = Some(k.reason),
+            Some(Out::Error(e)) if frame.request_id == 2000 => late = Some(e),
             _ => {}
         }
     }
+    let late = late.expect("the late send is answered");
+    assert_eq!(late.code, pb::ErrorCode::ShuttingDown as i32);
+    assert!(late.retryable);
     assert_eq!(
         acked,
         (1..=50).collect::<Vec<_>>(),

@@ -210,12 +210,13 @@ impl Session {
                 biased;
                 _ = self.handle.stop.cancelled() => return,
                 _ = shared.shutdown.cancelled(), if !draining => {
-                    // Stop reading; keep the session until shutdown kicks it so
-                    // in-flight sends are still acked.
+                    // Keep the session until shutdown kicks it so in-flight
+                    // sends are still acked; what it reads from now on is
+                    // refused, so no request goes unanswered.
                     draining = true;
                     continue;
                 }
-                r = timeout(idle, reader.read_frame()), if !draining => r,
+                r = timeout(idle, reader.read_frame()) => r,
             };
             match read {
                 Err(_) => {
@@ -226,6 +227,7 @@ impl Session {
                     );
                     return;
                 }
+                Ok(Ok(Some(bytes))) if draining => self.refuse_while_draining(&bytes),
                 // Boxed per frame, so an idle session's task stays small.
                 Ok(Ok(Some(bytes))) => Box::pin(self.on_frame(&bytes)).await,
                 Ok(Ok(None)) | Ok(Err(TransportError::Closed | TransportError::Io(_))) => return,
@@ -236,6 +238,25 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Answers a request read after shutdown began with a retryable
+    /// `SHUTTING_DOWN` (an `Ack`, which has no answer, is dropped): the
+    /// client resends it to another server, with the same `client_msg_id`.
+    fn refuse_while_draining(&self, bytes: &[u8]) {
+        let Ok(frame) = decode_client_frame(bytes) else {
+            return;
+        };
+        if matches!(frame.body, None | Some(In::Ack(_))) {
+            return;
+        }
+        let reply = error_frame(
+            frame.request_id,
+            pb::ErrorCode::ShuttingDown,
+            "the server is shutting down; send it again to another server",
+            true,
+        );
+        self.handle.send(encode_server_frame(&reply));
     }
 
     /// Handles one frame; a failed request is answered with an `Error` frame.
