@@ -432,6 +432,66 @@ async fn a_device_behind_more_than_the_inbox_keeps_is_told_to_full_sync() {
     assert_eq!(page.messages.len(), 25);
 }
 
+/// One client sends 4 MiB of 64 KiB bodies into a store with a 1 MiB byte
+/// budget: the store stays within it, and what it dropped is flagged, never
+/// skipped: a pull says where history starts, a sync whose entries point
+/// at dropped messages asks for a full sync.
+#[tokio::test]
+async fn a_store_on_a_byte_budget_drops_history_and_says_so() {
+    const BUDGET: usize = 1 << 20;
+    const SENT: u64 = 64;
+    let store = Arc::new(MemoryStore::with_config(
+        MemoryStoreConfig::default().with_max_total_bytes(Some(BUDGET)),
+    ));
+    let s = Server::start_with(EngineConfig::default(), store.clone()).await;
+    let alice = s.connect("alice", "d").await;
+    let body = vec![b'x'; 64 * 1024];
+    for i in 0..SENT {
+        alice
+            .send(direct("bob"), &format!("m{i}"), body.clone())
+            .await
+            .expect("send");
+        assert!(
+            store.retained_bytes() <= BUDGET,
+            "{} bytes retained after {} sends",
+            store.retained_bytes(),
+            i + 1
+        );
+    }
+    let bob = s.connect("bob", "d").await;
+
+    let page = bob.pull(direct("alice"), 0, 0, 0).await.expect("pull");
+    assert_eq!(page.head_seq, SENT);
+    let start = page.history_start_seq;
+    assert!(start > 1, "history before seq {start} was dropped");
+    assert_eq!(
+        page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (start..=SENT).collect::<Vec<_>>(),
+        "the retained history, from where it starts to the head"
+    );
+    assert!(!page.has_more);
+    // A pull from just before where history starts lost nothing.
+    let since = bob
+        .pull(direct("alice"), start - 1, 0, 0)
+        .await
+        .expect("pull");
+    assert_eq!(since.history_start_seq, 0);
+
+    // The inbox kept every entry, but not every entry's message: the sync
+    // says so instead of handing over entries without their messages.
+    let sync = bob.sync(0).await.expect("sync");
+    assert!(
+        sync.full_sync_required,
+        "entries whose messages were dropped"
+    );
+    assert!(sync.messages.len() < sync.entries.len());
+    // From where history starts, every entry comes with its message.
+    let later = bob.sync(start - 1).await.expect("sync");
+    assert!(!later.full_sync_required);
+    assert_eq!(later.messages.len(), later.entries.len());
+    assert_eq!(later.entries.len() as u64, SENT - start + 1);
+}
+
 #[tokio::test]
 async fn pages_of_big_messages_fit_the_outbound_queue_instead_of_kicking_the_reader() {
     let mut config = EngineConfig::default();

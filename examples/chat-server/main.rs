@@ -18,9 +18,11 @@ use im_engine::core::{
     ChannelId, Engine, EngineConfig, EngineError, KickPolicy, Store, StoreError, UserId,
 };
 use im_engine::metrics_http::MetricsHttp;
-use im_engine::store_memory::MemoryStore;
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
 use tokio::net::TcpListener;
+
+#[path = "../common/memory_store.rs"]
+mod memory_store;
 
 /// Command-line options.
 #[derive(Debug, Parser)]
@@ -50,6 +52,9 @@ struct Args {
     /// Create the demo group `lobby` with alice, bob and carol.
     #[arg(long)]
     demo: bool,
+    /// Bounds of the in-memory store.
+    #[command(flatten)]
+    memory: memory_store::MemoryStoreArgs,
     /// Create a group: `NAME=user1,user2,...` (repeatable; kept if it exists).
     #[arg(long = "group", value_name = "NAME=USERS")]
     groups: Vec<String>,
@@ -72,9 +77,7 @@ async fn open_store(args: &Args) -> Result<Arc<dyn Store>, Box<dyn std::error::E
         tracing::info!(schema = %args.pg_schema, "store: PostgreSQL");
         return Ok(Arc::new(store));
     }
-    let _ = args;
-    tracing::info!("store: in memory (everything is lost on exit)");
-    Ok(Arc::new(MemoryStore::new()))
+    Ok(Arc::new(args.memory.open()))
 }
 
 fn parse_kick_policy(s: &str) -> Result<KickPolicy, String> {

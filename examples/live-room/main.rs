@@ -17,8 +17,10 @@ use std::time::Duration;
 use clap::Parser;
 use im_engine::core::room::{BatchConfig, BatchTier};
 use im_engine::core::{Engine, EngineConfig};
-use im_engine::store_memory::MemoryStore;
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
+
+#[path = "../common/memory_store.rs"]
+mod memory_store;
 
 /// Command-line options.
 #[derive(Debug, Parser)]
@@ -66,6 +68,9 @@ struct Args {
     /// Print the server's memory use every this many seconds (0: never).
     #[arg(long, default_value_t = 0)]
     report_secs: u64,
+    /// Bounds of the in-memory store.
+    #[command(flatten)]
+    memory: memory_store::MemoryStoreArgs,
 }
 
 impl Args {
@@ -126,7 +131,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => None,
     };
     tracing::warn!("DEVELOPMENT AUTHENTICATION: any `user:device` token is accepted");
-    let engine = Engine::builder(Arc::new(MemoryStore::new()))
+    let store = Arc::new(args.memory.open());
+    let engine = Engine::builder(store.clone())
         .config(args.config())
         .insecure_dev_auth()
         .build()?;
@@ -159,6 +165,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 tracing::info!(
                     sessions = engine.session_count(),
                     rss_kib = rss_kib(),
+                    store_bytes = store.retained_bytes(),
                     "live-room"
                 );
             }

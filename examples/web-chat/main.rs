@@ -18,10 +18,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Parser;
 use im_engine::core::{ChannelId, ConversationId, Engine, EngineConfig, UserId};
-use im_engine::store_memory::MemoryStore;
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
 use im_engine::transport_ws::http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use im_engine::transport_ws::{HttpHandler, WsConfig, WsServer};
+
+#[path = "../common/memory_store.rs"]
+mod memory_store;
 
 /// Web chat starter server (development authentication: any user name is trusted).
 #[derive(Debug, Parser)]
@@ -48,6 +50,9 @@ struct Args {
     /// Heartbeat interval announced to clients, in seconds.
     #[arg(long, default_value_t = 30)]
     heartbeat_secs: u64,
+    /// Bounds of the in-memory store.
+    #[command(flatten)]
+    memory: memory_store::MemoryStoreArgs,
 }
 
 /// The page and its assets, compiled into the binary.
@@ -103,7 +108,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.outbound_queue_bytes = args.outbound_queue_bytes;
     config.max_frame_bytes = args.max_message_bytes;
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_secs);
-    let engine = Engine::builder(Arc::new(MemoryStore::new()))
+    let engine = Engine::builder(Arc::new(args.memory.open()))
         .insecure_dev_auth()
         .config(config)
         .build()?;

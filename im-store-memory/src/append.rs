@@ -49,12 +49,18 @@ struct LockedUsers<'a, 'p> {
 impl MemoryStore {
     /// [`Timeline::append`](im_core::store::Timeline::append): checks the
     /// whole batch (idempotency keys, then seqs) and writes all of it or
-    /// nothing.
+    /// nothing; then, its locks released, evicts down to the byte budget.
     pub(crate) fn append_sync(&self, req: AppendRequest) -> StoreResult<()> {
         if req.messages.is_empty() {
             return Ok(());
         }
+        self.append_locked(req)?;
+        self.enforce_byte_budget();
+        Ok(())
+    }
 
+    /// The append itself, under the locks of everything it touches.
+    fn append_locked(&self, req: AppendRequest) -> StoreResult<()> {
         // Everything that needs no lock is prepared first.
         let mut plan = self.plan(&req);
         let conv_handles = self.conversations_or_create(&plan.conv_ids);
@@ -72,6 +78,8 @@ impl MemoryStore {
         check_seqs(&req, &plan.conv_of, &convs)?;
 
         // Write.
+        let before: Vec<(Option<u64>, usize)> =
+            convs.iter().map(|c| (c.oldest_stamp(), c.bytes)).collect();
         let mut users = LockedUsers {
             ids: &plan.user_ids,
             guards: user_handles.iter().map(|h| h.lock()).collect(),
@@ -100,13 +108,16 @@ impl MemoryStore {
             );
             users.note_direct(&message.conversation);
             let conv = &mut convs[c];
-            conv.head = seq;
-            conv.activity = stamp + i as u64 + 1;
-            conv.messages.push_back(message);
+            let committed = stamp + i as u64 + 1;
+            conv.activity = committed;
+            conv.push(message, committed);
         }
         if let Some(cap) = self.config.timeline_capacity {
             self.trim_timelines(cap, &mut convs, &mut shards);
         }
+        // Still under the conversations' locks, so that the total and the
+        // index always agree with the conversations.
+        self.account(&plan.conv_ids, &before, &convs);
         Ok(())
     }
 
@@ -207,7 +218,7 @@ impl MemoryStore {
     ) {
         for conv in convs {
             while conv.messages.len() > cap {
-                let Some(old) = conv.messages.pop_front() else {
+                let Some(old) = conv.pop_oldest() else {
                     break;
                 };
                 if let Some(key) = old.dedup_key() {

@@ -1,10 +1,10 @@
 #![doc = include_str!("../README.md")]
 
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use im_core::ids::{ConversationId, DedupKey, UserId};
 use parking_lot::{Mutex, RwLock};
@@ -15,6 +15,7 @@ mod append;
 mod cursors;
 mod inboxes;
 mod membership;
+mod retention;
 mod state;
 mod timeline;
 
@@ -33,10 +34,15 @@ mod tests;
 /// let store = MemoryStore::with_config(
 ///     MemoryStoreConfig::default()
 ///         .with_inbox_capacity(1_000)
-///         .with_timeline_capacity(Some(5_000)),
+///         .with_timeline_capacity(Some(5_000))
+///         .with_max_total_bytes(Some(64 << 20)),
 /// );
 /// assert_eq!(store.config().inbox_capacity, 1_000);
 /// ```
+///
+/// The defaults bound the store's memory: at most 10,000 inbox entries per
+/// user, 10,000 messages per conversation and 256 MiB of messages in all.
+/// [`MemoryStoreConfig::unbounded`] keeps every message instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MemoryStoreConfig {
@@ -46,20 +52,49 @@ pub struct MemoryStoreConfig {
     pub inbox_capacity: usize,
     /// Messages kept per conversation: `None` keeps every message (memory
     /// grows with history); `Some(n)` keeps the newest `n`, dropping older
-    /// ones together with their idempotency keys. Default `None`.
+    /// ones together with their idempotency keys. Default
+    /// [`DEFAULT_TIMELINE_CAPACITY`] (10,000, as many as an inbox keeps: a
+    /// device further behind than that is told to resync anyway).
     pub timeline_capacity: Option<usize>,
+    /// Bytes of messages kept across all conversations: `None` keeps them
+    /// all; `Some(n)` drops the store's oldest messages (in commit order,
+    /// whatever their conversation) until the retained ones are charged at
+    /// most `n`, each with its idempotency key. A message is charged its
+    /// body, its ids and a fixed overhead of about 260 bytes (see
+    /// [`MemoryStore::retained_bytes`]). Default [`DEFAULT_MAX_TOTAL_BYTES`]
+    /// (256 MiB).
+    pub max_total_bytes: Option<usize>,
 }
+
+/// Default [`MemoryStoreConfig::timeline_capacity`]: 10,000 messages per
+/// conversation.
+pub const DEFAULT_TIMELINE_CAPACITY: usize = 10_000;
+
+/// Default [`MemoryStoreConfig::max_total_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_TOTAL_BYTES: usize = 256 << 20;
 
 impl Default for MemoryStoreConfig {
     fn default() -> Self {
         Self {
             inbox_capacity: 10_000,
-            timeline_capacity: None,
+            timeline_capacity: Some(DEFAULT_TIMELINE_CAPACITY),
+            max_total_bytes: Some(DEFAULT_MAX_TOTAL_BYTES),
         }
     }
 }
 
 impl MemoryStoreConfig {
+    /// Keeps every message (no timeline capacity, no byte budget) and the
+    /// default 10,000 entries per inbox: memory grows with history. For
+    /// tests and models that must see every message.
+    pub fn unbounded() -> Self {
+        Self {
+            timeline_capacity: None,
+            max_total_bytes: None,
+            ..Self::default()
+        }
+    }
+
     /// Sets [`MemoryStoreConfig::inbox_capacity`].
     #[must_use]
     pub fn with_inbox_capacity(mut self, entries: usize) -> Self {
@@ -73,6 +108,13 @@ impl MemoryStoreConfig {
         self.timeline_capacity = messages;
         self
     }
+
+    /// Sets [`MemoryStoreConfig::max_total_bytes`].
+    #[must_use]
+    pub fn with_max_total_bytes(mut self, bytes: Option<usize>) -> Self {
+        self.max_total_bytes = bytes;
+        self
+    }
 }
 
 /// The in-memory store: the embedded default and the reference semantics of
@@ -82,11 +124,20 @@ impl MemoryStoreConfig {
 ///
 /// - **Retention.** Inboxes keep the newest
 ///   [`inbox_capacity`](MemoryStoreConfig::inbox_capacity) entries per user.
-///   Timelines keep everything, or the newest
+///   Timelines keep the newest
 ///   [`timeline_capacity`](MemoryStoreConfig::timeline_capacity) messages per
-///   conversation; a dropped message's idempotency key is forgotten with it
-///   (so [`Timeline::find_by_dedup_keys`](im_core::store::Timeline::find_by_dedup_keys) never reports a key whose message
-///   it cannot return). Cursors, membership, per-conversation heads and the
+///   conversation (or all), and all timelines together at most
+///   [`max_total_bytes`](MemoryStoreConfig::max_total_bytes) (or all): past
+///   it, the store's oldest messages go first, whichever conversation holds
+///   them. Either way a conversation keeps a contiguous run of seqs up to
+///   its head and `first_retained_seq` says where it starts, and a dropped
+///   message's idempotency key is forgotten with it (so
+///   [`Timeline::find_by_dedup_keys`](im_core::store::Timeline::find_by_dedup_keys)
+///   never reports a key whose message it cannot return). An inbox entry may
+///   outlive its message: [`Timeline::get_messages`](im_core::store::Timeline::get_messages)
+///   leaves the message out. The byte budget holds whenever no append is in
+///   progress; while appends run it may be exceeded by what they add, until
+///   they have evicted (each append evicts before it returns). Cursors, membership, per-conversation heads and the
 ///   list of a user's direct conversations are kept for as long as the store
 ///   lives (a refused append may leave an empty entry for a conversation or
 ///   user it named).
@@ -132,8 +183,14 @@ pub struct MemoryStore {
     dedup_hasher: RandomState,
     /// Group membership.
     groups: RwLock<Groups>,
-    /// Source of activity stamps (ordering of the conversation list).
+    /// Source of commit stamps (ordering of the conversation list and of
+    /// eviction under the byte budget).
     activity: AtomicU64,
+    /// Sum of every conversation's `bytes`.
+    retained_bytes: AtomicUsize,
+    /// With a byte budget: each conversation holding a message, by the
+    /// stamp of its oldest one.
+    oldest: Mutex<BTreeSet<(u64, ConversationId)>>,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -154,7 +211,8 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
-    /// An empty store with the default [`MemoryStoreConfig`].
+    /// An empty store with the default [`MemoryStoreConfig`] (bounded: see
+    /// there).
     pub fn new() -> Self {
         Self::with_config(MemoryStoreConfig::default())
     }
@@ -171,7 +229,17 @@ impl MemoryStore {
             dedup_hasher: RandomState::new(),
             groups: RwLock::new(Groups::default()),
             activity: AtomicU64::new(0),
+            retained_bytes: AtomicUsize::new(0),
+            oldest: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// What the retained messages of every conversation are charged against
+    /// [`MemoryStoreConfig::max_total_bytes`]: per message, its body, its
+    /// ids (sender, device, client id) and a fixed overhead of about 260
+    /// bytes for the structures that keep it.
+    pub fn retained_bytes(&self) -> usize {
+        self.retained_bytes.load(Ordering::Relaxed)
     }
 
     /// The configuration the store was built with.

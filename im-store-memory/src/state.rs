@@ -11,19 +11,68 @@ use parking_lot::Mutex;
 /// Number of shards of the idempotency index.
 pub(crate) const DEDUP_SHARDS: usize = 64;
 
-/// One conversation's timeline. Invariant: `messages` holds exactly the
-/// seqs `head - len + 1 ..= head`, in order.
+/// One conversation's timeline. Invariants: `messages` holds exactly the
+/// seqs `head - len + 1 ..= head`, in order; `stamps[i]` is the commit stamp
+/// of `messages[i]` (increasing); `bytes` is the sum of their
+/// [`charge`]s.
 #[derive(Default)]
 pub(crate) struct Conversation {
     /// Newest seq (0: never appended).
     pub(crate) head: Seq,
     /// The retained messages, oldest first.
     pub(crate) messages: VecDeque<StoredMessage>,
+    /// Global commit stamp of each retained message (the store-wide order
+    /// the byte budget evicts in).
+    stamps: VecDeque<u64>,
+    /// What the retained messages are charged against the byte budget.
+    pub(crate) bytes: usize,
     /// Global commit stamp of the newest append (0: never appended).
     pub(crate) activity: u64,
 }
 
+/// Fixed part of a message's [`charge`]: its slot in a timeline (the
+/// message and its stamp) and in the idempotency index.
+const MESSAGE_OVERHEAD: usize = std::mem::size_of::<StoredMessage>()
+    + std::mem::size_of::<u64>()
+    + std::mem::size_of::<DedupKey>()
+    + std::mem::size_of::<(ConversationId, Seq)>();
+
+/// What a retained message is charged against
+/// [`max_total_bytes`](crate::MemoryStoreConfig::max_total_bytes): its body,
+/// its ids and a fixed overhead for the structures that keep it. An
+/// estimate of the memory it holds, not an allocator's measure (ids shared
+/// with other messages are counted for each).
+pub(crate) fn charge(m: &StoredMessage) -> usize {
+    m.body.len()
+        + m.sender.as_str().len()
+        + m.sender_device.as_str().len()
+        // The key's copy of the client id, and the message's.
+        + m.client_msg_id.as_ref().map_or(0, |c| 2 * c.len())
+        + MESSAGE_OVERHEAD
+}
+
 impl Conversation {
+    /// Retains `message` (the next seq) committed at `stamp`.
+    pub(crate) fn push(&mut self, message: StoredMessage, stamp: u64) {
+        self.head = message.seq;
+        self.bytes += charge(&message);
+        self.stamps.push_back(stamp);
+        self.messages.push_back(message);
+    }
+
+    /// Drops the oldest retained message and returns it.
+    pub(crate) fn pop_oldest(&mut self) -> Option<StoredMessage> {
+        let old = self.messages.pop_front()?;
+        self.stamps.pop_front();
+        self.bytes -= charge(&old);
+        Some(old)
+    }
+
+    /// Commit stamp of the oldest retained message.
+    pub(crate) fn oldest_stamp(&self) -> Option<u64> {
+        self.stamps.front().copied()
+    }
+
     /// Oldest retained seq (`head + 1` when nothing is retained).
     pub(crate) fn first_retained(&self) -> Seq {
         self.head - self.messages.len() as Seq + 1

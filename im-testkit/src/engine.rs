@@ -38,8 +38,9 @@
 //! `phone` and `laptop`; group `g0` starts as {alice, bob, carol}, `g1` as
 //! {bob, dave}, `g2` never exists; rooms `r0`, `r1`.
 //!
-//! Stores must keep at least 10,000 inbox entries and every message (the
-//! defaults of the bundled stores): the model does not simulate retention.
+//! Stores must keep at least 10,000 inbox entries and every message the
+//! model writes (a few hundred small ones per case, far inside the bundled
+//! stores' defaults): the model does not simulate retention.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;

@@ -184,6 +184,7 @@ checks!(
     inbox_versions_are_continuous,
     inbox_retention,
     timeline_retention,
+    retained_history_is_contiguous,
     range_reads,
     get_messages_follows_request_order,
     cursors_only_move_forward,
@@ -766,6 +767,102 @@ pub async fn timeline_retention(store: Arc<dyn Store>, cfg: ConformanceConfig) {
         assert_eq!(
             states[0].unread, from_bob,
             "unread counts retained messages"
+        );
+    }
+}
+
+/// However a store bounds history (a capacity per conversation, a byte
+/// budget across conversations, or nothing), each conversation keeps a
+/// contiguous run of seqs ending at its head, `first_retained_seq` says
+/// where it starts, and lookups by seq or by idempotency key find exactly
+/// the retained messages. Writes three conversations of 48 messages of
+/// 4 KiB each (576 KiB), interleaved, checking along the way: a store with a
+/// byte budget below that shows it drops history honestly.
+pub async fn retained_history_is_contiguous(store: Arc<dyn Store>, cfg: ConformanceConfig) {
+    const ROUNDS: Seq = 48;
+    const BODY: usize = 4096;
+    let s = &*store;
+    let convs = [group("busy"), direct("alice", "bob"), group("quiet")];
+    let mut written: Vec<Vec<StoredMessage>> = vec![Vec::new(); convs.len()];
+    for q in 1..=ROUNDS {
+        let batch: Vec<NewMessage> = convs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut m = message(c, q, "alice", Some(&format!("c{i}-{q}")));
+                let mut body = m.body.to_vec();
+                body.resize(BODY, b'.');
+                m.body = body.into();
+                written[i].push(m.clone());
+                new_message(m, &["alice", "reader"])
+            })
+            .collect();
+        ok(append(s, batch).await, "append");
+        if q % 16 == 0 {
+            for (c, all) in convs.iter().zip(&written) {
+                check_retained_suffix(s, &cfg, c, all).await;
+            }
+        }
+    }
+}
+
+/// `conversation`, written as `all`, retains a contiguous suffix of it that
+/// every read agrees on.
+async fn check_retained_suffix(
+    s: &dyn Store,
+    cfg: &ConformanceConfig,
+    conversation: &ConversationId,
+    all: &[StoredMessage],
+) {
+    let head = all.len() as Seq;
+    let page = range(s, conversation, 0, None, all.len() + 10, false).await;
+    assert_eq!(
+        page.head_seq, head,
+        "{conversation}: head counts dropped messages"
+    );
+    let first = page.first_retained_seq;
+    assert!(
+        (1..=head + 1).contains(&first),
+        "{conversation}: first_retained_seq {first} outside 1..={}",
+        head + 1
+    );
+    if let Some(cap) = cfg.timeline_capacity {
+        assert!(
+            head + 1 - first <= cap as Seq,
+            "{conversation}: {} messages retained, capacity {cap}",
+            head + 1 - first
+        );
+    }
+    let retained = &all[(first - 1) as usize..];
+    assert_eq!(
+        page.messages, retained,
+        "{conversation}: a read from 0 returns exactly seqs first_retained_seq ({first})..=head ({head})"
+    );
+    let tail = range(s, conversation, 0, None, 5, true).await;
+    assert_eq!(
+        tail.first_retained_seq, first,
+        "{conversation}: a newest-first read agrees on first_retained_seq"
+    );
+    assert_eq!(
+        tail.messages,
+        retained[retained.len().saturating_sub(5)..],
+        "{conversation}: the newest retained messages"
+    );
+    let refs: Vec<(ConversationId, Seq)> = (1..=head).map(|q| (conversation.clone(), q)).collect();
+    let got = ok(s.get_messages(&refs).await, "get_messages");
+    assert_eq!(
+        got, retained,
+        "{conversation}: get_messages finds exactly the retained messages"
+    );
+    let keys: Vec<DedupKey> = all.iter().filter_map(StoredMessage::dedup_key).collect();
+    let found = ok(s.find_by_dedup_keys(&keys).await, "find_by_dedup_keys");
+    for (m, f) in all.iter().zip(&found) {
+        let want = (m.seq >= first).then_some(m);
+        assert_eq!(
+            f.as_ref(),
+            want,
+            "{conversation}: find_by_dedup_keys of seq {} (first retained {first})",
+            m.seq
         );
     }
 }

@@ -311,8 +311,11 @@ pub struct SyncResult {
     /// More entries exist beyond those returned: sync again from the last one.
     #[prost(bool, tag = "4")]
     pub has_more: bool,
-    /// The device is behind by more than the inbox keeps: entries were lost to
-    /// retention. Do a full sync: `ListConversations`, then `Pull` each one.
+    /// Something after the requested version was lost to retention: entries (the
+    /// device is behind by more than the inbox keeps) or the message of a returned
+    /// entry (its conversation no longer retains it). Do a full sync:
+    /// `ListConversations`, then `Pull` each one; a `Pull` says where a
+    /// conversation's history now starts (`history_start_seq`).
     #[prost(bool, tag = "5")]
     pub full_sync_required: bool,
 }

@@ -11,6 +11,7 @@ use im_core::store::{
 use crate::{MemoryStore, MemoryStoreConfig};
 
 mod append;
+mod budget;
 mod conversations;
 mod membership;
 mod retention;

@@ -147,20 +147,33 @@ pub(super) fn trim_inbox(page: &mut InboxPage, messages: &mut Vec<StoredMessage>
 /// What a `SyncResult` says beyond its entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct SyncWindow {
-    /// Entries past `after_version` were lost to retention: the client
-    /// must resync every conversation.
+    /// Something past `after_version` was lost to retention: inbox entries
+    /// (the inbox keeps fewer than the device is behind), or the message of
+    /// a returned entry (its timeline dropped it). Syncing on cannot bring
+    /// either back: the client must resync every conversation, and each
+    /// `Pull` says where that conversation's history now starts.
     pub(super) full_sync_required: bool,
     /// Entries newer than the last returned one exist.
     pub(super) has_more: bool,
 }
 
-/// The window of a sync after `after_version` answered with `page` (already
-/// trimmed).
-pub(super) fn sync_window(after_version: u64, page: &InboxPage) -> SyncWindow {
+/// The window of a sync after `after_version` answered with `page` and the
+/// entries' `messages` (both already trimmed).
+pub(super) fn sync_window(
+    after_version: u64,
+    page: &InboxPage,
+    messages: &[StoredMessage],
+) -> SyncWindow {
     let last = page.entries.last().map_or(after_version, |e| e.version);
+    let entries_lost = after_version < page.head_version
+        && after_version.saturating_add(1) < page.first_retained_version;
+    let message_lost = page.entries.iter().any(|e| {
+        !messages
+            .iter()
+            .any(|m| m.seq == e.seq && m.conversation == e.conversation)
+    });
     SyncWindow {
-        full_sync_required: after_version < page.head_version
-            && after_version.saturating_add(1) < page.first_retained_version,
+        full_sync_required: entries_lost || message_lost,
         has_more: last < page.head_version,
     }
 }
@@ -297,7 +310,7 @@ mod tests {
         trim_inbox(&mut page, &mut messages, 160);
         assert_eq!(page.entries.len(), 2);
         assert_eq!(seqs(&messages), [1, 2]);
-        let w = sync_window(0, &page);
+        let w = sync_window(0, &page, &messages);
         assert_eq!((w.full_sync_required, w.has_more), (false, true));
     }
 
@@ -308,16 +321,31 @@ mod tests {
             head_version: 5,
             first_retained_version: 5,
         };
-        let w = sync_window(2, &page);
+        let kept = [msg(1, 0)];
+        let w = sync_window(2, &page, &kept);
         assert_eq!((w.full_sync_required, w.has_more), (true, false));
-        assert!(!sync_window(4, &page).full_sync_required);
+        assert!(!sync_window(4, &page, &kept).full_sync_required);
         // Up to date: nothing lost, nothing more.
         let empty = InboxPage {
             entries: vec![],
             head_version: 5,
             first_retained_version: 6,
         };
-        let w = sync_window(5, &empty);
+        let w = sync_window(5, &empty, &[]);
         assert_eq!((w.full_sync_required, w.has_more), (false, false));
+    }
+
+    #[test]
+    fn sync_window_requires_a_full_sync_when_an_entrys_message_is_gone() {
+        // Every entry is retained, but the timeline dropped seq 2's message.
+        let page = InboxPage {
+            entries: vec![entry(1, 1), entry(2, 2), entry(3, 3)],
+            head_version: 3,
+            first_retained_version: 1,
+        };
+        let w = sync_window(0, &page, &[msg(1, 0), msg(3, 0)]);
+        assert_eq!((w.full_sync_required, w.has_more), (true, false));
+        let all = [msg(1, 0), msg(2, 0), msg(3, 0)];
+        assert!(!sync_window(0, &page, &all).full_sync_required);
     }
 }

@@ -82,7 +82,7 @@ impl Session {
             .collect();
         let mut messages = shared.store.get_messages(&refs).await?;
         trim_inbox(&mut page, &mut messages, self.page_bytes());
-        let window = sync_window(s.inbox_version, &page);
+        let window = sync_window(s.inbox_version, &page, &messages);
         let user = &self.handle.user;
         self.reply(
             request_id,
