@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use im_engine::core::EngineConfig;
 use im_engine::core::pb::{self, ErrorCode, server_frame::Body as Out};
+use im_engine::core::{CloseCode, EngineConfig};
 use im_engine::store_memory::{MemoryStore, MemoryStoreConfig};
 use im_engine::transport_tcp::client::{direct, group};
 use im_testkit::duplex::MemClient;
@@ -552,32 +552,88 @@ async fn a_session_cannot_join_rooms_without_bound() {
     assert_eq!(err.code(), Some(ErrorCode::InvalidArgument));
 }
 
-// About the engine's handshake slots, not a socket: in memory.
+// About the engine's handshake slots, not a socket: in memory. These
+// connections have no peer address, so only the global bound applies.
 #[tokio::test(start_paused = true)]
 async fn connections_that_never_authenticate_cannot_exhaust_the_server() {
     let mut config = EngineConfig::default();
     config.max_pending_handshakes = 2;
     let engine = mem_engine(config, Arc::new(MemoryStore::new()));
     let max_frame = engine.config().max_frame_bytes;
-    // Two silent connections hold both handshake slots: a session takes its
-    // slot before it reads, so once the engine is reading a connection, the
-    // slot is held.
+    // Two silent connections hold both handshake slots: a session is
+    // admitted before it reads, so once the engine is reading a connection,
+    // the slot is held.
     let (conn1, silent1) = MemClient::pair(max_frame);
     let (conn2, silent2) = MemClient::pair(max_frame);
     engine.accept(conn1);
-    engine.accept(conn2);
     silent1.handled().await.expect("reading the first");
+    engine.accept(conn2);
     silent2.handled().await.expect("reading the second");
-    let err = MemClient::connect(&engine, "alice", "d")
-        .await
-        .expect_err("refused while the slots are held");
-    assert_eq!(err.code(), Some(ErrorCode::Unavailable));
-    // Slots free up as those connections go away: `close` returns once the
-    // engine let go of each (its slot is released before that).
-    silent1.close().await;
-    silent2.close().await;
+    // A newcomer is not refused: the oldest silent one makes room, told why.
     let alice = mem_connect(&engine, "alice", "d").await;
     alice.ping().await.expect("served");
+    told_to_retry(silent1).await;
+    // The younger one still holds its slot.
+    assert!(silent2.close_reason().is_none());
+    silent2.close().await;
+}
+
+/// Waits for the engine to refuse or evict `c` before its handshake: a
+/// retryable `Unavailable` error, then a close for policy.
+async fn told_to_retry(c: MemClient) {
+    let told = c.next_event(WAIT).await.expect("an answer");
+    let Some(pb::ServerFrame {
+        body: Some(Out::Error(e)),
+        ..
+    }) = told
+    else {
+        panic!("expected an error frame, got {told:?}");
+    };
+    assert_eq!(e.code, ErrorCode::Unavailable as i32);
+    assert!(e.retryable, "{e:?}");
+    let reason = c.close().await.expect("closed with a reason");
+    assert_eq!(reason.code, CloseCode::Policy);
+}
+
+// Per-address bound, in memory with a made-up peer address.
+#[tokio::test(start_paused = true)]
+async fn one_address_cannot_hold_more_than_its_share_of_handshakes() {
+    let mut config = EngineConfig::default();
+    config.max_pending_handshakes_per_address = 2;
+    let engine = mem_engine(config, Arc::new(MemoryStore::new()));
+    let max_frame = engine.config().max_frame_bytes;
+    let from = |ip: [u8; 4]| {
+        let (mut conn, client) = MemClient::pair(max_frame);
+        conn.info.peer_addr = Some((ip, 4000).into());
+        (conn, client)
+    };
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        let (conn, client) = from([192, 0, 2, 1]);
+        engine.accept(conn);
+        client.handled().await.expect("reading it");
+        silent.push(client);
+    }
+    // A third from the same address is refused at once, with a reason.
+    let (conn, third) = from([192, 0, 2, 1]);
+    engine.accept(conn);
+    told_to_retry(third).await;
+    // Another address is served, and the first two still wait.
+    let (conn, other) = from([192, 0, 2, 2]);
+    engine.accept(conn);
+    let answer = other
+        .request(pb::client_frame::Body::Connect(pb::Connect {
+            token: "bob:d".into(),
+            device_id: "d".into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("connected");
+    assert!(matches!(answer, Out::Connected(_)));
+    for s in silent {
+        assert!(s.close_reason().is_none());
+        s.close().await;
+    }
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use im_core::admission::AdmissionLimits;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// The WebSocket subprotocol of the engine: each binary message is one
@@ -55,9 +56,19 @@ pub struct WsConfig {
     pub write_buffer_bytes: usize,
     /// Disable Nagle's algorithm (lower latency for small frames).
     pub nodelay: bool,
-    /// HTTP handshakes in progress at once; connections beyond it are closed
-    /// at once, so slow handshakes cannot use up the file descriptors.
+    /// HTTP handshakes in progress at once, so slow handshakes cannot use up
+    /// the file descriptors. When all are held, a connection from an address
+    /// with nothing pending evicts the oldest pending handshake (answered
+    /// `503` with the reason) instead of being refused; see
+    /// [`im_core::admission`].
     pub max_pending_handshakes: usize,
+    /// HTTP handshakes in progress at once from one address (IPv4 address,
+    /// IPv6 `/64` prefix); one more from it is closed at once.
+    pub max_pending_handshakes_per_address: usize,
+    /// Part of `max_pending_handshakes` kept for addresses with nothing
+    /// pending: past the rest, a new connection from an address that already
+    /// has a handshake pending is refused.
+    pub pending_handshakes_reserved_for_new_addresses: usize,
 }
 
 impl Default for WsConfig {
@@ -75,6 +86,8 @@ impl Default for WsConfig {
             write_buffer_bytes: 64 * 1024,
             nodelay: true,
             max_pending_handshakes: 1024,
+            max_pending_handshakes_per_address: 8,
+            pending_handshakes_reserved_for_new_addresses: 256,
         }
     }
 }
@@ -121,6 +134,25 @@ impl WsConfig {
     pub fn close_linger(mut self, d: Duration) -> Self {
         self.close_linger = d;
         self
+    }
+
+    /// Sets the bounds on HTTP handshakes in progress: in total, per
+    /// address, and the part of the total kept for addresses with nothing
+    /// pending.
+    pub fn pending_handshakes(mut self, total: usize, per_address: usize, reserved: usize) -> Self {
+        self.max_pending_handshakes = total;
+        self.max_pending_handshakes_per_address = per_address;
+        self.pending_handshakes_reserved_for_new_addresses = reserved;
+        self
+    }
+
+    /// The bounds on HTTP handshakes in progress.
+    pub fn handshake_limits(&self) -> AdmissionLimits {
+        AdmissionLimits {
+            max_pending: self.max_pending_handshakes,
+            per_address: self.max_pending_handshakes_per_address,
+            reserved_for_new_addresses: self.pending_handshakes_reserved_for_new_addresses,
+        }
     }
 
     /// The tungstenite configuration these settings imply.

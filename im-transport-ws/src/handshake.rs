@@ -60,23 +60,49 @@ pub enum Accepted<S> {
 /// plain-text reason (then [`WsError::Refused`]). Other requests go to
 /// `http` if given, or get `426 Upgrade Required`.
 pub async fn accept<S>(
-    mut stream: S,
+    stream: S,
     config: &WsConfig,
     http: Option<&dyn HttpHandler>,
 ) -> Result<Accepted<S>, WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match tokio::time::timeout(
-        config.handshake_timeout,
-        accept_inner(&mut stream, config, http),
-    )
-    .await
-    {
-        Err(_) => Err(WsError::HandshakeTimeout),
-        Ok(Err(e)) => Err(e),
-        Ok(Ok(Routed::Http { path, status })) => Ok(Accepted::Http { path, status }),
-        Ok(Ok(Routed::Upgrade { tail, subprotocol })) => {
+    accept_unless_evicted(stream, config, http, std::future::pending()).await
+}
+
+/// [`accept`], given up if `evicted` completes first (a newer connection
+/// needed this one's slot): the client then gets `503` with the reason.
+pub(crate) async fn accept_unless_evicted<S>(
+    mut stream: S,
+    config: &WsConfig,
+    http: Option<&dyn HttpHandler>,
+    evicted: impl Future<Output = ()>,
+) -> Result<Accepted<S>, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let routed = tokio::select! {
+        r = tokio::time::timeout(
+            config.handshake_timeout,
+            accept_inner(&mut stream, config, http),
+        ) => Some(r),
+        () = evicted => None,
+    };
+    match routed {
+        None => {
+            let status = StatusCode::SERVICE_UNAVAILABLE;
+            let reason = "closed to make room: request not complete in time while the \
+                          server is busy; retry"
+                .to_owned();
+            let refusal = refuse(&mut stream, status, reason.clone());
+            Err(tokio::time::timeout(config.write_timeout, refusal)
+                .await
+                .unwrap_or(WsError::Refused { status, reason }))
+        }
+        Some(Err(_)) => Err(WsError::HandshakeTimeout),
+        Some(Ok(Err(e))) => Err(e),
+        Some(Ok(Ok(Routed::Http { path, status }))) => Ok(Accepted::Http { path, status }),
+        Some(Ok(Ok(Routed::Upgrade { tail, subprotocol }))) => {
             let ws = WebSocketStream::from_partially_read(
                 stream,
                 tail,

@@ -9,6 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use im_core::admission::PendingHandshakes;
 use im_core::transport::accept_until;
 use im_core::{Connection, Engine};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -18,6 +19,7 @@ use tokio::task::JoinHandle;
 pub use config::{SUBPROTOCOL, WsConfig};
 pub use conn::{close_code, close_code_for_error, connection};
 pub use error::WsError;
+use handshake::accept_unless_evicted;
 pub use handshake::{Accepted, HttpHandler, accept};
 /// Re-exported so [`HttpHandler`] implementors can name the HTTP types.
 pub use http;
@@ -69,20 +71,30 @@ impl WsServer {
     pub fn serve(self, engine: Engine) -> JoinHandle<()> {
         tokio::spawn(async move {
             let stop = engine.shutdown_token();
-            let handshakes = Arc::new(tokio::sync::Semaphore::new(
-                self.config.max_pending_handshakes.max(1),
-            ));
+            let handshakes = PendingHandshakes::new(self.config.handshake_limits(), "ws_upgrade");
             accept_until(&self.listener, &stop, |stream, peer| {
-                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-                    tracing::debug!(%peer, "too many handshakes in progress: closed");
+                let Some(pending) = handshakes.admit(Some(peer.ip())) else {
+                    // Closed at once: answering would cost a task per refusal.
+                    tracing::debug!(%peer, "too many handshakes in progress from this address: closed");
                     return;
                 };
                 let engine = engine.clone();
                 let config = self.config.clone();
                 let http = self.http.clone();
                 tokio::spawn(async move {
-                    let upgraded = upgrade_with(stream, Some(peer), &config, http.as_deref()).await;
-                    drop(permit);
+                    let upgraded = async {
+                        stream.set_nodelay(config.nodelay)?;
+                        upgrade_stream_unless_evicted(
+                            stream,
+                            Some(peer),
+                            &config,
+                            http.as_deref(),
+                            pending.evicted(),
+                        )
+                        .await
+                    }
+                    .await;
+                    drop(pending);
                     match upgraded {
                         Ok(Some(conn)) => engine.accept(conn),
                         Ok(None) => {}
@@ -119,7 +131,21 @@ pub async fn upgrade_stream<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    match accept(stream, config, http).await? {
+    upgrade_stream_unless_evicted(stream, peer_addr, config, http, std::future::pending()).await
+}
+
+/// [`upgrade_stream`], given up (with a `503`) if `evicted` completes first.
+async fn upgrade_stream_unless_evicted<S>(
+    stream: S,
+    peer_addr: Option<SocketAddr>,
+    config: &WsConfig,
+    http: Option<&dyn HttpHandler>,
+    evicted: impl Future<Output = ()>,
+) -> Result<Option<Connection>, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match accept_unless_evicted(stream, config, http, evicted).await? {
         Accepted::WebSocket { stream, .. } => Ok(Some(connection(*stream, peer_addr, config))),
         Accepted::Http { path, status } => {
             tracing::debug!(?peer_addr, %path, %status, "answered plain HTTP");

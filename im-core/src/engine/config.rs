@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::admission::AdmissionLimits;
 use crate::room::BatchConfig;
 
 /// What happens to a user's existing sessions when a new one connects.
@@ -61,9 +62,21 @@ pub struct EngineConfig {
     /// notices are dropped and counted (`im_offline_push_dropped_total`).
     pub offline_push_in_flight: usize,
     /// Connections that may be between accept and `Connected` at once (each
-    /// holds a socket for up to `handshake_timeout` before authenticating);
-    /// beyond it, new connections are refused at once with a retryable error.
+    /// holds a socket for up to `handshake_timeout` before authenticating).
+    /// When all are held, a connection from an address with nothing pending
+    /// evicts the oldest pending one (closed with a retryable `Unavailable`
+    /// error) instead of being refused; see [`crate::admission`].
     pub max_pending_handshakes: usize,
+    /// Connections from one address (IPv4 address, IPv6 `/64` prefix) that
+    /// may be between accept and `Connected` at once; one more is refused
+    /// at once with a retryable `Unavailable` error. Connections whose
+    /// transport knows no peer address are bounded by
+    /// `max_pending_handshakes` only.
+    pub max_pending_handshakes_per_address: usize,
+    /// Part of `max_pending_handshakes` kept for addresses with nothing
+    /// pending: past the rest, a new connection from an address that already
+    /// has a handshake pending is refused.
+    pub pending_handshakes_reserved_for_new_addresses: usize,
     /// Sessions per sub-room of a live room before joins open another one.
     pub room_sub_room_capacity: u32,
     /// A sub-room with fewer sessions than this is merged into another when
@@ -100,6 +113,17 @@ pub struct EngineConfig {
     pub room_fanout_parallel_min: usize,
 }
 
+impl EngineConfig {
+    /// The bounds on connections that have not authenticated yet.
+    pub fn handshake_limits(&self) -> AdmissionLimits {
+        AdmissionLimits {
+            max_pending: self.max_pending_handshakes,
+            per_address: self.max_pending_handshakes_per_address,
+            reserved_for_new_addresses: self.pending_handshakes_reserved_for_new_addresses,
+        }
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
@@ -120,6 +144,8 @@ impl Default for EngineConfig {
             max_rooms_per_session: 16,
             offline_push_in_flight: 1024,
             max_pending_handshakes: 1024,
+            max_pending_handshakes_per_address: 8,
+            pending_handshakes_reserved_for_new_addresses: 256,
             room_sub_room_capacity: 500,
             room_sub_room_merge_below: 125,
             room_batch: BatchConfig::default(),

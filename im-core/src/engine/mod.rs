@@ -13,12 +13,15 @@
 //!   `TcpServer::serve` (im-transport-tcp) and `WsServer::serve`
 //!   (im-transport-ws), both around `transport::accept_until`; they stop
 //!   when `Engine::shutdown_token` is cancelled. The WebSocket loop spawns
-//!   one more task per connection for the HTTP upgrade (at most
+//!   one more task per connection for the HTTP upgrade (admitted like the
+//!   engine's login phase, by its own `admission::PendingHandshakes` of
 //!   `WsConfig::max_pending_handshakes`). They own their listener and hand
 //!   each `Connection` to `Engine::accept`.
 //! - **Session task**, one per connection: `session::run`, spawned by
-//!   `Engine::accept` on the `Shared::sessions` task tracker. It takes a
-//!   `Shared::handshakes` permit, runs the handshake, creates the
+//!   `Engine::accept` on the `Shared::sessions` task tracker. It is admitted
+//!   to `Shared::handshakes` (`admission::PendingHandshakes`: bounded per
+//!   address and in total; admitting it may evict the oldest pending
+//!   handshake, which then closes), runs the handshake, creates the
 //!   `SessionHandle`, registers it, indexes its groups and runs
 //!   `Session::read_loop`, which handles one request at a time
 //!   (`Session::on_frame`): pulls, syncs, cursors, lists and room joins call
@@ -212,6 +215,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::PendingHandshakes;
 use crate::auth::{Authenticator, InsecureDevAuthenticator};
 use crate::directory::{LocalDirectory, SessionDirectory};
 use crate::error::EngineError;
@@ -249,8 +253,8 @@ pub(crate) struct Shared {
     pub(crate) next_session: AtomicU64,
     pub(crate) shutdown: CancellationToken,
     pub(crate) sessions: TaskTracker,
-    /// Permits for connections that have not authenticated yet.
-    pub(crate) handshakes: Arc<tokio::sync::Semaphore>,
+    /// Connections that have not authenticated yet.
+    pub(crate) handshakes: PendingHandshakes,
 }
 
 impl Shared {
@@ -370,7 +374,7 @@ impl EngineBuilder {
             FanoutStage::start(self.config.room_fanout_threads),
         );
         let offline_in_flight = self.config.offline_push_in_flight;
-        let pending_handshakes = self.config.max_pending_handshakes.max(1);
+        let handshakes = PendingHandshakes::new(self.config.handshake_limits(), "login");
         let sequencer = self.sequencer.unwrap_or_else(|| {
             let entries = self.config.shard_cache_entries.max(1);
             Arc::new(CachedSequencer::new(
@@ -392,7 +396,7 @@ impl EngineBuilder {
             next_session: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
-            handshakes: Arc::new(tokio::sync::Semaphore::new(pending_handshakes)),
+            handshakes,
         });
         let shards = (0..shared.config.shards.max(1))
             .map(|_| {

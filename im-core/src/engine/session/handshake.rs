@@ -58,19 +58,33 @@ struct Authenticated {
     inbox_version: u64,
 }
 
-/// Refuses a connection while too many others are authenticating, before
-/// reading anything from it.
-pub(super) async fn refuse_busy(writer: &mut dyn FrameWriter) {
-    metrics::counter!("im_handshakes_refused_total").increment(1);
-    let frame = error_frame(
-        0,
-        pb::ErrorCode::Unavailable,
-        "too many connections are authenticating; retry shortly",
-        true,
-    );
+/// Why a connection is closed before its handshake completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Busy {
+    /// Its address already has all the pending handshakes it may.
+    Address,
+    /// It was the slowest pending handshake and a newer connection needed
+    /// its slot.
+    Evicted,
+}
+
+/// Answers a connection that may not (or no longer) authenticate now with
+/// a retryable `Unavailable` error, and closes it.
+pub(super) async fn refuse_busy(writer: &mut dyn FrameWriter, why: Busy) {
+    let (detail, close) = match why {
+        Busy::Address => (
+            "too many connections from your address are authenticating; retry shortly",
+            "server busy",
+        ),
+        Busy::Evicted => (
+            "closed to make room: no Connect frame in time while the server is busy; retry",
+            "server busy: handshake too slow",
+        ),
+    };
+    let frame = error_frame(0, pb::ErrorCode::Unavailable, detail, true);
     let _ = writer.write_frames(&[encode_server_frame(&frame)]).await;
     let _ = writer
-        .close(CloseReason::new(CloseCode::Policy, "server busy"))
+        .close(CloseReason::new(CloseCode::Policy, close))
         .await;
 }
 

@@ -30,7 +30,7 @@ mod send;
 
 use cursors::Cursor;
 pub(crate) use handle::SessionHandle;
-use handshake::{Handshake, apply_kick_policy, handshake, refuse_busy, transport_refusal};
+use handshake::{Busy, Handshake, apply_kick_policy, handshake, refuse_busy, transport_refusal};
 pub(crate) use outbound::QueuedFrames;
 use request_error::{RequestError, RequestResult};
 
@@ -47,16 +47,26 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
         info,
     } = conn;
     let shared = engine.shared().clone();
-    let Ok(pending) = shared.handshakes.clone().try_acquire_owned() else {
-        // Too many unauthenticated connections: refuse before reading anything.
-        refuse_busy(&mut *writer).await;
+    let Some(pending) = shared.handshakes.admit(info.peer_addr.map(|a| a.ip())) else {
+        // Its address holds all the pending handshakes it may: refuse
+        // before reading anything.
+        refuse_busy(&mut *writer, Busy::Address).await;
         return;
     };
-    let Some(connected) =
+    let outcome = tokio::select! {
         // Boxed: its state would otherwise sit in every idle session's future.
-        Box::pin(handshake(&engine, &mut *reader, &mut *writer, info)).await
-    else {
-        return;
+        h = Box::pin(handshake(&engine, &mut *reader, &mut *writer, info)) => Some(h),
+        // A newer connection needed the slot this slow one held.
+        _ = pending.evicted() => None,
+    };
+    let connected = match outcome {
+        Some(Some(connected)) => connected,
+        // Refused or gone; already answered.
+        Some(None) => return,
+        None => {
+            refuse_busy(&mut *writer, Busy::Evicted).await;
+            return;
+        }
     };
     drop(pending);
     let Handshake {
