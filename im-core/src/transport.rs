@@ -130,6 +130,35 @@ impl std::fmt::Debug for Connection {
 /// out of file descriptors) before trying again, instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// Connections the kernel queues before they are accepted, by default.
+/// std's 128 overflows when refused clients reconnect in a loop, and the
+/// kernel then drops honest SYNs for a second at a time.
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds a TCP listener with `SO_REUSEADDR` and a listen backlog of
+/// `backlog` (the first address of `addr` that binds).
+pub async fn bind_listener(
+    addr: impl tokio::net::ToSocketAddrs,
+    backlog: u32,
+) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(backlog)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")
+    }))
+}
+
 /// Accepts TCP connections until `stop` is cancelled (use
 /// [`crate::Engine::shutdown_token`]), handing each to `on_accept`. A failed
 /// accept is logged and retried after a short back-off. The accept loop of

@@ -37,6 +37,8 @@ pub struct TcpConfig {
     /// Longest a single write may block on a peer that stopped reading
     /// before the connection is dropped.
     pub write_timeout: Duration,
+    /// Connections the kernel queues before they are accepted.
+    pub listen_backlog: u32,
 }
 
 impl Default for TcpConfig {
@@ -45,6 +47,7 @@ impl Default for TcpConfig {
             max_frame_bytes: 256 * 1024,
             nodelay: true,
             write_timeout: Duration::from_secs(10),
+            listen_backlog: im_core::transport::DEFAULT_LISTEN_BACKLOG,
         }
     }
 }
@@ -68,7 +71,7 @@ impl TcpServer {
     /// Binds a listener.
     pub async fn bind(addr: impl ToSocketAddrs, config: TcpConfig) -> io::Result<Self> {
         Ok(Self {
-            listener: TcpListener::bind(addr).await?,
+            listener: im_core::transport::bind_listener(addr, config.listen_backlog).await?,
             config,
         })
     }

@@ -69,6 +69,8 @@ pub struct WsConfig {
     /// pending: past the rest, a new connection from an address that already
     /// has a handshake pending is refused.
     pub pending_handshakes_reserved_for_new_addresses: usize,
+    /// Connections the kernel queues before they are accepted.
+    pub listen_backlog: u32,
 }
 
 impl Default for WsConfig {
@@ -88,6 +90,7 @@ impl Default for WsConfig {
             max_pending_handshakes: 1024,
             max_pending_handshakes_per_address: 8,
             pending_handshakes_reserved_for_new_addresses: 256,
+            listen_backlog: im_core::transport::DEFAULT_LISTEN_BACKLOG,
         }
     }
 }

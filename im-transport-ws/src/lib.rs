@@ -48,7 +48,7 @@ impl WsServer {
     /// Binds a listener.
     pub async fn bind(addr: impl ToSocketAddrs, config: WsConfig) -> io::Result<Self> {
         Ok(Self {
-            listener: TcpListener::bind(addr).await?,
+            listener: im_core::transport::bind_listener(addr, config.listen_backlog).await?,
             config: Arc::new(config),
             http: None,
         })
