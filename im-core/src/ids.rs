@@ -256,6 +256,11 @@ impl ConversationId {
     }
 
     /// Parses a key made by [`ConversationId::to_key`].
+    ///
+    /// Only the exact key `to_key` writes is accepted: a direct key with its
+    /// users out of order (`d:1:ba`) or its length spelled another way
+    /// (`d:01:ab`, `d:+1:ab`) is refused as malformed rather than read as an
+    /// alias of `d:1:ab`, so one conversation never has two keys.
     pub fn from_key(key: &str) -> Result<Self, IdError> {
         let bad = || IdError::MalformedKey(key.to_owned());
         let (kind, rest) = key.split_once(':').ok_or_else(bad)?;
@@ -269,7 +274,11 @@ impl ConversationId {
                     return Err(bad());
                 }
                 let (a, b) = pair.split_at(len);
-                Ok(Self::direct(UserId::new(a)?, UserId::new(b)?))
+                let c = Self::direct(UserId::new(a)?, UserId::new(b)?);
+                if c.to_key() != key {
+                    return Err(bad());
+                }
+                Ok(c)
             }
             _ => Err(bad()),
         }
@@ -407,6 +416,35 @@ mod tests {
         assert!(ConversationId::from_key("q:x").is_err());
     }
 
+    // Found by `props::from_key_never_panics_and_accepts_only_canonical_keys`:
+    // these parsed as the conversation of another key, so a store row under
+    // one of them would have been read as `d:1:0a`/`d:1:ab`/… and later
+    // writes for that conversation would have gone to a second row.
+    #[test]
+    fn non_canonical_direct_keys_are_refused() {
+        for key in [
+            "d:1:a0",  // users out of order (canonical: d:1:0a)
+            "d:01:ab", // a leading zero in the length
+            "d:+1:ab", // a sign in the length
+            "d:2:bba", // longer user first, out of order (canonical: d:1:abb)
+        ] {
+            assert_eq!(
+                ConversationId::from_key(key),
+                Err(IdError::MalformedKey(key.to_owned())),
+                "{key}"
+            );
+        }
+        // A truncated key whose length now splits it elsewhere.
+        let long = format!("d:34:{}", "y".repeat(35));
+        assert!(ConversationId::from_key(&long).is_err());
+        assert_eq!(
+            ConversationId::from_key("d:1:0a")
+                .expect("canonical")
+                .to_key(),
+            "d:1:0a"
+        );
+    }
+
     #[test]
     fn ids_are_validated() {
         assert!(UserId::new("").is_err());
@@ -422,6 +460,129 @@ mod tests {
             let next = g.next();
             assert!(next > prev);
             prev = next;
+        }
+    }
+
+    /// Properties of the validators and the store key codec, with a bounded
+    /// number of cases. The `cargo fuzz` target `ids` (see `fuzz/`) explores
+    /// the same functions for longer.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The documented rule, restated independently of `validate`.
+        fn acceptable(s: &str) -> bool {
+            !s.is_empty() && s.len() <= MAX_ID_BYTES && !s.chars().any(char::is_control)
+        }
+
+        /// Strings near the rule's edges: ids full of separators, multi-byte
+        /// characters around the 128-byte limit, control characters.
+        fn edgy_string() -> impl Strategy<Value = String> {
+            prop_oneof![
+                2 => any::<String>(),
+                2 => "[a-z:0-9]{0,12}",
+                1 => "[é日:]{30,45}",
+                1 => "[a\\x00\\x7f\\u{85}\\u{2028}]{0,4}",
+                1 => (120usize..=136).prop_map(|n| "x".repeat(n)),
+            ]
+        }
+
+        /// A valid id: separators, digits and multi-byte characters included.
+        fn valid_id() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-c:0-9]{1,12}",
+                "[^\\p{Cc}]{1,32}",
+                (1usize..=MAX_ID_BYTES).prop_map(|n| "y".repeat(n)),
+            ]
+        }
+
+        fn conversation() -> impl Strategy<Value = ConversationId> {
+            prop_oneof![
+                (valid_id(), valid_id()).prop_map(|(a, b)| ConversationId::direct(
+                    UserId::new(a).expect("valid"),
+                    UserId::new(b).expect("valid")
+                )),
+                valid_id().prop_map(|g| ConversationId::group(g).expect("valid")),
+                valid_id().prop_map(|r| ConversationId::room(r).expect("valid")),
+            ]
+        }
+
+        /// Strings shaped like keys: a kind, a length, a colon, a payload.
+        fn key_shaped() -> impl Strategy<Value = String> {
+            (
+                prop_oneof![Just("d"), Just("g"), Just("r"), Just("x"), Just("")],
+                prop_oneof![
+                    (0usize..12).prop_map(|n| n.to_string()),
+                    Just("+1".to_owned()),
+                    Just("01".to_owned()),
+                    Just("-1".to_owned()),
+                    Just(u64::MAX.to_string()),
+                    Just("99999999999999999999999".to_owned()),
+                    Just(String::new()),
+                ],
+                edgy_string(),
+            )
+                .prop_map(|(kind, len, rest)| format!("{kind}:{len}:{rest}"))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn every_id_type_accepts_exactly_the_documented_rule(s in edgy_string()) {
+                let want = acceptable(&s);
+                prop_assert_eq!(UserId::new(&s).is_ok(), want);
+                prop_assert_eq!(DeviceId::new(&s).is_ok(), want);
+                prop_assert_eq!(ChannelId::new(&s).is_ok(), want);
+                prop_assert_eq!(validate_client_msg_id(&s).is_ok(), want);
+                if let Ok(id) = UserId::new(&s) {
+                    prop_assert_eq!(id.as_str(), s.as_str());
+                }
+            }
+
+            #[test]
+            fn store_keys_round_trip(c in conversation()) {
+                prop_assert_eq!(ConversationId::from_key(&c.to_key()), Ok(c));
+            }
+
+            #[test]
+            fn from_key_never_panics_and_accepts_only_canonical_keys(
+                key in prop_oneof![any::<String>(), key_shaped()]
+            ) {
+                if let Ok(c) = ConversationId::from_key(&key) {
+                    // One conversation, one key: a key that parses is the
+                    // key `to_key` writes, never an alias of it.
+                    prop_assert_eq!(c.to_key(), key);
+                }
+            }
+
+            #[test]
+            fn from_key_refuses_every_damaged_key(c in conversation(), cut in any::<usize>()) {
+                // A key with its last characters missing is refused or names
+                // another conversation whose key it is.
+                let key = c.to_key();
+                let boundaries: Vec<usize> = key.char_indices().map(|(i, _)| i).collect();
+                let short = &key[..boundaries[cut % boundaries.len()]];
+                if let Ok(other) = ConversationId::from_key(short) {
+                    prop_assert_eq!(other.to_key(), short);
+                }
+            }
+
+            #[test]
+            fn wire_names_round_trip(
+                viewer in valid_id(),
+                kind in prop_oneof![0i32..5, any::<i32>()],
+                id in prop_oneof![valid_id(), edgy_string()],
+            ) {
+                let viewer = UserId::new(viewer).expect("valid");
+                let r = pb::ConversationRef { kind, id };
+                let Ok(c) = ConversationId::from_wire(&viewer, &r) else {
+                    return Ok(());
+                };
+                prop_assert!((1..=3).contains(&kind));
+                prop_assert!(acceptable(&r.id));
+                prop_assert_eq!(c.to_wire(&viewer), r);
+            }
         }
     }
 }
