@@ -7,6 +7,7 @@ pub mod directory;
 mod engine;
 pub mod error;
 pub mod fanout;
+mod fast_hash;
 pub mod ids;
 pub mod log_limit;
 pub mod push;

@@ -11,11 +11,11 @@
 //! The default, [`CachedSequencer`], keeps recent heads in a bounded cache
 //! in front of the store. A cluster can back the seam with shared state.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use async_trait::async_trait;
 
+use crate::fast_hash::{FastHasher, FastMap};
 use crate::ids::{ConversationId, Seq};
 use crate::store::{Store, StoreResult};
 
@@ -40,14 +40,21 @@ pub trait Sequencer: Send + Sync + fmt::Debug + 'static {
 
 /// The default sequencer: a bounded cache of heads in front of the store.
 pub struct CachedSequencer {
-    heads: quick_cache::sync::Cache<ConversationId, Seq>,
+    heads: quick_cache::sync::Cache<ConversationId, Seq, quick_cache::UnitWeighter, FastHasher>,
 }
 
 impl CachedSequencer {
     /// Remembers about `entries` heads; the rest are read from the store.
     pub fn new(entries: usize) -> Self {
+        let entries = entries.max(1);
         Self {
-            heads: quick_cache::sync::Cache::new(entries.max(1)),
+            heads: quick_cache::sync::Cache::with(
+                entries,
+                entries as u64,
+                quick_cache::UnitWeighter,
+                FastHasher::default(),
+                Default::default(),
+            ),
         }
     }
 }
@@ -102,13 +109,13 @@ pub(crate) struct Assigned {
     /// One seq per message, in batch order.
     pub(crate) seqs: Vec<Seq>,
     /// The new head of every conversation in the batch.
-    pub(crate) heads: HashMap<ConversationId, Seq>,
+    pub(crate) heads: FastMap<ConversationId, Seq>,
 }
 
 /// Gives each message the next seq of its conversation, continuing from
 /// `heads` (a missing head means an empty conversation), in batch order.
 pub(crate) fn assign_seqs<'a>(
-    heads: &HashMap<ConversationId, Seq>,
+    heads: &FastMap<ConversationId, Seq>,
     batch: impl IntoIterator<Item = &'a ConversationId>,
 ) -> Assigned {
     let mut out = Assigned::default();
@@ -141,7 +148,7 @@ mod tests {
             heads in proptest::collection::vec(0u64..1_000, 5),
             batch in proptest::collection::vec(0u8..5, 0..200),
         ) {
-            let known: HashMap<ConversationId, Seq> =
+            let known: FastMap<ConversationId, Seq> =
                 heads.iter().enumerate().map(|(i, h)| (conv(i as u8), *h)).collect();
             let convs: Vec<ConversationId> = batch.iter().map(|&i| conv(i)).collect();
             let assigned = assign_seqs(&known, &convs);
@@ -168,7 +175,7 @@ mod tests {
     #[test]
     fn unknown_conversations_start_at_one() {
         let a = conv(1);
-        let assigned = assign_seqs(&HashMap::new(), [&a, &a, &a]);
+        let assigned = assign_seqs(&FastMap::default(), [&a, &a, &a]);
         assert_eq!(assigned.seqs, [1, 2, 3]);
     }
 }

@@ -1,16 +1,18 @@
 //! Conversation owners: one worker per shard assigns seqs, group-commits
 //! pending sends in one store append, acks after commit, then fans out.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use quick_cache::UnitWeighter;
 use quick_cache::unsync::Cache;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{encode_server_frame, error_frame, server_frame};
 use crate::error::{EngineError, StoreError};
 use crate::fanout::{Delivery, Diffusion, FanoutInput, FanoutPlan, RateClass};
+use crate::fast_hash::{FastHasher, FastMap};
 use crate::ids::{ChannelId, ConversationId, ConversationKind, Seq, SessionId, UserId, now_ms};
 use crate::pb;
 use crate::push::OfflineNotice;
@@ -125,7 +127,7 @@ impl Reply {
 pub(crate) struct ShardWorker {
     shared: Arc<Shared>,
     group_lane: GroupLane,
-    groups: Cache<ChannelId, Arc<GroupFacts>>,
+    groups: Cache<ChannelId, Arc<GroupFacts>, UnitWeighter, FastHasher>,
     holds: HoldBacks,
 }
 
@@ -135,7 +137,13 @@ impl ShardWorker {
         Self {
             group_lane: GroupLane::start(shared.clone()),
             shared,
-            groups: Cache::new(entries),
+            groups: Cache::with(
+                entries,
+                entries as u64,
+                UnitWeighter,
+                FastHasher::default(),
+                Default::default(),
+            ),
             holds: HoldBacks::new(entries),
         }
     }
@@ -411,7 +419,7 @@ impl ShardWorker {
 /// Committed messages grouped by conversation, in first-commit order.
 fn by_conversation(messages: Vec<StoredMessage>) -> Vec<(ConversationId, Vec<StoredMessage>)> {
     let mut by_conv: Vec<(ConversationId, Vec<StoredMessage>)> = Vec::new();
-    let mut index: HashMap<ConversationId, usize> = HashMap::new();
+    let mut index: FastMap<ConversationId, usize> = FastMap::default();
     for m in messages {
         match index.get(&m.conversation) {
             Some(&i) => by_conv[i].1.push(m),

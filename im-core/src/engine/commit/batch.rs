@@ -1,9 +1,10 @@
 //! [`CommitBatch`]: the state machine of one group commit.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::error::{SharedStoreError, StoreError};
+use crate::fast_hash::{FastMap, FastSet};
 use crate::ids::{ChannelId, ConversationId, DedupKey, MessageIdGenerator, Seq, UserId};
 use crate::sequencer::assign_seqs;
 use crate::store::{AppendRequest, NewMessage, StoredMessage};
@@ -63,8 +64,8 @@ pub(super) struct Authorizing<R> {
 /// One batch's commit, from sends in to answers and deliveries out.
 pub(crate) struct CommitBatch<R> {
     pub(super) phase: Phase<R>,
-    groups: HashMap<ChannelId, Arc<GroupFacts>>,
-    pub(super) heads: HashMap<ConversationId, Seq>,
+    groups: FastMap<ChannelId, Arc<GroupFacts>>,
+    pub(super) heads: FastMap<ConversationId, Seq>,
     /// A stack: the last chunk is appended next.
     pub(super) chunks: Vec<Chunk<R>>,
     pub(super) out: VecDeque<Step<R>>,
@@ -76,8 +77,8 @@ impl<R> CommitBatch<R> {
     pub(crate) fn new(sends: Vec<PendingSend<R>>, now_ms: i64) -> Self {
         Self {
             phase: Phase::Start(sends),
-            groups: HashMap::new(),
-            heads: HashMap::new(),
+            groups: FastMap::default(),
+            heads: FastMap::default(),
             chunks: Vec::new(),
             out: VecDeque::new(),
             now_ms,
@@ -106,7 +107,7 @@ impl<R> CommitBatch<R> {
     }
 
     fn start(&mut self, sends: Vec<PendingSend<R>>) {
-        let mut seen = HashSet::new();
+        let mut seen = FastSet::default();
         let groups: Vec<ChannelId> = sends
             .iter()
             .filter_map(|s| match &s.conversation {
@@ -128,8 +129,8 @@ impl<R> CommitBatch<R> {
         let Phase::AwaitGroups(sends) = std::mem::replace(&mut self.phase, Phase::Done) else {
             return;
         };
-        let mut failed: HashMap<ChannelId, SharedStoreError> = HashMap::new();
-        let mut missing: HashSet<ChannelId> = HashSet::new();
+        let mut failed: FastMap<ChannelId, SharedStoreError> = FastMap::default();
+        let mut missing: FastSet<ChannelId> = FastSet::default();
         for (group, result) in facts {
             match result {
                 Ok(Some(f)) => {
@@ -179,7 +180,7 @@ impl<R> CommitBatch<R> {
             to_check: VecDeque::new(),
             checking: None,
         };
-        let mut check_index: HashMap<ChannelId, usize> = HashMap::new();
+        let mut check_index: FastMap<ChannelId, usize> = FastMap::default();
         for s in sends {
             let group = match &s.conversation {
                 ConversationId::Group(g) if s.check_membership => g,
@@ -283,7 +284,7 @@ impl<R> CommitBatch<R> {
             self.phase = Phase::Done;
             return;
         };
-        let mut seen = HashSet::new();
+        let mut seen = FastSet::default();
         let missing: Vec<ConversationId> = chunk
             .sends
             .iter()
@@ -430,7 +431,7 @@ impl<R> CommitBatch<R> {
     /// Answers the sends the store already has after a lookup; the rest
     /// are appended again.
     fn split_duplicates(&mut self, chunk: Chunk<R>, keys: Vec<DedupKey>) {
-        let keys: HashSet<DedupKey> = keys.into_iter().collect();
+        let keys: FastSet<DedupKey> = keys.into_iter().collect();
         let (dups, rest): (Vec<Admitted<R>>, Vec<Admitted<R>>) = chunk
             .sends
             .into_iter()
@@ -482,7 +483,7 @@ pub(super) fn conflict(e: &StoreError) -> bool {
 /// Folds sends that repeat an earlier send's key within one batch into it.
 fn fold_retries<R>(sends: Vec<PendingSend<R>>) -> Vec<Admitted<R>> {
     let mut out: Vec<Admitted<R>> = Vec::with_capacity(sends.len());
-    let mut seen: HashMap<DedupKey, usize> = HashMap::new();
+    let mut seen: FastMap<DedupKey, usize> = FastMap::default();
     for s in sends {
         if let Some(key) = s.dedup_key() {
             if let Some(&i) = seen.get(&key) {

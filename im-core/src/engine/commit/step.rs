@@ -1,13 +1,14 @@
 //! The vocabulary between a [`CommitBatch`](super::CommitBatch) and the
 //! worker that performs its IO: sends in, steps out.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::error::{EngineError, StoreError};
 use crate::fanout::Diffusion;
+use crate::fast_hash::FastMap;
 use crate::ids::{ChannelId, ConversationId, DedupKey, DeviceId, Seq, UserId};
 use crate::store::{AppendRequest, StoredMessage};
 
@@ -96,7 +97,7 @@ pub(crate) struct Committed {
     /// In commit order.
     pub(crate) messages: Vec<StoredMessage>,
     /// The facts of every group among them, as the commit used them.
-    pub(crate) groups: HashMap<ChannelId, Arc<GroupFacts>>,
+    pub(crate) groups: FastMap<ChannelId, Arc<GroupFacts>>,
     /// Each conversation's head after the commit.
     pub(crate) heads: Vec<(ConversationId, Seq)>,
 }
