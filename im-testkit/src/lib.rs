@@ -4,6 +4,7 @@
 
 pub mod duplex;
 pub mod engine;
+pub mod faults;
 pub mod fixtures;
 pub mod model;
 pub mod probe;
