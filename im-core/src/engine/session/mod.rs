@@ -15,7 +15,7 @@ use crate::transport::{
     CloseCode, CloseReason, Connection, FrameReader, FrameWriter, TransportError,
 };
 
-use super::Engine;
+use super::{Engine, Shared};
 
 mod cursors;
 mod handle;
@@ -38,6 +38,17 @@ use request_error::{RequestError, RequestResult};
 const MAX_MALFORMED_FRAMES: u32 = 8;
 /// Unread counts are computed up to this, enough to tell "99+".
 const UNREAD_CAP: u32 = 100;
+
+/// Takes a session out of every index, and tells the session directory.
+fn unregister(shared: &Shared, handle: &SessionHandle) {
+    let rooms: Vec<ChannelId> = handle.rooms.lock().iter().cloned().collect();
+    shared.registry.unregister(handle);
+    let info = handle.info();
+    for room in &rooms {
+        shared.directory.room_left(room, &info);
+    }
+    shared.directory.session_closed(&info);
+}
 
 /// Runs a connection until it ends.
 pub(crate) async fn run(engine: Engine, conn: Connection) {
@@ -107,13 +118,7 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
     }
     .read_loop(&mut *reader)
     .await;
-    let rooms: Vec<ChannelId> = handle.rooms.lock().iter().cloned().collect();
-    shared.registry.unregister(&handle);
-    let info = handle.info();
-    for room in &rooms {
-        shared.directory.room_left(room, &info);
-    }
-    shared.directory.session_closed(&info);
+    unregister(&shared, &handle);
     handle.close(
         None,
         CloseReason::new(CloseCode::Normal, "session ended"),
@@ -146,10 +151,7 @@ const INDEX_ATTEMPTS: usize = 8;
 /// Indexes a registered session under its groups. The groups are loaded at a
 /// membership epoch and indexed only if no change happened meanwhile, so a
 /// member removed while connecting never stays indexed.
-async fn index_groups(
-    shared: &super::Shared,
-    handle: &Arc<SessionHandle>,
-) -> Result<(), StoreError> {
+async fn index_groups(shared: &Shared, handle: &Arc<SessionHandle>) -> Result<(), StoreError> {
     for _ in 0..INDEX_ATTEMPTS {
         let epoch = shared.registry.membership_epoch();
         let groups = shared.store.user_groups(&handle.user).await?;

@@ -1,0 +1,151 @@
+//! [`EngineBuilder`]: the store, the authenticator and every replaceable
+//! seam, then `build` starts the shard workers.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admission::PendingHandshakes;
+use crate::auth::{Authenticator, InsecureDevAuthenticator};
+use crate::directory::{LocalDirectory, SessionDirectory};
+use crate::error::EngineError;
+use crate::fanout::{DefaultFanoutPolicy, FanoutPolicy};
+use crate::ids::MessageIdGenerator;
+use crate::push::OfflinePush;
+use crate::sequencer::{CachedSequencer, Sequencer};
+use crate::store::Store;
+
+use super::config::EngineConfig;
+use super::registry::Registry;
+use super::rooms::{FanoutStage, RoomIndex, RoomSettings};
+use super::shard::ShardWorker;
+use super::{Engine, Inner, Shared, offline};
+
+/// Builds an [`Engine`].
+pub struct EngineBuilder {
+    store: Arc<dyn Store>,
+    config: EngineConfig,
+    auth: Option<Arc<dyn Authenticator>>,
+    offline_push: Option<Arc<dyn OfflinePush>>,
+    policy: Arc<dyn FanoutPolicy>,
+    sequencer: Option<Arc<dyn Sequencer>>,
+    directory: Arc<dyn SessionDirectory>,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineBuilder {
+    /// Starts building an engine on a store, with every default.
+    pub(super) fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            config: EngineConfig::default(),
+            auth: None,
+            offline_push: None,
+            policy: Arc::new(DefaultFanoutPolicy::default()),
+            sequencer: None,
+            directory: Arc::new(LocalDirectory),
+        }
+    }
+
+    /// Sets the configuration.
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the authenticator (required unless you call
+    /// [`EngineBuilder::insecure_dev_auth`]).
+    pub fn authenticator(mut self, auth: Arc<dyn Authenticator>) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Trusts `user` or `user:device` tokens as they are. Development only.
+    pub fn insecure_dev_auth(mut self) -> Self {
+        tracing::warn!("INSECURE: accepting any `user:device` token; never use this in production");
+        self.auth = Some(Arc::new(InsecureDevAuthenticator));
+        self
+    }
+
+    /// Sets the offline push hook.
+    pub fn offline_push(mut self, push: Arc<dyn OfflinePush>) -> Self {
+        self.offline_push = Some(push);
+        self
+    }
+
+    /// Sets the fanout policy (default: [`DefaultFanoutPolicy`]).
+    pub fn fanout_policy(mut self, policy: Arc<dyn FanoutPolicy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Sets the sequencer, which knows conversation heads (default: a
+    /// [`CachedSequencer`] of `shard_cache_entries` per shard).
+    pub fn sequencer(mut self, sequencer: Arc<dyn Sequencer>) -> Self {
+        self.sequencer = Some(sequencer);
+        self
+    }
+
+    /// Sets the session directory, which knows who is online beyond this
+    /// process (default: [`LocalDirectory`], this process only).
+    pub fn session_directory(mut self, directory: Arc<dyn SessionDirectory>) -> Self {
+        self.directory = directory;
+        self
+    }
+
+    /// Starts the engine's workers. Must be called inside a Tokio runtime.
+    pub fn build(self) -> Result<Engine, EngineError> {
+        let auth = self.auth.ok_or_else(|| {
+            EngineError::InvalidRequest("an authenticator is required".to_owned())
+        })?;
+        let rooms = RoomIndex::new(
+            RoomSettings::from_config(&self.config).with_policy(self.policy.clone()),
+            FanoutStage::start(self.config.room_fanout_threads),
+        );
+        let offline_in_flight = self.config.offline_push_in_flight;
+        let handshakes = PendingHandshakes::new(self.config.handshake_limits(), "login");
+        let sequencer = self.sequencer.unwrap_or_else(|| {
+            let entries = self.config.shard_cache_entries.max(1);
+            Arc::new(CachedSequencer::new(
+                entries.saturating_mul(self.config.shards.max(1)),
+            ))
+        });
+        let shared = Arc::new(Shared {
+            config: self.config,
+            store: self.store,
+            auth,
+            offline_push: self
+                .offline_push
+                .map(|p| offline::OfflineDispatch::new(p, offline_in_flight)),
+            policy: self.policy,
+            sequencer,
+            directory: self.directory,
+            registry: Registry::new(rooms),
+            ids: MessageIdGenerator::new(),
+            next_session: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+            handshakes,
+        });
+        let shards = (0..shared.config.shards.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(shared.config.shard_queue.max(1));
+                tokio::spawn(ShardWorker::new(shared.clone()).run(rx));
+                tx
+            })
+            .collect();
+        Ok(Engine {
+            inner: Arc::new(Inner { shared, shards }),
+        })
+    }
+}
