@@ -224,10 +224,29 @@ impl Cli {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chat-cli: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let token = format!("{}:{}", args.user, args.device);
-    let client = Arc::new(Client::connect(&args.server, &token, &args.device).await?);
+    let client = Client::connect(&args.server, &token, &args.device)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot connect to {}: {e} (is a server running? \
+                 `cargo run --example chat-server -- --demo` starts one)",
+                args.server
+            )
+        })?;
+    let client = Arc::new(client);
     println!("connected as {} — /help for commands", client.user_id());
 
     // Live frames, printed as they come; heartbeats keep the session alive.

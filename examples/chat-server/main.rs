@@ -21,6 +21,8 @@ use im_engine::metrics_http::MetricsHttp;
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
 use tokio::net::TcpListener;
 
+#[path = "../common/logging.rs"]
+mod logging;
 #[path = "../common/memory_store.rs"]
 mod memory_store;
 
@@ -66,6 +68,11 @@ struct Args {
     #[cfg(feature = "postgres")]
     #[arg(long, env = "IM_PG_SCHEMA", default_value = "im")]
     pg_schema: String,
+    /// Accepted so a server built without PostgreSQL says so instead of
+    /// silently running in memory.
+    #[cfg(not(feature = "postgres"))]
+    #[arg(long, env = "IM_PG_URL", hide = true)]
+    postgres: Option<String>,
 }
 
 /// The store chosen by the flags.
@@ -73,11 +80,51 @@ async fn open_store(args: &Args) -> Result<Arc<dyn Store>, Box<dyn std::error::E
     #[cfg(feature = "postgres")]
     if let Some(url) = &args.postgres {
         use im_engine::store_postgres::{PgStore, PgStoreConfig};
-        let store = PgStore::connect(PgStoreConfig::new(url).with_schema(&args.pg_schema)).await?;
+        let store = PgStore::connect(PgStoreConfig::new(url).with_schema(&args.pg_schema))
+            .await
+            .map_err(|e| format!("cannot open PostgreSQL at {}: {}", redact(url), chain(&e)))?;
         tracing::info!(schema = %args.pg_schema, "store: PostgreSQL");
         return Ok(Arc::new(store));
     }
+    #[cfg(not(feature = "postgres"))]
+    if args.postgres.is_some() {
+        return Err(
+            "--postgres / IM_PG_URL is set, but this chat-server was built without \
+                    PostgreSQL: run it with `--features postgres`"
+                .into(),
+        );
+    }
     Ok(Arc::new(args.memory.open()))
+}
+
+/// An error and its sources, one after the other: "db error" alone says
+/// nothing; its source says which database is missing.
+#[cfg(feature = "postgres")]
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
+}
+
+/// The URL without its password, for error messages.
+#[cfg(feature = "postgres")]
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 fn parse_kick_policy(s: &str) -> Result<KickPolicy, String> {
@@ -90,13 +137,19 @@ fn parse_kick_policy(s: &str) -> Result<KickPolicy, String> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,im_core=info".into()),
-        )
-        .init();
+async fn main() -> std::process::ExitCode {
+    logging::init("info,im_core=info");
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Said plainly, with what to do next, not as a Debug dump.
+            eprintln!("chat-server: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
 
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
@@ -150,7 +203,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.listen,
         TcpConfig::default().max_frame_bytes(args.max_frame_bytes),
     )
-    .await?;
+    .await
+    .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     tracing::info!(listen = %tcp.local_addr()?, metrics = %args.metrics, "chat-server ready");
     let serving = tcp.serve(engine.clone());
 

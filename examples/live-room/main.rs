@@ -19,6 +19,8 @@ use im_engine::core::room::{BatchConfig, BatchTier};
 use im_engine::core::{Engine, EngineConfig};
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
 
+#[path = "../common/logging.rs"]
+mod logging;
 #[path = "../common/memory_store.rs"]
 mod memory_store;
 
@@ -112,12 +114,7 @@ fn rss_kib() -> Option<u64> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,im_core=warn".into()),
-        )
-        .init();
+    logging::init("info,im_core=warn");
     let args = Args::parse();
     let metrics = match args.metrics {
         Some(addr) => {

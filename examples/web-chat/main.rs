@@ -22,6 +22,8 @@ use im_engine::transport_tcp::{TcpConfig, TcpServer};
 use im_engine::transport_ws::http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use im_engine::transport_ws::{HttpHandler, WsConfig, WsServer};
 
+#[path = "../common/logging.rs"]
+mod logging;
 #[path = "../common/memory_store.rs"]
 mod memory_store;
 
@@ -97,11 +99,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Bytes> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    logging::init("info");
     let args = Args::parse();
 
     let mut config = EngineConfig::default();
