@@ -6,6 +6,7 @@ pub mod duplex;
 pub mod engine;
 pub mod faults;
 pub mod fixtures;
+pub mod garbage;
 pub mod model;
 pub mod probe;
 pub mod store;
