@@ -9,7 +9,6 @@ use async_trait::async_trait;
 use common::gated::GatedStore;
 use common::*;
 use im_engine::core::pb::{self, ErrorCode, server_frame::Body as Out};
-use im_engine::core::store::*;
 use im_engine::core::{ChannelId, ConversationId, EngineConfig, KickPolicy};
 use im_engine::store_memory::MemoryStore;
 use im_engine::transport_tcp::client::{Client, direct, group};
@@ -20,17 +19,8 @@ fn alice_bob() -> ConversationId {
 }
 
 async fn stored_bodies(store: &GatedStore) -> Vec<String> {
-    let page = store
-        .read_range(RangeRequest {
-            conversation: alice_bob(),
-            after_seq: 0,
-            until_seq: None,
-            limit: 1000,
-            newest: false,
-        })
+    stored(store, &alice_bob())
         .await
-        .expect("read");
-    page.messages
         .iter()
         .map(|m| String::from_utf8_lossy(&m.body).into_owned())
         .collect()

@@ -11,7 +11,7 @@ use common::*;
 use im_engine::core::fanout::{FanoutInput, FanoutPlan};
 use im_engine::core::pb::{self, server_frame::Body as Out};
 use im_engine::core::room::{BatchConfig, BatchTier, SubRoomConfig};
-use im_engine::core::store::{RangeRequest, Store, StoreResult, Timeline};
+use im_engine::core::store::{Store, StoreResult};
 use im_engine::core::{
     CachedSequencer, ChannelId, ConversationId, Engine, EngineConfig, OfflineNotice, OfflinePush,
     Seq, Sequencer, SessionDirectory, SessionInfo, UserId,
@@ -83,19 +83,10 @@ async fn a_host_sequencer_that_answers_stale_heads_cannot_fork_a_timeline() {
         .expect("send after a stale head");
     assert_eq!(r.seq, 4);
     assert!(sequencer.forgotten.load(Ordering::SeqCst) >= 1);
-    let page = store
-        .read_range(RangeRequest {
-            conversation: conv,
-            after_seq: 0,
-            until_seq: None,
-            limit: 100,
-            newest: false,
-        })
-        .await
-        .expect("read");
-    let seqs: Vec<Seq> = page.messages.iter().map(|m| m.seq).collect();
+    let messages = stored(&*store, &conv).await;
+    let seqs: Vec<Seq> = messages.iter().map(|m| m.seq).collect();
     assert_eq!(seqs, vec![1, 2, 3, 4]);
-    let bodies: Vec<&[u8]> = page.messages.iter().map(|m| &m.body[..]).collect();
+    let bodies: Vec<&[u8]> = messages.iter().map(|m| &m.body[..]).collect();
     assert_eq!(bodies, vec![&b"m1"[..], b"m2", b"m3", b"m4"]);
 }
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use im_engine::core::pb::{self, server_frame::Body as Out};
-use im_engine::core::{ChannelId, Engine, EngineConfig, Store, UserId};
+use im_engine::core::store::{RangeRequest, StoredMessage};
+use im_engine::core::{ChannelId, ConversationId, Engine, EngineConfig, Store, UserId};
 use im_engine::store_memory::MemoryStore;
 use im_engine::transport_tcp::client::Client;
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
@@ -147,4 +148,19 @@ pub async fn mem_next_matching<T>(
             Ok(None) | Err(_) => return None,
         }
     }
+}
+
+/// Every message a store holds in `conversation`, oldest first (up to 1,000).
+pub async fn stored(store: &dyn Store, conversation: &ConversationId) -> Vec<StoredMessage> {
+    store
+        .read_range(RangeRequest {
+            conversation: conversation.clone(),
+            after_seq: 0,
+            until_seq: None,
+            limit: 1000,
+            newest: false,
+        })
+        .await
+        .expect("read the timeline")
+        .messages
 }
