@@ -31,6 +31,9 @@ struct ModelStore {
     poison: Vec<u8>,
     /// Appends that fail as unavailable before the store recovers.
     outages: usize,
+    /// Forget every group once their facts were handed out, as a worker's
+    /// cache may evict them while the batch is in flight.
+    forget_groups_after_load: bool,
 }
 
 impl ModelStore {
@@ -126,6 +129,9 @@ fn run(store: &mut ModelStore, sends: Vec<PendingSend<usize>>) -> HashMap<usize,
                     })
                     .collect();
                 batch.on_groups(facts);
+                if store.forget_groups_after_load {
+                    store.groups.clear();
+                }
             }
             Step::CheckMembers { group, users } => {
                 let members = &store.groups[&group].0;
@@ -325,8 +331,13 @@ fn a_batch_keeps_its_group_facts_when_the_worker_forgets_them() {
     // The worker's cache may evict a group between steps; the batch decides
     // inbox recipients from the facts it was handed, never from a cache.
     let mut store = model();
+    store.forget_groups_after_load = true;
     let sends = build(&[(0, 0, 1, false), (3, 2, 2, false), (0, 0, 3, false)]);
     run(&mut store, sends);
+    assert!(
+        store.groups.is_empty(),
+        "the groups were forgotten mid-batch"
+    );
     let inbox = |u: u8| store.inboxes.get(&user(u)).map_or(0, Vec::len);
     assert_eq!((inbox(0), inbox(1), inbox(2), inbox(3)), (3, 2, 2, 1));
 }
