@@ -153,6 +153,10 @@ async fn serve(listen: SocketAddr, ws_listen: Option<SocketAddr>) -> Result<(), 
     c.room_send_rate = 0;
     c.user_room_send_rate = 0;
     c.heartbeat_interval = Duration::from_secs(600);
+    // Every simulated member connects from 127.0.0.1: one address may hold
+    // the whole login pool, as behind a proxy or a load balancer.
+    c.max_pending_handshakes_per_address = c.max_pending_handshakes;
+    c.pending_handshakes_reserved_for_new_addresses = 0;
     let engine = Engine::builder(Arc::new(MemoryStore::new()))
         .config(c)
         .insecure_dev_auth()
@@ -162,7 +166,9 @@ async fn serve(listen: SocketAddr, ws_listen: Option<SocketAddr>) -> Result<(), 
     let tcp = TcpServer::bind(listen, TcpConfig::default()).await?;
     tcp.serve(engine.clone());
     if let Some(addr) = ws_listen {
-        let ws = WsServer::bind(addr, WsConfig::default()).await?;
+        let limits = WsConfig::default();
+        let total = limits.max_pending_handshakes;
+        let ws = WsServer::bind(addr, limits.pending_handshakes(total, total, 0)).await?;
         ws.serve(engine.clone());
     }
     println!("READY");

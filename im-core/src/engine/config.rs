@@ -71,7 +71,9 @@ pub struct EngineConfig {
     /// may be between accept and `Connected` at once; one more is refused
     /// at once with a retryable `Unavailable` error. Connections whose
     /// transport knows no peer address are bounded by
-    /// `max_pending_handshakes` only.
+    /// `max_pending_handshakes` only. Behind a proxy or load balancer that
+    /// does not pass the client's address, every client shares one: raise
+    /// this to `max_pending_handshakes` (and the reserved share to 0).
     pub max_pending_handshakes_per_address: usize,
     /// Part of `max_pending_handshakes` kept for addresses with nothing
     /// pending: past the rest, a new connection from an address that already
