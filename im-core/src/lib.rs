@@ -2,6 +2,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod cluster;
 pub mod codec;
 pub mod directory;
 mod engine;
