@@ -488,7 +488,8 @@ export class ImClient extends EventTarget {
 
   async joinOn(conn, roomId) {
     const joined = await this.request(conn, "join_room", { room_id: roomId });
-    this.delivery.noteHead({ kind: Kind.ROOM, id: roomId }, joined.head_seq);
+    // First join: from now on; a rejoin: pull what was missed meanwhile.
+    this.delivery.noteHead({ kind: Kind.ROOM, id: roomId }, joined.head_seq, { here: true });
     this.pumpPulls(conn);
     return joined;
   }

@@ -65,12 +65,15 @@ export class DeliveryState {
     }
   }
 
-  /** The state of `ref`, created at `baseline` if unseen. */
-  conv(ref, baseline) {
+  /**
+   * The state of `ref`, created if unseen: at 0 with `fromStart` (unless
+   * `here`), else at `baseline`.
+   */
+  conv(ref, baseline, here = false) {
     const key = convKey(ref);
     let c = this.convs.get(key);
     if (!c) {
-      const seq = this.fromStart ? 0 : Math.max(0, baseline);
+      const seq = this.fromStart && !here ? 0 : Math.max(0, baseline);
       c = { ref: plainRef(ref), seq, target: seq, buffer: new Map(), pulling: false };
       this.convs.set(key, c);
     }
@@ -122,11 +125,13 @@ export class DeliveryState {
    * Records that `ref` has messages up to `head` (Notify, a catch-up head,
    * RoomJoined, a conversation list). With `fromStart` false an unseen
    * conversation starts at `head`, or just before it with `last`, so that its
-   * newest message is pulled (a Notify).
+   * newest message is pulled (a Notify). With `here` an unseen conversation
+   * starts at `head` whatever `fromStart` says (a live room joined for the
+   * first time: what is said from now on).
    */
-  noteHead(ref, head, { last = false } = {}) {
+  noteHead(ref, head, { last = false, here = false } = {}) {
     const h = num(head);
-    const c = this.conv(ref, last ? h - 1 : h);
+    const c = this.conv(ref, last ? h - 1 : h, here);
     c.target = Math.max(c.target, h);
   }
 

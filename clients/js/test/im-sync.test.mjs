@@ -108,6 +108,14 @@ test("fromStart=false starts an unseen conversation where it is first seen", () 
   const all = new DeliveryState();
   all.accept([msg(bob, 41)]);
   assert.deepEqual(all.pulls(10), [{ conversation: bob, after_seq: 0, until_seq: 41, limit: 10 }]);
+  // ... but a room joined for the first time starts at its head,
+  const room = { kind: 3, id: "stage" };
+  all.noteHead(room, 70, { here: true });
+  assert.equal(all.cursor(room), 70);
+  assert.deepEqual(all.pulls(10), []); // (bob's pull is still in flight)
+  // and a rejoin later pulls what the room said meanwhile.
+  all.noteHead(room, 75, { here: true });
+  assert.deepEqual(all.pulls(10), [{ conversation: room, after_seq: 70, until_seq: 75, limit: 10 }]);
 });
 
 test("buffered messages above a gap are bounded", () => {
