@@ -126,6 +126,8 @@ export class ImClient extends EventTarget {
     this.WebSocket = options.WebSocket || globalThis.WebSocket;
     this.fromStart = options.fromStart ?? true;
     this.inboxVersion = options.inboxVersion || 0;
+    // Whether inboxVersion is a real starting point (resumed, or caught up once).
+    this.synced = Boolean(options.inboxVersion || options.cursors);
     this.delivery = new DeliveryState({ cursors: options.cursors, fromStart: this.fromStart });
     this.outbox = new Outbox();
     this.sendWaiters = new Map(); // client_msg_id -> {resolve, reject}
@@ -457,8 +459,9 @@ export class ImClient extends EventTarget {
   /** The catch-up of im.proto: Sync pages with heads, pulls, rooms rejoined. */
   async catchUp(conn, connected) {
     let version = this.inboxVersion;
-    if (!this.fromStart && version === 0) {
-      // A fresh page that only wants what comes next: nothing to catch up.
+    if (!this.fromStart && !this.synced) {
+      // A fresh page that only wants what comes next: nothing to catch up
+      // the first time; later reconnects sync from this version.
       version = num(connected.inbox_version);
     } else {
       let first = true;
@@ -483,7 +486,10 @@ export class ImClient extends EventTarget {
     }
     for (const room of [...this.rooms]) await this.joinOn(conn, room);
     await this.pullsDone(conn);
-    if (conn === this.conn) this.inboxVersion = Math.max(this.inboxVersion, version);
+    if (conn === this.conn) {
+      this.inboxVersion = Math.max(this.inboxVersion, version);
+      this.synced = true;
+    }
   }
 
   async joinOn(conn, roomId) {

@@ -191,7 +191,9 @@ test("cut connections: sends are resent with the same client_msg_id and arrive e
   const up = await faultProxy([900, 1400, 2000], "up");
   const down = await faultProxy([700, 1500, 2600], "down");
   const alice = await connect(a, { urls: [up.url] });
-  const bob = await connect(b, { urls: [down.url, wsUrl] });
+  // bob is a page that only wants what arrives from now on (fromStart:
+  // false, web-chat's mode): what was pushed into a cut still reaches him.
+  const bob = await connect(b, { urls: [down.url, wsUrl], fromStart: false });
   let resends = 0;
   const seen = new Map();
   // Count what alice transmits per client_msg_id by wrapping the outbox.
