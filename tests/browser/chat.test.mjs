@@ -8,16 +8,15 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { startWebChat } from "../support/web-chat.mjs";
 import { chromium } from "playwright-core";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, "../..");
-const serverBin = process.env.WEB_CHAT_BIN || join(repo, "target/debug/examples/web-chat");
 const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
 const shots = process.env.SCREENSHOT_DIR || join(repo, "target/browser");
 const TIMEOUT = 15_000;
@@ -28,23 +27,7 @@ let browser;
 let profile;
 
 before(async () => {
-  server = spawn(serverBin, ["--addr", "127.0.0.1:0"], {
-    stdio: ["ignore", "pipe", "inherit"],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" },
-  });
-  url = await new Promise((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error("web-chat did not start")), 30_000);
-    let out = "";
-    server.stdout.on("data", (chunk) => {
-      out += chunk;
-      const m = out.match(/listening on (http:\/\/\S+)/);
-      if (m) {
-        clearTimeout(timer);
-        ok(m[1]);
-      }
-    });
-    server.on("exit", (code) => fail(new Error(`web-chat exited with ${code}`)));
-  });
+  ({ process: server, url } = await startWebChat());
   profile = mkdtempSync(join(tmpdir(), "im-chromium-"));
   browser = await chromium.launch({
     executablePath: chromiumPath,

@@ -8,16 +8,15 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
 import net from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { startWebChat } from "../../../tests/support/web-chat.mjs";
 import { ImClient, Kind, loadSchema, State } from "../im-client.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, "../../..");
-const serverBin = process.env.WEB_CHAT_BIN || join(repo, "target/debug/examples/web-chat");
 const protobuf = createRequire(import.meta.url)(join(repo, "examples/web-chat/static/vendor/protobuf.min.js"));
 const DEADLINE = 20_000;
 const text = new TextDecoder();
@@ -34,23 +33,7 @@ const user = (name) => `${name}${++nextUser}`;
 
 before(async () => {
   if (typeof WebSocket !== "function") throw new Error("run node with --experimental-websocket");
-  server = spawn(serverBin, ["--addr", "127.0.0.1:0"], {
-    stdio: ["ignore", "pipe", "inherit"],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" },
-  });
-  httpUrl = await new Promise((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error("web-chat did not start")), 30_000);
-    let out = "";
-    server.stdout.on("data", (chunk) => {
-      out += chunk;
-      const m = out.match(/listening on (http:\/\/\S+)/);
-      if (m) {
-        clearTimeout(timer);
-        ok(m[1]);
-      }
-    });
-    server.on("exit", (code) => fail(new Error(`web-chat exited with ${code}`)));
-  });
+  ({ process: server, url: httpUrl } = await startWebChat());
   wsUrl = `${httpUrl.replace(/^http/, "ws")}ws`;
   // The schema the server serves to browsers.
   schema = loadSchema(protobuf, await (await fetch(`${httpUrl}im.proto`)).text());
