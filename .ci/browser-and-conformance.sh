@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The web chat in a real (headless) browser, and the Autobahn WebSocket
 # conformance cases against the transport. Called by .ci/run; runnable alone.
+# Also the JavaScript client's node tests (clients/js/test).
 # Installs what it needs: Debian's chromium, playwright-core (npm, pinned in
 # tests/browser/package-lock.json), kosoku (PyPI, pinned below) in a venv.
 set -euo pipefail
@@ -73,3 +74,10 @@ cargo build --example web-chat
     SCREENSHOT_DIR="$PWD/../../$out" node --test chat.test.mjs
 )
 echo "screenshots: $out/web-chat-*.png"
+
+echo "== js client (clients/js): unit tests, then against a real web-chat"
+# No packages: Node's own test runner and WebSocket (behind a flag in Node 20).
+# Each test has its own deadline; the whole run is bounded here too.
+WEB_CHAT_BIN="$(cd "$(dirname "$bin")" && pwd)/examples/web-chat" \
+  timeout 300 node --experimental-websocket --test \
+  clients/js/test/im-sync.test.mjs clients/js/test/im-client.test.mjs

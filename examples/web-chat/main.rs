@@ -64,6 +64,9 @@ const INDEX_HTML: &str = include_str!("static/index.html");
 const APP_JS: &str = include_str!("static/app.js");
 const STYLE_CSS: &str = include_str!("static/style.css");
 const PROTOBUF_JS: &str = include_str!("static/vendor/protobuf.min.js");
+// The JavaScript client module the page uses (clients/js, see its README section).
+const IM_CLIENT_JS: &str = include_str!("../../clients/js/im-client.mjs");
+const IM_SYNC_JS: &str = include_str!("../../clients/js/im-sync.mjs");
 
 impl HttpHandler for StaticFiles {
     fn handle(&self, request: &Request<()>) -> Response<Bytes> {
@@ -75,6 +78,8 @@ impl HttpHandler for StaticFiles {
             "/app.js" => (APP_JS, "text/javascript; charset=utf-8"),
             "/style.css" => (STYLE_CSS, "text/css; charset=utf-8"),
             "/vendor/protobuf.min.js" => (PROTOBUF_JS, "text/javascript; charset=utf-8"),
+            "/im-client.mjs" => (IM_CLIENT_JS, "text/javascript; charset=utf-8"),
+            "/im-sync.mjs" => (IM_SYNC_JS, "text/javascript; charset=utf-8"),
             // The page parses the server's own schema: one source of truth.
             "/im.proto" => (im_engine::core::PROTO, "text/plain; charset=utf-8"),
             _ => return text(StatusCode::NOT_FOUND, "not found\n"),

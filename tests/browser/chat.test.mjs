@@ -1,22 +1,22 @@
 // Browser test of examples/web-chat: headless Debian Chromium, driven by
 // playwright-core. Two pages chat both ways (direct and in #lobby); a third
 // logs in late, sees the unread count, and scrolls back through the history.
+// Then a page whose WebSocket is cut reconnects by itself and misses nothing.
 //
 // Run by .ci/browser-and-conformance.sh. By hand:
 //   cargo build --example web-chat && (cd tests/browser && npm ci && npm test)
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { startWebChat } from "../support/web-chat.mjs";
 import { chromium } from "playwright-core";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, "../..");
-const serverBin = process.env.WEB_CHAT_BIN || join(repo, "target/debug/examples/web-chat");
 const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
 const shots = process.env.SCREENSHOT_DIR || join(repo, "target/browser");
 const TIMEOUT = 15_000;
@@ -27,23 +27,7 @@ let browser;
 let profile;
 
 before(async () => {
-  server = spawn(serverBin, ["--addr", "127.0.0.1:0"], {
-    stdio: ["ignore", "pipe", "inherit"],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" },
-  });
-  url = await new Promise((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error("web-chat did not start")), 30_000);
-    let out = "";
-    server.stdout.on("data", (chunk) => {
-      out += chunk;
-      const m = out.match(/listening on (http:\/\/\S+)/);
-      if (m) {
-        clearTimeout(timer);
-        ok(m[1]);
-      }
-    });
-    server.on("exit", (code) => fail(new Error(`web-chat exited with ${code}`)));
-  });
+  ({ process: server, url } = await startWebChat());
   profile = mkdtempSync(join(tmpdir(), "im-chromium-"));
   browser = await chromium.launch({
     executablePath: chromiumPath,
@@ -67,8 +51,11 @@ after(async () => {
   if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
-/** A page logged in as `user`, in its own browser context. */
-async function login(user) {
+/**
+ * A page logged in as `user`, in its own browser context. `prepare(page)`
+ * runs before the page loads (e.g. to route its WebSocket).
+ */
+async function login(user, prepare = async () => {}) {
   const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
   const page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT);
@@ -76,6 +63,7 @@ async function login(user) {
   page.on("pageerror", (e) => problems.push(String(e)));
   page.on("console", (m) => m.type() === "error" && problems.push(m.text()));
   page.problems = problems;
+  await prepare(page);
   await page.goto(url);
   await page.fill("#login-user", user);
   await page.click("#login-button");
@@ -171,6 +159,40 @@ test("two people chat both ways; a late member sees the history", async () => {
   await alice.screenshot({ path: join(shots, "web-chat-alice.png") });
 
   for (const page of [alice, bob, carol]) {
+    assert.deepEqual(page.problems, [], "no page errors");
+  }
+});
+
+test("the page reconnects by itself after its connection is cut, and misses nothing", async () => {
+  // erin's WebSocket goes through Playwright, which can cut it.
+  const sockets = [];
+  const erin = await login("erin", (page) =>
+    page.routeWebSocket(/\/ws$/, (ws) => {
+      ws.connectToServer();
+      sockets.push(ws);
+    }),
+  );
+  const frank = await login("frank");
+  await frank.fill("#new-chat-user", "erin");
+  await frank.press("#new-chat-user", "Enter");
+  await say(frank, "erin, are you there?");
+  await conv(erin, "1:frank").click();
+  await waitForMessage(erin, "erin, are you there?");
+
+  // Cut erin's connection; frank writes while she is away (or just back).
+  await sockets[0].close({ code: 1001, reason: "test cut" });
+  await erin.locator("#status[data-state=offline]").waitFor();
+  await say(frank, "while you were cut off");
+  await erin.locator("#status[data-state=online]").waitFor();
+  await waitForMessage(erin, "while you were cut off");
+  assert.ok(sockets.length >= 2, "the page opened a new WebSocket by itself");
+
+  // And erin's own sends still work, once each.
+  await say(erin, "back again");
+  await waitForMessage(frank, "back again");
+  const seen = await messages(erin).allTextContents();
+  assert.deepEqual(seen, ["erin, are you there?", "while you were cut off", "back again"]);
+  for (const page of [erin, frank]) {
     assert.deepEqual(page.problems, [], "no page errors");
   }
 });

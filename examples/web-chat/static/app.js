@@ -1,142 +1,64 @@
-// im-engine web chat: binary protobuf frames (subprotocol im.v1.proto) over
-// WebSocket, encoded with protobuf.js from the server's own /im.proto.
-"use strict";
+// im-engine web chat: the page around the JavaScript client module
+// (/im-client.mjs, from clients/js), which owns the WebSocket, reconnects,
+// catches up, resends and delivers each message once, in order. This file is
+// only the UI: it renders the client's events and asks it for pages of history.
+import { ImClient, Kind, State, convKey as key, loadSchema, num } from "/im-client.mjs";
 
-(() => {
-  const SUBPROTOCOL = "im.v1.proto";
+{
   const PAGE = 30; // messages per history page
   const $ = (id) => document.getElementById(id);
 
-  let T = null; // protobuf types, once /im.proto is loaded
+  let schema = null; // protobuf types, once /im.proto is loaded
   const state = {
     me: null,
-    ws: null,
-    nextRequest: 1,
-    pending: new Map(), // request_id -> {resolve, reject}
+    client: null,
     conversations: new Map(), // key -> ConversationSummary (plain object)
     open: null, // {key, ref, messages: Map(seq -> msg), oldest, newest, hasMore}
-    heartbeat: null,
     listTimer: null,
   };
 
-  const key = (ref) => `${ref.kind}:${ref.id}`;
-  const num = (v) => (v == null ? 0 : Number(v));
-  const utf8 = new TextEncoder();
   const text = new TextDecoder("utf-8", { fatal: false });
 
-  async function loadSchema() {
-    const source = await (await fetch("/im.proto")).text();
-    const root = protobuf.parse(source, { keepCase: true }).root;
-    const kinds = root.lookupEnum("im.v1.ConversationKind").values;
-    T = {
-      ClientFrame: root.lookupType("im.v1.ClientFrame"),
-      ServerFrame: root.lookupType("im.v1.ServerFrame"),
-      DIRECT: kinds.CONVERSATION_KIND_DIRECT,
-      GROUP: kinds.CONVERSATION_KIND_GROUP,
-      ROOM: kinds.CONVERSATION_KIND_ROOM,
-      WEB: root.lookupEnum("im.v1.DeviceKind").values.DEVICE_KIND_WEB,
-      ErrorCode: root.lookupEnum("im.v1.ErrorCode").valuesById,
-      KickReason: root.lookupEnum("im.v1.KickReason").valuesById,
-    };
+  async function loadSchemaOnce() {
+    if (!schema) schema = loadSchema(globalThis.protobuf, await (await fetch("/im.proto")).text());
+    return schema;
   }
 
-  // ------------------------------------------------------------ transport
+  /** The running client; requests made while it is offline fail with "offline". */
+  const client = () => state.client;
 
-  function sendFrame(body, payload, requestId = 0) {
-    const frame = T.ClientFrame.create({ request_id: requestId, [body]: payload });
-    state.ws.send(T.ClientFrame.encode(frame).finish());
-  }
-
-  /** Sends a request and resolves with the answer's body, rejects on Error. */
-  function request(body, payload) {
-    const id = state.nextRequest++;
-    return new Promise((resolve, reject) => {
-      state.pending.set(id, { resolve, reject });
-      try {
-        sendFrame(body, payload, id);
-      } catch (e) {
-        state.pending.delete(id);
-        reject(e);
-      }
+  /** Starts a client for `user` and wires its events to the page. */
+  async function connect(user) {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const c = new ImClient({
+      urls: [`${scheme}://${location.host}/ws`],
+      token: user,
+      schema: await loadSchemaOnce(),
+      clientInfo: "im-engine web-chat",
+      // The page shows history on demand (newest page, scroll back), so the
+      // client delivers what arrives from now on, gap-free.
+      fromStart: false,
     });
-  }
-
-  function onFrame(event) {
-    let frame;
-    try {
-      frame = T.ServerFrame.decode(new Uint8Array(event.data));
-    } catch (e) {
-      console.error("undecodable frame", e);
-      return;
-    }
-    const body = frame.body; // name of the oneof field that is set
-    const value = body ? frame[body] : null;
-    const id = num(frame.request_id);
-    if (id && state.pending.has(id)) {
-      const { resolve, reject } = state.pending.get(id);
-      state.pending.delete(id);
-      if (body === "error") {
-        reject(new Error(`${T.ErrorCode[value.code] || value.code}: ${value.reason}`));
+    state.client = c;
+    let online = false;
+    c.on("message", (m) => onMessages([m]));
+    c.on("kicked", (k) => showError(`kicked: ${k.reasonName} ${k.detail}`));
+    c.on("historygap", (g) => showError(`messages ${g.from}-${g.to} of ${g.conversation.id} are no longer kept`));
+    c.on("state", ({ state: s, reason }) => {
+      if (state.client !== c) return;
+      if (s === State.ONLINE) {
+        setStatus("online", "online");
+        // Back after a reconnect: unread counts may have moved meanwhile.
+        if (online) scheduleList();
+        online = true;
+      } else if (s === State.CLOSED) {
+        setStatus("offline", reason);
       } else {
-        resolve({ body, value });
+        setStatus(s === State.OFFLINE ? "offline" : "connecting", `${s}: ${reason}`);
       }
-      return;
-    }
-    switch (body) {
-      case "push":
-        onMessages(value.messages);
-        break;
-      case "notify":
-        onNotify(value);
-        break;
-      case "kicked":
-        setStatus("offline", `kicked: ${T.KickReason[value.reason] || value.reason} ${value.detail}`);
-        break;
-      case "error":
-        showError(`${T.ErrorCode[value.code] || value.code}: ${value.reason}`);
-        break;
-      default:
-        break;
-    }
-  }
-
-  function connect(user) {
-    return new Promise((resolve, reject) => {
-      const scheme = location.protocol === "https:" ? "wss" : "ws";
-      const ws = new WebSocket(`${scheme}://${location.host}/ws`, SUBPROTOCOL);
-      ws.binaryType = "arraybuffer";
-      state.ws = ws;
-      let connected = false;
-      ws.onmessage = onFrame;
-      ws.onclose = (e) => {
-        for (const { reject: r } of state.pending.values()) r(new Error("connection closed"));
-        state.pending.clear();
-        clearInterval(state.heartbeat);
-        const why = `disconnected (${e.code}${e.reason ? ": " + e.reason : ""})`;
-        setStatus("offline", why);
-        if (state.ws === ws && state.me) $("reconnect").hidden = false;
-        if (!connected) reject(new Error(why));
-      };
-      ws.onopen = async () => {
-        try {
-          const deviceId = `web-${Math.random().toString(36).slice(2, 10)}`;
-          const { value } = await request("connect", {
-            token: user,
-            device_id: deviceId,
-            device_kind: T.WEB,
-            client_info: "im-engine web-chat",
-          });
-          connected = true;
-          const every = Math.max(1000, num(value.heartbeat_interval_ms) / 2);
-          state.heartbeat = setInterval(() => {
-            if (ws.readyState === WebSocket.OPEN) sendFrame("ping", { client_time_ms: Date.now() });
-          }, every);
-          resolve(value);
-        } catch (e) {
-          reject(e);
-        }
-      };
+      $("reconnect").hidden = !state.me || s === State.ONLINE || s === State.CATCHING_UP;
     });
+    return c.start();
   }
 
   // ------------------------------------------------------------ conversations
@@ -148,7 +70,7 @@
 
   async function refreshList() {
     try {
-      const { value } = await request("list_conversations", { limit: 200 });
+      const value = await client().listConversations(200);
       state.conversations.clear();
       for (const c of value.conversations) state.conversations.set(key(c.conversation), c);
       renderList();
@@ -158,7 +80,7 @@
   }
 
   function title(ref) {
-    return ref.kind === T.GROUP ? `#${ref.id}` : ref.kind === T.ROOM ? `~${ref.id}` : ref.id;
+    return ref.kind === Kind.GROUP ? `#${ref.id}` : ref.kind === Kind.ROOM ? `~${ref.id}` : ref.id;
   }
 
   function renderList() {
@@ -201,13 +123,7 @@
     $("chat-error").textContent = "";
     renderList();
     try {
-      const { value } = await request("pull", {
-        conversation: ref,
-        after_seq: 0,
-        until_seq: 0,
-        limit: PAGE,
-        newest: true,
-      });
+      const value = await client().pull(ref, { limit: PAGE, newest: true });
       if (!state.open || state.open.key !== k) return;
       addMessages(value.messages, { scroll: "bottom" });
       state.open.hasMore = value.has_more;
@@ -226,13 +142,7 @@
     if (!open || !open.hasMore || open.oldest <= 1 || open.loading) return;
     open.loading = true;
     try {
-      const { value } = await request("pull", {
-        conversation: open.ref,
-        after_seq: 0,
-        until_seq: open.oldest - 1,
-        limit: PAGE,
-        newest: true,
-      });
+      const value = await client().pull(open.ref, { until_seq: open.oldest - 1, limit: PAGE, newest: true });
       if (state.open !== open) return;
       open.hasMore = value.has_more;
       addMessages(value.messages, { scroll: "keep" });
@@ -305,35 +215,6 @@
     scheduleList();
   }
 
-  async function onNotify(n) {
-    const open = state.open;
-    const head = num(n.head_seq);
-    if (open && key(n.conversation) === open.key && head > open.newest) {
-      try {
-        // Catch up page by page until the notified head; with nothing
-        // loaded yet, only the newest page (older history is scrolled to).
-        const fresh = open.newest === 0;
-        for (;;) {
-          const { value } = await request("pull", {
-            conversation: open.ref,
-            after_seq: open.newest,
-            until_seq: head,
-            limit: 200,
-            newest: fresh,
-          });
-          if (state.open !== open) break;
-          const before = open.newest;
-          addMessages(value.messages, {});
-          if (fresh || !value.has_more || open.newest <= before) break;
-        }
-        if (state.open === open) markRead();
-      } catch (e) {
-        showError(e.message);
-      }
-    }
-    scheduleList();
-  }
-
   // Read cursors to report, per conversation: debounced, and kept per
   // conversation so switching quickly loses none.
   const pendingReads = new Map(); // key -> {ref, seq}
@@ -352,7 +233,7 @@
     pendingReads.clear();
     for (const [k, { ref, seq }] of reads) {
       try {
-        const { value } = await request("read", { conversation: ref, seq });
+        const value = await client().read(ref, seq);
         const c = state.conversations.get(k);
         if (c) {
           c.unread = value.unread;
@@ -376,26 +257,12 @@
     }
   }
 
+  /** Sends; the message shows up through the client's `message` event once committed. */
   async function send(body) {
     const open = state.open;
     if (!open) return;
-    const id = (crypto.randomUUID && crypto.randomUUID()) || `${Date.now()}-${Math.random()}`;
-    const bytes = utf8.encode(body);
     try {
-      const { value } = await request("send", {
-        client_msg_id: id,
-        conversation: open.ref,
-        body: bytes,
-      });
-      const m = {
-        conversation: open.ref,
-        seq: value.seq,
-        sender_user: state.me,
-        body: bytes,
-        server_time_ms: value.server_time_ms,
-      };
-      if (state.open === open) addMessages([m], { scroll: "bottom" });
-      noteLast(m);
+      await client().send(open.ref, body);
       scheduleList();
     } catch (e) {
       showError(`not sent: ${e.message}`);
@@ -419,30 +286,33 @@
     $("login-error").textContent = "";
     $("login-button").disabled = true;
     try {
-      if (!T) await loadSchema();
       const connected = await connect(user);
       state.me = connected.user_id;
       $("me").textContent = `logged in as ${state.me}`;
-      setStatus("online", "online");
       $("login").hidden = true;
       $("chat").hidden = false;
       await refreshList();
     } catch (err) {
+      state.client?.close();
+      state.client = null;
       $("login-error").textContent = err.message;
     } finally {
       $("login-button").disabled = false;
     }
   });
 
-  // Reconnect and converge: the list and the open conversation are reloaded
-  // from the server, so nothing sent meanwhile is missed.
+  // The client reconnects by itself (with backoff); this button skips the
+  // wait, or starts a new session after a final kick (replaced, removed).
   $("reconnect").addEventListener("click", async () => {
+    const c = client();
+    if (c && c.state !== State.CLOSED) {
+      c.reconnect();
+      return;
+    }
     $("reconnect").hidden = true;
     try {
       await connect(state.me);
-      setStatus("online", "online");
       await refreshList();
-      if (state.open) await openConversation(state.open.ref);
     } catch (err) {
       showError(`reconnect failed: ${err.message}`);
       $("reconnect").hidden = false;
@@ -454,7 +324,7 @@
     const user = $("new-chat-user").value.trim();
     if (!user) return;
     $("new-chat-user").value = "";
-    openConversation({ kind: T.DIRECT, id: user });
+    openConversation({ kind: Kind.DIRECT, id: user });
   });
 
   $("compose").addEventListener("submit", (e) => {
@@ -473,4 +343,4 @@
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible") markRead();
   });
-})();
+}

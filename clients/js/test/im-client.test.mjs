@@ -1,0 +1,237 @@
+// The JavaScript client against a real web-chat server on 127.0.0.1 (an
+// ephemeral port), with a TCP proxy in between that cuts connections after a
+// number of bytes.
+//
+//   cargo build --example web-chat
+//   node --experimental-websocket --test clients/js/test/im-client.test.mjs
+// WEB_CHAT_BIN overrides the server binary (default target/debug/examples/web-chat).
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { createRequire } from "node:module";
+import net from "node:net";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { startWebChat } from "../../../tests/support/web-chat.mjs";
+import { ImClient, Kind, loadSchema, State } from "../im-client.mjs";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, "../../..");
+const protobuf = createRequire(import.meta.url)(join(repo, "examples/web-chat/static/vendor/protobuf.min.js"));
+const DEADLINE = 20_000;
+const text = new TextDecoder();
+
+let server;
+let httpUrl;
+let wsUrl;
+let schema;
+const clients = [];
+const proxies = [];
+let nextUser = 0;
+/** A user name no other test uses, so every conversation starts empty. */
+const user = (name) => `${name}${++nextUser}`;
+
+before(async () => {
+  if (typeof WebSocket !== "function") throw new Error("run node with --experimental-websocket");
+  ({ process: server, url: httpUrl } = await startWebChat());
+  wsUrl = `${httpUrl.replace(/^http/, "ws")}ws`;
+  // The schema the server serves to browsers.
+  schema = loadSchema(protobuf, await (await fetch(`${httpUrl}im.proto`)).text());
+});
+
+after(async () => {
+  for (const c of clients) c.close();
+  for (const p of proxies) p.close();
+  server?.kill("SIGINT");
+});
+
+/** A started client that records its events. */
+async function connect(token, { urls = [wsUrl], ...options } = {}) {
+  const c = new ImClient({ urls, token, schema, backoff: { baseMs: 50, maxMs: 400 }, ...options });
+  c.got = [];
+  c.states = [];
+  c.on("message", (m) => c.got.push(m));
+  c.on("state", (s) => c.states.push(s.state));
+  clients.push(c);
+  await c.start();
+  return c;
+}
+
+/** Resolves when `check()` holds, re-checked on every event of `cs`; rejects at the deadline. */
+function until(cs, check, what) {
+  return new Promise((ok, fail) => {
+    const offs = [];
+    const done = (f) => {
+      clearTimeout(timer);
+      for (const off of offs) off();
+      f();
+    };
+    const timer = setTimeout(() => done(() => fail(new Error(`timed out waiting for ${what}`))), DEADLINE);
+    const probe = () => {
+      if (check()) done(ok);
+    };
+    for (const c of cs) for (const type of ["message", "sendack", "state", "readack"]) offs.push(c.on(type, probe));
+    probe();
+  });
+}
+
+const bodies = (c, conv) => c.got.filter((m) => m.conversation.id === conv).map((m) => text.decode(m.body));
+const seqsOf = (c, conv) => c.got.filter((m) => m.conversation.id === conv).map((m) => Number(m.seq));
+const range = (n) => Array.from({ length: n }, (_, i) => i + 1);
+
+/**
+ * A TCP proxy to the server. Connection i (0-based) is cut after `cuts[i]`
+ * bytes in the direction `dir` ("up": client to server, "down": server to
+ * client); connections past the list are left alone.
+ */
+async function faultProxy(cuts, dir) {
+  const target = new URL(httpUrl);
+  const proxy = { cut: 0, connections: 0 };
+  const srv = net.createServer((client) => {
+    const budget = cuts[proxy.connections++];
+    const upstream = net.connect(Number(target.port), target.hostname);
+    let passed = 0;
+    const relay = (from, to, counted) => {
+      from.on("data", (chunk) => {
+        if (!counted || budget === undefined) return void to.write(chunk);
+        const room = budget - passed;
+        passed += chunk.length;
+        if (chunk.length < room) return void to.write(chunk);
+        to.write(chunk.subarray(0, room), () => {
+          proxy.cut += 1;
+          client.destroy();
+          upstream.destroy();
+        });
+      });
+      from.on("error", () => to.destroy());
+      from.on("close", () => to.destroy());
+    };
+    relay(client, upstream, dir === "up");
+    relay(upstream, client, dir === "down");
+  });
+  await new Promise((ok) => srv.listen(0, "127.0.0.1", ok));
+  proxy.url = `ws://127.0.0.1:${srv.address().port}/ws`;
+  proxy.close = () => srv.close();
+  proxies.push(proxy);
+  return proxy;
+}
+
+test("two clients chat both ways; each sees the conversation once, in order", { timeout: 60_000 }, async () => {
+  const a = user("alice");
+  const b = user("bob");
+  const alice = await connect(a);
+  const bob = await connect(b);
+  assert.equal(alice.state, State.ONLINE);
+  const acks = [];
+  alice.on("sendack", (s) => acks.push(s.client_msg_id));
+
+  const first = await alice.send({ kind: Kind.DIRECT, id: b }, "hi bob", { clientMsgId: "hello-1" });
+  assert.equal(Number(first.seq), 1);
+  assert.deepEqual(acks, ["hello-1"]);
+  await until([bob], () => bodies(bob, a).length === 1, "bob to get alice's message");
+  await bob.send({ kind: Kind.DIRECT, id: a }, "hello alice");
+  await alice.send({ kind: Kind.DIRECT, id: b }, "how are you?");
+  const want = ["hi bob", "hello alice", "how are you?"];
+  await until([alice, bob], () => bodies(alice, b).length === 3 && bodies(bob, a).length === 3, "both to see 3 messages");
+  assert.deepEqual(bodies(alice, b), want);
+  assert.deepEqual(bodies(bob, a), want);
+  assert.deepEqual(seqsOf(bob, a), [1, 2, 3]);
+
+  // Read receipts come back as events too.
+  const readAcks = [];
+  bob.on("readack", (r) => readAcks.push(r));
+  const r = await bob.read({ kind: Kind.DIRECT, id: a }, 3);
+  assert.equal(Number(r.read_seq), 3);
+  assert.equal(readAcks.length, 1);
+});
+
+test("a client that was offline catches up with Sync: history, then live", { timeout: 60_000 }, async () => {
+  const a = user("alice");
+  const b = user("bob");
+  const alice = await connect(a);
+  for (let i = 1; i <= 5; i++) await alice.send({ kind: Kind.DIRECT, id: b }, `while away ${i}`);
+  const bob = await connect(b);
+  // Everything was caught up before start() resolved.
+  assert.deepEqual(bodies(bob, a), range(5).map((i) => `while away ${i}`));
+  await alice.send({ kind: Kind.DIRECT, id: b }, "now live");
+  await until([bob], () => bodies(bob, a).length === 6, "the live message");
+  assert.deepEqual(seqsOf(bob, a), range(6));
+
+  // Resuming from a snapshot delivers nothing twice.
+  const saved = bob.snapshot();
+  bob.close();
+  await alice.send({ kind: Kind.DIRECT, id: b }, "after the snapshot");
+  const again = await connect(b, saved);
+  assert.deepEqual(bodies(again, a), ["after the snapshot"]);
+  assert.deepEqual(seqsOf(again, a), [7]);
+});
+
+test("cut connections: sends are resent with the same client_msg_id and arrive exactly once, in order", { timeout: 60_000 }, async () => {
+  const a = user("alice");
+  const b = user("bob");
+  // alice's first three connections die after a few sends went up; bob's
+  // first three after part of the pushes came down, mid-frame.
+  const up = await faultProxy([900, 1400, 2000], "up");
+  const down = await faultProxy([700, 1500, 2600], "down");
+  const alice = await connect(a, { urls: [up.url] });
+  // bob is a page that only wants what arrives from now on (fromStart:
+  // false, web-chat's mode): what was pushed into a cut still reaches him.
+  const bob = await connect(b, { urls: [down.url, wsUrl], fromStart: false });
+  let resends = 0;
+  const seen = new Map();
+  // Count what alice transmits per client_msg_id by wrapping the outbox.
+  const attempt = alice.outbox.attempt.bind(alice.outbox);
+  alice.outbox.attempt = (id) => {
+    seen.set(id, (seen.get(id) || 0) + 1);
+    if (seen.get(id) > 1) resends += 1;
+    return attempt(id);
+  };
+
+  const n = 60;
+  const sends = range(n).map((i) => alice.send({ kind: Kind.DIRECT, id: b }, `m${i}`, { clientMsgId: `cmid-${i}` }));
+  const acks = await Promise.all(sends);
+  const want = range(n).map((i) => `m${i}`);
+  await until([alice, bob], () => bodies(bob, a).length >= n && bodies(alice, b).length >= n, `${n} messages on both sides`);
+
+  assert.equal(up.cut, 3, "alice's connection was cut three times");
+  assert.ok(down.cut >= 1, "bob's connection was cut");
+  assert.ok(resends > 0, "some sends went out again after a cut");
+  assert.deepEqual(acks.map((x) => Number(x.seq)), range(n), "committed once each, in send order");
+  assert.deepEqual(bodies(bob, a), want, "bob: every message once, in order");
+  assert.deepEqual(seqsOf(bob, a), range(n));
+  assert.deepEqual(bodies(alice, b), want, "alice: her own messages once, in order");
+  assert.equal(alice.pendingSends, 0);
+  // The server holds each message once: a plain pull of the whole history.
+  const history = await bob.pull({ kind: Kind.DIRECT, id: a }, { limit: 1000 });
+  assert.deepEqual(history.messages.map((m) => text.decode(m.body)), want);
+  assert.deepEqual(history.messages.map((m) => m.client_msg_id), range(n).map((i) => `cmid-${i}`));
+  // A cut may land during a catch-up; alice comes back each time.
+  assert.ok(up.connections >= 4, "alice reconnected after each cut");
+  await until([alice], () => alice.state === State.ONLINE, "alice online again");
+});
+
+test("a live room is rejoined after a cut and its missed messages pulled", { timeout: 60_000 }, async () => {
+  const a = user("alice");
+  const b = user("bob");
+  const room = user("stage");
+  const down = await faultProxy([1200], "down");
+  const alice = await connect(a);
+  const bob = await connect(b, { urls: [down.url], fromStart: false });
+  await alice.joinRoom(room);
+  await bob.joinRoom(room);
+  const ref = { kind: Kind.ROOM, id: room };
+  for (let i = 1; i <= 30; i++) await alice.send(ref, `room ${i} ${"x".repeat(40)}`);
+  await until([bob], () => bodies(bob, room).length === 30, "bob to get all 30 room messages");
+  assert.equal(down.cut, 1, "bob's connection was cut");
+  assert.deepEqual(seqsOf(bob, room), range(30));
+  // Still in the room on the new connection: live messages keep coming.
+  await alice.send(ref, "after the cut");
+  await until([bob], () => bodies(bob, room).length === 31, "a live room message after the rejoin");
+});
+
+test("a refused credential stops the client instead of retrying", { timeout: 60_000 }, async () => {
+  const c = new ImClient({ urls: [wsUrl], token: "" /* the development authenticator refuses an empty user */, schema });
+  clients.push(c);
+  await assert.rejects(c.start(), /UNAUTHENTICATED/);
+  assert.equal(c.state, State.CLOSED);
+});
