@@ -1,0 +1,85 @@
+//! How a node joins a cluster.
+
+use std::time::Duration;
+
+use im_core::cluster::{NodeId, is_subject_token};
+
+use crate::ClusterError;
+
+/// Where the cluster's NATS is, what the cluster is called and who this
+/// node is, with the membership timings.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub(crate) url: String,
+    pub(crate) cluster: String,
+    pub(crate) node: NodeId,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) node_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// A node `node` of cluster `cluster` on the NATS server at `url`,
+    /// heartbeating every 500 ms and dropping peers silent for 3 s.
+    pub fn new(
+        url: impl Into<String>,
+        cluster: impl Into<String>,
+        node: NodeId,
+    ) -> Result<Self, ClusterError> {
+        let cluster = cluster.into();
+        if !is_subject_token(&cluster) {
+            return Err(ClusterError::InvalidClusterName(cluster));
+        }
+        Ok(Self {
+            url: url.into(),
+            cluster,
+            node,
+            heartbeat_interval: Duration::from_millis(500),
+            node_timeout: Duration::from_secs(3),
+        })
+    }
+
+    /// How often this node says it is alive.
+    pub fn with_heartbeat_interval(mut self, every: Duration) -> Self {
+        self.heartbeat_interval = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long a silent peer stays in the live set. Keep it several
+    /// heartbeat intervals long so one lost heartbeat does not evict a node.
+    pub fn with_node_timeout(mut self, timeout: Duration) -> Self {
+        self.node_timeout = timeout;
+        self
+    }
+
+    /// This node.
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    /// The subject heartbeats travel on.
+    pub(crate) fn alive_subject(&self) -> String {
+        format!("im.{}.node.alive", self.cluster)
+    }
+
+    /// The subject goodbyes travel on.
+    pub(crate) fn left_subject(&self) -> String {
+        format!("im.{}.node.left", self.cluster)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_name_must_fit_in_a_subject() {
+        let node = NodeId::new("n1").expect("valid");
+        assert!(ClusterConfig::new("nats://x", "chat-1", node.clone()).is_ok());
+        for bad in ["", "a.b", "a*", "a >"] {
+            assert!(matches!(
+                ClusterConfig::new("nats://x", bad, node.clone()),
+                Err(ClusterError::InvalidClusterName(_))
+            ));
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Errors of the NATS cluster adapter.
+
+/// What went wrong joining or running a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The cluster name cannot stand in a NATS subject.
+    #[error("invalid cluster name {0:?}: use 1 to 64 ASCII letters, digits, '-' or '_'")]
+    InvalidClusterName(String),
+    /// The NATS server could not be reached at start.
+    #[error("cannot connect to NATS at {url}: {source} (is nats-server running there?)")]
+    Connect {
+        /// The URL tried.
+        url: String,
+        /// Why it failed.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// Subscribing to the membership subjects failed.
+    #[error("cannot subscribe to {subject} on NATS at {url}: {source}")]
+    Subscribe {
+        /// The URL of the server.
+        url: String,
+        /// The subject.
+        subject: String,
+        /// Why it failed.
+        #[source]
+        source: async_nats::SubscribeError,
+    },
+}
