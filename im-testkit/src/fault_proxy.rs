@@ -109,6 +109,11 @@ impl FaultPlan {
         Self(Box::new(f))
     }
 
+    /// The fault of connection `n` (to compose plans).
+    pub fn draw(&mut self, n: u64) -> Fault {
+        (self.0)(n)
+    }
+
     /// The listed faults for the first connections, then [`Fault::Pass`].
     pub fn fixed(faults: Vec<Fault>) -> Self {
         Self::from_fn(move |n| {
@@ -238,19 +243,20 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Sh
         let Ok((client, _)) = listener.accept().await else {
             continue;
         };
+        // Watch for cut_all before anything else, so no connection slips
+        // between a cut_all and its own start.
+        let mut cut = shared.generation.subscribe();
         let n = shared.accepted.fetch_add(1, Ordering::SeqCst);
         let fault = if shared.healed.load(Ordering::SeqCst) {
             Fault::Pass
         } else {
-            (shared.plan.lock().0)(n)
+            shared.plan.lock().draw(n)
         };
         let shared = shared.clone();
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(upstream).await else {
                 return;
             };
-            let mut cut = shared.generation.subscribe();
-            cut.mark_unchanged();
             let cut_now = async move {
                 let _ = cut.changed().await;
             };
@@ -430,7 +436,7 @@ mod tests {
     fn a_seed_replays_the_same_faults() {
         let draw = |seed| {
             let mut p = FaultPlan::random(seed, FaultMix::default());
-            (0..50).map(|n| (p.0)(n)).collect::<Vec<_>>()
+            (0..50).map(|n| p.draw(n)).collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));
