@@ -31,6 +31,8 @@ pub struct Track {
     known_head: u64,
     buffered: BTreeMap<u64, pb::Message>,
     pull_in_flight: bool,
+    /// The last seq the outstanding (or last) pull asked for.
+    pull_until: u64,
     acked: u64,
     /// A room joined for the first time: where it starts is not known until
     /// `RoomJoined` says its head; messages wait until then.
@@ -146,6 +148,7 @@ impl Track {
             return None;
         }
         self.pull_in_flight = true;
+        self.pull_until = until;
         Some((self.delivered, until))
     }
 
@@ -166,10 +169,17 @@ impl Track {
             self.skip_to(until);
             self.drain(out);
         }
+        // A page cut short (`has_more`) that only repeated what pushes had
+        // delivered meanwhile is progress enough: pull on from there.
+        let cut_short = result.has_more && !result.messages.is_empty();
         for m in result.messages {
             self.offer(m, out);
         }
-        if self.delivered == before && lost.is_none() {
+        if self.delivered == before
+            && self.delivered < self.pull_until
+            && lost.is_none()
+            && !cut_short
+        {
             // The server had nothing where it said there was something: do
             // not pull the same range forever; a higher head or a new
             // connection tries again.
