@@ -1,4 +1,5 @@
-//! An interactive terminal client for chat-server.
+//! An interactive terminal client for chat-server, built on the `im-client`
+//! SDK (reconnects, catches up and resends on its own).
 //!
 //! ```text
 //! cargo run --example chat-cli -- --user alice
@@ -7,20 +8,25 @@
 //! Type `/help` for commands; any other line is sent to the open conversation.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
-use im_engine::core::pb::{self, ConversationKind, server_frame::Body as Out};
-use im_engine::transport_tcp::client::{Client, ClientError, conversation};
+use im_client::{Client, ClientConfig, ClientError, ConnectionState, ConversationKey, Event, pb};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Command-line options.
 #[derive(Debug, Parser)]
 #[command(about = "Interactive terminal client for the im-engine chat-server")]
 struct Args {
-    /// Server address.
-    #[arg(long, default_value = "127.0.0.1:7000", env = "IM_SERVER")]
-    server: String,
+    /// Server address (`HOST:PORT`, or `ws://HOST:PORT/ws`); repeat the flag
+    /// or separate with commas for fallbacks.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:7000",
+        env = "IM_SERVER",
+        value_delimiter = ','
+    )]
+    server: Vec<String>,
     /// Log in as this user (the starter server's development authentication
     /// trusts the name).
     #[arg(long)]
@@ -36,38 +42,32 @@ commands:
   /open dm:USER         open a direct chat (also group:ID, room:ID)
   /history [N]          show N older messages of the open conversation
   /join ROOM            join a live room and open it
-  /sync                 fetch what arrived in your inbox while away
+  /sync                 catch up again on what arrived while away
   /quit                 leave
   anything else         send it to the open conversation";
 
 /// Parses `dm:bob`, `group:lobby` or `room:live`.
-fn parse_target(s: &str) -> Option<pb::ConversationRef> {
+fn parse_target(s: &str) -> Option<ConversationKey> {
     let (kind, id) = s.split_once(':')?;
-    let kind = match kind {
-        "dm" | "direct" => ConversationKind::Direct,
-        "group" | "g" => ConversationKind::Group,
-        "room" | "r" => ConversationKind::Room,
-        _ => return None,
-    };
-    (!id.is_empty()).then(|| conversation(kind, id))
+    if id.is_empty() {
+        return None;
+    }
+    match kind {
+        "dm" | "direct" => Some(ConversationKey::direct(id)),
+        "group" | "g" => Some(ConversationKey::group(id)),
+        "room" | "r" => Some(ConversationKey::room(id)),
+        _ => None,
+    }
 }
 
-fn label(c: &Option<pb::ConversationRef>) -> String {
-    match c {
-        Some(c) => match ConversationKind::try_from(c.kind) {
-            Ok(ConversationKind::Direct) => format!("dm:{}", c.id),
-            Ok(ConversationKind::Group) => format!("group:{}", c.id),
-            Ok(ConversationKind::Room) => format!("room:{}", c.id),
-            _ => format!("?:{}", c.id),
-        },
-        None => "?".to_owned(),
-    }
+fn label(c: Option<&pb::ConversationRef>) -> String {
+    ConversationKey::from_wire(c).map_or_else(|| "?".to_owned(), |k| k.to_string())
 }
 
 fn print_message(m: &pb::Message) {
     println!(
         "[{} #{}] {}: {}",
-        label(&m.conversation),
+        label(m.conversation.as_ref()),
         m.seq,
         m.sender_user,
         String::from_utf8_lossy(&m.body)
@@ -76,11 +76,9 @@ fn print_message(m: &pb::Message) {
 
 struct Cli {
     client: Arc<Client>,
-    open: Option<pb::ConversationRef>,
+    open: Option<ConversationKey>,
     /// Lowest seq shown of the open conversation (for /history).
     oldest_shown: u64,
-    inbox_version: u64,
-    next_msg: u64,
 }
 
 impl Cli {
@@ -103,7 +101,7 @@ impl Cli {
                         .unwrap_or_default();
                     println!(
                         "{:<20} unread {:>3}  {}",
-                        label(&c.conversation),
+                        label(c.conversation.as_ref()),
                         unread,
                         last
                     );
@@ -115,10 +113,8 @@ impl Cli {
             },
             Some("/join") => match words.next() {
                 Some(room) => {
-                    let joined = self.client.join_room(room).await?;
-                    println!("joined room {room} ({} online)", joined.online);
-                    self.open(conversation(ConversationKind::Room, room))
-                        .await?;
+                    self.client.join_room(room).await?;
+                    self.open(ConversationKey::room(room)).await?;
                 }
                 None => println!("usage: /join ROOM"),
             },
@@ -126,54 +122,29 @@ impl Cli {
                 let n = words.next().and_then(|w| w.parse().ok()).unwrap_or(20);
                 self.history(n).await?;
             }
-            Some("/sync") => self.sync().await?,
+            Some("/sync") => self.client.resync().await?,
             Some(cmd) if cmd.starts_with('/') => println!("unknown command; /help lists them"),
             Some(_) => {
                 let Some(target) = self.open.clone() else {
                     println!("open a conversation first: /open dm:bob");
                     return Ok(true);
                 };
-                self.next_msg += 1;
-                let id = format!(
-                    "{}-{}-{}",
-                    self.client.connected.session_id,
-                    std::process::id(),
-                    self.next_msg
-                );
-                let ack = self
-                    .client
-                    .send(target, &id, line.as_bytes().to_vec())
-                    .await?;
-                println!("  (sent, #{})", ack.seq);
+                // Acknowledged later by an event ("sent, #seq"), even across
+                // reconnects.
+                self.client.send(target, line.as_bytes().to_vec()).await?;
             }
             None => {}
         }
         Ok(true)
     }
 
-    async fn open(&mut self, target: pb::ConversationRef) -> Result<(), ClientError> {
-        let page = self
-            .client
-            .request(pb::client_frame::Body::Pull(pb::Pull {
-                conversation: Some(target.clone()),
-                after_seq: 0,
-                until_seq: 0,
-                limit: 20,
-                newest: true,
-            }))
-            .await?;
-        let Out::PullResult(page) = page else {
-            return Ok(());
-        };
-        println!(
-            "--- {} (head #{}) ---",
-            label(&Some(target.clone())),
-            page.head_seq
-        );
+    async fn open(&mut self, target: ConversationKey) -> Result<(), ClientError> {
+        let page = self.client.history(&target, 0, 20).await?;
+        println!("--- {target} (head #{}) ---", page.head_seq);
         page.messages.iter().for_each(print_message);
         self.oldest_shown = page.messages.first().map_or(page.head_seq + 1, |m| m.seq);
         if page.head_seq > 0 {
-            self.client.read(target.clone(), page.head_seq).await?;
+            self.client.read(&target, page.head_seq).await?;
         }
         self.open = Some(target);
         Ok(())
@@ -188,37 +159,54 @@ impl Cli {
             println!("(start of history)");
             return Ok(());
         }
-        let answer = self
+        let page = self
             .client
-            .request(pb::client_frame::Body::Pull(pb::Pull {
-                conversation: Some(target),
-                after_seq: 0,
-                until_seq: self.oldest_shown - 1,
-                limit: n,
-                newest: true,
-            }))
+            .history(&target, self.oldest_shown - 1, n)
             .await?;
-        if let Out::PullResult(page) = answer {
-            page.messages.iter().for_each(print_message);
-            if let Some(first) = page.messages.first() {
-                self.oldest_shown = first.seq;
-            }
+        page.messages.iter().for_each(print_message);
+        if let Some(first) = page.messages.first() {
+            self.oldest_shown = first.seq;
         }
         Ok(())
     }
+}
 
-    async fn sync(&mut self) -> Result<(), ClientError> {
-        loop {
-            let r = self.client.sync(self.inbox_version).await?;
-            if r.full_sync_required {
-                println!("(too far behind for an incremental sync: use /list and /open)");
+/// Prints what the SDK reports; messages caught up on connect are counted,
+/// live ones printed.
+async fn print_events(
+    mut events: im_client::Events,
+    online: Arc<AtomicBool>,
+    ready: Arc<tokio::sync::Notify>,
+) {
+    let mut caught_up = 0u64;
+    while let Some(event) = events.next().await {
+        match event {
+            Event::Message(m) if online.load(Ordering::Relaxed) => print_message(&m),
+            Event::Message(_) => caught_up += 1,
+            Event::SendAcked { seq, .. } => println!("  (sent, #{seq})"),
+            Event::SendFailed { error, .. } => println!("  (not sent: {})", error.reason),
+            Event::Kicked { detail, .. } => println!("disconnected by server: {detail}"),
+            Event::HistoryGap {
+                conversation,
+                after_seq,
+                until_seq,
+            } => println!(
+                "({conversation}: #{}..#{until_seq} no longer kept)",
+                after_seq + 1
+            ),
+            Event::ServerError(e) => println!("server error: {}", e.reason),
+            Event::State(ConnectionState::Online) if !online.swap(true, Ordering::Relaxed) => {
+                println!("(caught up: {caught_up} messages; /list to see them)");
+                ready.notify_one();
             }
-            r.messages.iter().for_each(print_message);
-            self.inbox_version = r.entries.last().map_or(r.inbox_version, |e| e.version);
-            if !r.has_more {
-                println!("(inbox at version {})", self.inbox_version);
-                return Ok(());
+            Event::State(ConnectionState::Disconnected { reason }) => {
+                println!("(connection lost: {reason}; reconnecting)");
             }
+            Event::State(ConnectionState::Stopped { reason }) => {
+                println!("stopped: {reason}");
+                std::process::exit(1);
+            }
+            _ => {}
         }
     }
 }
@@ -237,61 +225,30 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let token = format!("{}:{}", args.user, args.device);
-    let client = Client::connect(&args.server, &token, &args.device)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot connect to {}: {e} (is a server running? \
-                 `cargo run --example chat-server -- --demo` starts one)",
-                args.server
-            )
-        })?;
+    let mut config = ClientConfig::new(String::new(), token, &args.device);
+    config.servers = args.server.clone();
+    let (client, events) = Client::start(config)?;
     let client = Arc::new(client);
-    println!("connected as {} — /help for commands", client.user_id());
-
-    // Live frames, printed as they come; heartbeats keep the session alive.
-    let events = client.clone();
-    tokio::spawn(async move {
-        loop {
-            match events.next_event(Duration::from_secs(10)).await {
-                Ok(Some(frame)) => match frame.body {
-                    Some(Out::Push(p)) => p.messages.iter().for_each(print_message),
-                    Some(Out::Notify(n)) => {
-                        println!(
-                            "({} is at #{}: /open it to read)",
-                            label(&n.conversation),
-                            n.head_seq
-                        )
-                    }
-                    Some(Out::Kicked(k)) => {
-                        println!("disconnected by server: {}", k.detail);
-                        std::process::exit(1);
-                    }
-                    Some(Out::Error(e)) => println!("server error: {}", e.reason),
-                    _ => {}
-                },
-                Ok(None) => {
-                    if events.ping().await.is_err() {
-                        println!("connection lost");
-                        std::process::exit(1);
-                    }
-                }
-                Err(_) => {
-                    println!("connection lost");
-                    std::process::exit(1);
-                }
-            }
-        }
-    });
+    println!(
+        "connecting to {} as {} — /help for commands \
+         (`cargo run --example chat-server -- --demo` starts a server)",
+        args.server.join(", "),
+        args.user
+    );
+    let ready = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(print_events(
+        events,
+        Arc::new(AtomicBool::new(false)),
+        ready.clone(),
+    ));
+    // Commands need a connection: wait for the first catch-up.
+    ready.notified().await;
 
     let mut cli = Cli {
-        inbox_version: client.connected.inbox_version,
         client,
         open: None,
         oldest_shown: 0,
-        next_msg: 0,
     };
-    cli.handle("/list").await?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
         match cli.handle(line.trim()).await {

@@ -4,6 +4,7 @@
 
 pub mod duplex;
 pub mod engine;
+pub mod fault_proxy;
 pub mod faults;
 pub mod fixtures;
 pub mod garbage;

@@ -126,6 +126,7 @@ impl Client {
                 device_kind: device_kind as i32,
                 inbox_version: 0,
                 client_info: concat!("im-transport-tcp/", env!("CARGO_PKG_VERSION")).to_owned(),
+                push_acks: false,
             }))
             .await?;
         match answer {
@@ -255,6 +256,7 @@ impl Client {
             .request(In::Sync(pb::Sync {
                 inbox_version,
                 limit: 0,
+                include_heads: false,
             }))
             .await?
         {

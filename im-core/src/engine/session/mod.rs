@@ -142,6 +142,8 @@ fn connected_body(
         server_time_ms: now_ms(),
         heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u32,
         max_frame_bytes: config.max_frame_bytes as u32,
+        // Push acks are not implemented by this server yet.
+        push_acks: false,
     }
 }
 

@@ -100,6 +100,8 @@ impl Session {
                 inbox_version: page.head_version,
                 has_more: window.has_more,
                 full_sync_required: window.full_sync_required,
+                // Read-diffusion heads are not answered by this server yet.
+                heads: Vec::new(),
             }),
         );
         Ok(())
