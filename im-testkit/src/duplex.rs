@@ -210,6 +210,7 @@ impl MemClient {
                 inbox_version: 0,
                 client_info: "im-testkit/duplex".to_owned(),
                 push_acks: false,
+                ..Default::default()
             }))
             .await?;
         match answer {

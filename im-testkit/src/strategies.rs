@@ -192,11 +192,13 @@ fn arb_body_bytes() -> impl Strategy<Value = Bytes> {
 /// Any client frame body, or none.
 pub fn arb_client_body() -> BoxedStrategy<Option<In>> {
     let body = prop_oneof![
-        1 => (any::<String>(), arb_wire_id(), edgy_i32(), edgy_u64(), any::<String>(), any::<bool>()).prop_map(
-            |(token, device_id, device_kind, inbox_version, client_info, push_acks)| In::Connect(pb::Connect {
-                token, device_id, device_kind, inbox_version, client_info, push_acks,
+        1 => (any::<String>(), arb_wire_id(), edgy_i32(), edgy_u64(), any::<String>(), any::<bool>(), any::<bool>()).prop_map(
+            |(token, device_id, device_kind, inbox_version, client_info, push_acks, typing_events)| In::Connect(pb::Connect {
+                token, device_id, device_kind, inbox_version, client_info, push_acks, typing_events,
             })
         ),
+        1 => (arb_opt_ref(), any::<bool>())
+            .prop_map(|(conversation, active)| In::Typing(pb::Typing { conversation, active })),
         6 => (prop_oneof![4 => (0u8..8).prop_map(|i| format!("m{i}")), 1 => arb_wire_id()],
               arb_opt_ref(), arb_body_bytes())
             .prop_map(|(client_msg_id, conversation, body)| In::Send(pb::Send {

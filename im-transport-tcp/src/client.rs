@@ -95,6 +95,22 @@ impl Client {
         device_id: &str,
         device_kind: pb::DeviceKind,
     ) -> Result<Self, ClientError> {
+        let connect = pb::Connect {
+            token: token.to_owned(),
+            device_id: device_id.to_owned(),
+            device_kind: device_kind as i32,
+            client_info: concat!("im-transport-tcp/", env!("CARGO_PKG_VERSION")).to_owned(),
+            ..Default::default()
+        };
+        Self::connect_frame(addr, connect).await
+    }
+
+    /// Connects with a `Connect` frame of the caller's (to set options such
+    /// as `typing_events` or `push_acks`).
+    pub async fn connect_frame(
+        addr: impl ToSocketAddrs,
+        connect: pb::Connect,
+    ) -> Result<Self, ClientError> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (read, write) = stream.into_split();
@@ -119,17 +135,7 @@ impl Client {
             connected: pb::Connected::default(),
             timeout: Duration::from_secs(10),
         };
-        let answer = client
-            .request(In::Connect(pb::Connect {
-                token: token.to_owned(),
-                device_id: device_id.to_owned(),
-                device_kind: device_kind as i32,
-                inbox_version: 0,
-                client_info: concat!("im-transport-tcp/", env!("CARGO_PKG_VERSION")).to_owned(),
-                push_acks: false,
-            }))
-            .await?;
-        match answer {
+        match client.request(In::Connect(connect)).await? {
             Out::Connected(c) => client.connected = c,
             other => return Err(unexpected(other)),
         }

@@ -253,6 +253,7 @@ impl ClientCore {
             inbox_version: self.inbox_version,
             client_info: self.config.client_info.clone(),
             push_acks: self.config.push_acks,
+            ..Default::default()
         });
         self.transmit(Request::Connect, body);
     }

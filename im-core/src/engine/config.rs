@@ -113,6 +113,11 @@ pub struct EngineConfig {
     pub room_fanout_parallelism: usize,
     /// Sessions a room needs before its frames are split over threads.
     pub room_fanout_parallel_min: usize,
+    /// `Typing` frames per second one session may have forwarded (0:
+    /// unlimited); the excess is dropped silently.
+    pub typing_rate: u32,
+    /// Burst above `typing_rate`.
+    pub typing_burst: u32,
 }
 
 impl EngineConfig {
@@ -160,6 +165,8 @@ impl Default for EngineConfig {
             room_fanout_threads: [1, 1, 1],
             room_fanout_parallelism: 1,
             room_fanout_parallel_min: 50_000,
+            typing_rate: 2,
+            typing_burst: 5,
         }
     }
 }

@@ -40,7 +40,7 @@ pub struct ClientFrame {
     pub request_id: u64,
     #[prost(
         oneof = "client_frame::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 40"
     )]
     pub body: ::core::option::Option<client_frame::Body>,
 }
@@ -68,6 +68,8 @@ pub mod client_frame {
         Ping(super::Ping),
         #[prost(message, tag = "19")]
         ListConversations(super::ListConversations),
+        #[prost(message, tag = "40")]
+        Typing(super::Typing),
     }
 }
 /// First frame of every connection. Answered by `Connected` or `Error` + close.
@@ -92,6 +94,10 @@ pub struct Connect {
     /// that leaves this false gets best-effort pushes, as before.
     #[prost(bool, tag = "6")]
     pub push_acks: bool,
+    /// Deliver `TypingEvent`s to this session. Off by default, so a client
+    /// that predates them never receives a frame it does not know.
+    #[prost(bool, tag = "40")]
+    pub typing_events: bool,
 }
 /// Send a message. Answered by `SendAck` (after the message is committed) or `Error`.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -174,6 +180,21 @@ pub struct Ping {
     #[prost(int64, tag = "1")]
     pub client_time_ms: i64,
 }
+/// "I am (or stopped) typing in this conversation": forwarded as a
+/// `TypingEvent` to the other participants' sessions that are online now and
+/// asked for typing events; never stored, never sent to offline devices.
+/// Not answered unless it fails (FORBIDDEN outside your conversations,
+/// INVALID_ARGUMENT in a live room). Beyond the server's per-session rate
+/// (a few per second) the excess is dropped silently: send one when typing
+/// starts and again every few seconds while it goes on.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Typing {
+    #[prost(message, optional, tag = "1")]
+    pub conversation: ::core::option::Option<ConversationRef>,
+    /// False: stopped typing (e.g. the draft was cleared).
+    #[prost(bool, tag = "2")]
+    pub active: bool,
+}
 /// List the user's conversations with heads and unread counts. Answered by
 /// `ConversationList`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -189,7 +210,7 @@ pub struct ServerFrame {
     pub request_id: u64,
     #[prost(
         oneof = "server_frame::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 40"
     )]
     pub body: ::core::option::Option<server_frame::Body>,
 }
@@ -223,6 +244,8 @@ pub mod server_frame {
         RoomLeft(super::RoomLeft),
         #[prost(message, tag = "22")]
         ConversationList(super::ConversationList),
+        #[prost(message, tag = "40")]
+        Typing(super::TypingEvent),
     }
 }
 /// The connection is authenticated.
@@ -375,6 +398,18 @@ pub struct ConversationSummary {
     /// The newest message, if any.
     #[prost(message, optional, tag = "7")]
     pub last_message: ::core::option::Option<Message>,
+}
+/// Someone in one of your conversations is typing (see `Typing`). Show it for
+/// a few seconds unless it is repeated; `active` false ends it at once.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TypingEvent {
+    /// For DIRECT, the typing user (as always, the other side of the chat).
+    #[prost(message, optional, tag = "1")]
+    pub conversation: ::core::option::Option<ConversationRef>,
+    #[prost(string, tag = "2")]
+    pub user_id: ::prost::alloc::string::String,
+    #[prost(bool, tag = "3")]
+    pub active: bool,
 }
 /// Answer to `ListConversations`.
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -208,6 +208,7 @@ async fn login(
             inbox_version: 0,
             client_info: "im-testkit faults".to_owned(),
             push_acks: false,
+            ..Default::default()
         })),
     });
     let answer = tokio::time::timeout(cfg.login_timeout, async {

@@ -483,6 +483,7 @@ async fn oversize_frame(addr: SocketAddr, token: &str, max_frame: usize, wait: D
                 inbox_version: 0,
                 client_info: "im-testkit faults".to_owned(),
                 push_acks: false,
+                ..Default::default()
             })),
         });
         s.write_all(&framed(&connect))

@@ -267,6 +267,7 @@ fn trickle_frame(prefix: &str, bytes: usize, tokens: &Tokens) -> Vec<u8> {
         inbox_version: 0,
         client_info: String::new(),
         push_acks: false,
+        ..Default::default()
     };
     let base = encode_client_frame(&pb::ClientFrame {
         request_id: 1,

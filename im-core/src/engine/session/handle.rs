@@ -39,6 +39,8 @@ pub(crate) struct SessionHandle {
     /// Set (under the index locks) once the session left every index: it
     /// must never be indexed again.
     pub(crate) gone: AtomicBool,
+    /// The client asked for `TypingEvent`s at connect.
+    pub(crate) typing_events: AtomicBool,
 }
 
 impl SessionHandle {
@@ -69,6 +71,7 @@ impl SessionHandle {
             rooms: Mutex::default(),
             groups: Mutex::default(),
             gone: AtomicBool::new(false),
+            typing_events: AtomicBool::new(false),
         }
     }
 

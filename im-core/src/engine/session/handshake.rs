@@ -2,6 +2,7 @@
 //! user's older sessions a new one replaces.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use tokio::time::timeout;
@@ -38,6 +39,9 @@ impl Handshake {
             who.device_kind,
             engine.shared().config.outbound_queue_bytes,
         ));
+        handle
+            .typing_events
+            .store(who.typing_events, Ordering::Relaxed);
         Self {
             handle,
             request_id,
@@ -56,6 +60,8 @@ struct Authenticated {
     device_kind: pb::DeviceKind,
     /// The user's inbox head.
     inbox_version: u64,
+    /// The client asked for typing events.
+    typing_events: bool,
 }
 
 /// Why a connection is closed before its handshake completed.
@@ -164,6 +170,7 @@ async fn authenticate(
         ));
     }
     let kind = pb::DeviceKind::try_from(c.device_kind).unwrap_or(pb::DeviceKind::Unspecified);
+    let typing_events = c.typing_events;
     let req = AuthRequest {
         token: c.token,
         device_id: c.device_id,
@@ -186,6 +193,7 @@ async fn authenticate(
         device,
         device_kind: kind,
         inbox_version,
+        typing_events,
     })
 }
 

@@ -10,6 +10,7 @@ use crate::codec::{decode_client_frame, encode_server_frame, error_frame};
 use crate::error::StoreError;
 use crate::ids::{ChannelId, ConversationId, now_ms};
 use crate::pb::{self, client_frame::Body as In, server_frame::Body as Out};
+use crate::room::TokenBucket;
 use crate::store::StoreExt;
 use crate::transport::{
     CloseCode, CloseReason, Connection, FrameReader, FrameWriter, TransportError,
@@ -27,6 +28,7 @@ mod pull;
 mod request_error;
 mod rooms;
 mod send;
+mod typing;
 
 use cursors::Cursor;
 pub(crate) use handle::SessionHandle;
@@ -111,10 +113,12 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
         );
     }
     tracing::debug!(session = handle.id.0, user = %handle.user, device = %handle.device, "connected");
+    let typing = TokenBucket::new(shared.config.typing_rate, shared.config.typing_burst);
     Session {
         engine,
         handle: handle.clone(),
         malformed: 0,
+        typing,
     }
     .read_loop(&mut *reader)
     .await;
@@ -210,6 +214,8 @@ struct Session {
     handle: Arc<SessionHandle>,
     /// Malformed frames received so far.
     malformed: u32,
+    /// The session's allowance of forwarded `Typing` frames.
+    typing: TokenBucket,
 }
 
 impl Session {
@@ -308,6 +314,7 @@ impl Session {
             Some(In::JoinRoom(j)) => self.on_join(id, j).await,
             Some(In::LeaveRoom(l)) => self.on_leave(id, l),
             Some(In::ListConversations(l)) => self.on_list(id, l).await,
+            Some(In::Typing(t)) => self.on_typing(t).await,
             Some(In::Ping(p)) => {
                 self.reply(
                     id,
