@@ -127,6 +127,12 @@ impl NatsBus {
                 subject: subjects.control(),
                 source,
             })?;
+        // Confirmed before the engine runs: a kick sent from another node
+        // right after start reaches this one.
+        client.flush().await.map_err(|e| ClusterError::Flush {
+            url: config.url.clone(),
+            source: e,
+        })?;
         let state = Arc::new(BusState {
             client,
             subjects,

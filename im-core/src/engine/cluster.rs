@@ -25,7 +25,11 @@
 //!   lost on the bus, or one still on its way) is read from the store and
 //!   delivered first. The store has every seq below a committed one (its
 //!   head check), so the read finds them. A lost *last* batch is repaired
-//!   by the publisher's head beacons ([`Inbound::Head`]).
+//!   by the publisher's head beacons ([`Inbound::Head`]). On a
+//!   conversation's first batch here the node has no delivered seq to
+//!   compare with: it delivers the few seqs before it committed in the last
+//!   seconds (`FIRST_SIGHT_LOOKBACK`), which a local commit may have
+//!   overtaken on the bus.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
@@ -37,7 +41,7 @@ use quick_cache::unsync::Cache;
 use crate::cluster::{Admit, ClusterBus, Control, Inbound, Interest, admit};
 use crate::directory::{SessionDirectory, SessionInfo};
 use crate::fast_hash::FastHasher;
-use crate::ids::{ChannelId, ConversationId, Seq, SessionId, UserId};
+use crate::ids::{ChannelId, ConversationId, Seq, SessionId, UserId, now_ms};
 use crate::pb;
 use crate::store::{RangeRequest, StoredMessage};
 
@@ -50,6 +54,15 @@ use super::{Engine, Inner};
 /// Longer gaps mean the node had no interest for a while and its clients
 /// caught up by syncing: the batch is delivered as it is.
 pub(crate) const MAX_REPAIR: u64 = 200;
+
+/// On a conversation's first batch here, how many seqs before it are read
+/// back, and how recent (commit time) they must be to be delivered: a
+/// batch committed here can overtake one from another node still on the
+/// bus. A heuristic on pushes only (a client still dedups by seq and pulls
+/// on a seq jump), never on what is committed.
+const FIRST_SIGHT_LOOKBACK: u64 = 32;
+/// See [`FIRST_SIGHT_LOOKBACK`].
+const FIRST_SIGHT_WINDOW_MS: i64 = 5_000;
 
 /// The engine as a cluster bus sees it: where it hands in what arrives from
 /// other nodes. Given to the bus by [`ClusterBus::attach`] when the engine
@@ -233,7 +246,20 @@ impl ShardWorker {
             return msgs;
         };
         let (first, last) = (first.seq, last.seq);
-        match admit(cl.delivered.get(conv).copied(), first, last, MAX_REPAIR) {
+        let delivered = cl.delivered.get(conv).copied();
+        if delivered.is_none() && first > 1 {
+            // First sight here: the seqs just before may still be on the
+            // bus (or lost), overtaken by this batch. Deliver the recent
+            // ones now; older ones predate this node's interest, and its
+            // clients synced them.
+            let after = first - 1 - (first - 1).min(FIRST_SIGHT_LOOKBACK);
+            let since = now_ms() - FIRST_SIGHT_WINDOW_MS;
+            let mut recent = self.read_missing(conv, after, first - 1).await;
+            recent.retain(|m| m.server_time_ms >= since);
+            recent.append(&mut msgs);
+            msgs = recent;
+        }
+        match admit(delivered, first, last, MAX_REPAIR) {
             Admit::Stale => return Vec::new(),
             Admit::Deliver { skip } => {
                 msgs.drain(..skip.min(msgs.len()));
