@@ -14,6 +14,9 @@ pub use im_store_memory as store_memory;
 #[cfg(feature = "postgres")]
 pub use im_store_postgres as store_postgres;
 
+#[cfg(feature = "cluster")]
+pub use im_cluster_nats as cluster_nats;
+
 #[cfg(feature = "tcp")]
 pub use im_transport_tcp as transport_tcp;
 

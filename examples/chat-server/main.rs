@@ -4,6 +4,8 @@
 //! ```text
 //! cargo run --example chat-server -- --demo
 //! cargo run --example chat-server --features postgres -- --postgres postgres://postgres@127.0.0.1/test
+//! cargo run --example chat-server --features cluster -- --postgres postgres://postgres@127.0.0.1/test \
+//!     --cluster nats://127.0.0.1:4222 --cluster-name demo --node-id a --listen 127.0.0.1:7001
 //! ```
 //!
 //! Copy it and replace `insecure_dev_auth()` with your own `Authenticator`
@@ -21,6 +23,7 @@ use im_engine::metrics_http::MetricsHttp;
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
 use tokio::net::TcpListener;
 
+mod cluster;
 #[path = "../common/logging.rs"]
 mod logging;
 #[path = "../common/memory_store.rs"]
@@ -68,6 +71,9 @@ struct Args {
     #[cfg(feature = "postgres")]
     #[arg(long, env = "IM_PG_SCHEMA", default_value = "im")]
     pg_schema: String,
+    /// Cluster over NATS.
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
     /// Accepted so a server built without PostgreSQL says so instead of
     /// silently running in memory.
     #[cfg(not(feature = "postgres"))]
@@ -168,10 +174,19 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         "DEVELOPMENT AUTHENTICATION: any token `user` or `user:anything` is accepted as that user. \
          Replace insecure_dev_auth() with your own Authenticator before exposing this server."
     );
-    let engine = Engine::builder(open_store(&args).await?)
+    #[cfg(feature = "cluster")]
+    let joined = cluster::join(&args.cluster, args.postgres.is_some()).await?;
+    #[cfg(not(feature = "cluster"))]
+    cluster::refuse(&args.cluster)?;
+    let builder = Engine::builder(open_store(&args).await?)
         .config(config)
-        .insecure_dev_auth()
-        .build()?;
+        .insecure_dev_auth();
+    #[cfg(feature = "cluster")]
+    let builder = match &joined {
+        Some(j) => builder.cluster(j.bus.clone()),
+        None => builder,
+    };
+    let engine = builder.build()?;
     // Bounded: a flood of half-sent scrapes cannot take the server's sockets.
     MetricsHttp::new(metrics_listener, move || prometheus.render()).spawn(engine.shutdown_token());
 
@@ -211,6 +226,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let signal = stop.await;
     tracing::info!(%signal, "shutting down: draining in-flight commits");
     engine.shutdown().await;
+    #[cfg(feature = "cluster")]
+    if let Some(j) = joined {
+        j.membership.leave().await;
+    }
     tracing::info!("drained");
     serving.await?;
     Ok(())

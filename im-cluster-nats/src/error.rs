@@ -26,4 +26,13 @@ pub enum ClusterError {
         #[source]
         source: async_nats::SubscribeError,
     },
+    /// NATS did not confirm the first subscriptions.
+    #[error("NATS at {url} did not answer a flush: {source}")]
+    Flush {
+        /// The URL of the server.
+        url: String,
+        /// Why it failed.
+        #[source]
+        source: async_nats::client::FlushError,
+    },
 }

@@ -1,10 +1,14 @@
 #![doc = include_str!("../README.md")]
 
+mod bus;
 mod config;
 mod error;
 mod heartbeat;
 mod membership;
+mod subjects;
+mod wire;
 
+pub use bus::{BusFaults, NatsBus};
 pub use config::ClusterConfig;
 pub use error::ClusterError;
 pub use membership::Membership;

@@ -11,10 +11,14 @@
 //!
 //! [`Timeline::append`]: crate::store::Timeline::append
 
+mod bus;
 mod liveness;
+mod order;
 mod ownership;
 
+pub use bus::{ClusterBus, ClusterInbound, Control, Inbound, Interest};
 pub use liveness::{LiveNodes, MembershipChange};
+pub(crate) use order::{Admit, admit};
 pub use ownership::{owner, owner_weight};
 
 use std::fmt;

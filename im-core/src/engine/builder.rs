@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::PendingHandshakes;
 use crate::auth::{Authenticator, InsecureDevAuthenticator};
+use crate::cluster::ClusterBus;
 use crate::directory::{LocalDirectory, SessionDirectory};
 use crate::error::EngineError;
 use crate::fanout::{DefaultFanoutPolicy, FanoutPolicy};
@@ -18,6 +19,7 @@ use crate::push::OfflinePush;
 use crate::sequencer::{CachedSequencer, Sequencer};
 use crate::store::Store;
 
+use super::cluster::{ClusterInbound, InterestDirectory};
 use super::config::EngineConfig;
 use super::registry::Registry;
 use super::rooms::{FanoutStage, RoomIndex, RoomSettings};
@@ -33,6 +35,7 @@ pub struct EngineBuilder {
     policy: Arc<dyn FanoutPolicy>,
     sequencer: Option<Arc<dyn Sequencer>>,
     directory: Arc<dyn SessionDirectory>,
+    cluster: Option<Arc<dyn ClusterBus>>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -54,6 +57,7 @@ impl EngineBuilder {
             policy: Arc::new(DefaultFanoutPolicy::default()),
             sequencer: None,
             directory: Arc::new(LocalDirectory),
+            cluster: None,
         }
     }
 
@@ -103,6 +107,15 @@ impl EngineBuilder {
         self
     }
 
+    /// Joins a cluster: committed batches, interest and control cross nodes
+    /// over `bus` (e.g. `im_cluster_nats::NatsBus`). `build` hands the bus
+    /// the engine's inbound side ([`ClusterBus::attach`]). Nodes of one
+    /// cluster must share one store.
+    pub fn cluster(mut self, bus: Arc<dyn ClusterBus>) -> Self {
+        self.cluster = Some(bus);
+        self
+    }
+
     /// Starts the engine's workers. Must be called inside a Tokio runtime.
     pub fn build(self) -> Result<Engine, EngineError> {
         let auth = self.auth.ok_or_else(|| {
@@ -129,8 +142,12 @@ impl EngineBuilder {
                 .map(|p| offline::OfflineDispatch::new(p, offline_in_flight)),
             policy: self.policy,
             sequencer,
-            directory: self.directory,
-            registry: Registry::new(rooms),
+            directory: match &self.cluster {
+                Some(bus) => Arc::new(InterestDirectory::new(self.directory, bus.clone())),
+                None => self.directory,
+            },
+            registry: Registry::new(rooms).with_cluster(self.cluster.clone()),
+            cluster: self.cluster,
             ids: MessageIdGenerator::new(),
             next_session: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
@@ -144,8 +161,12 @@ impl EngineBuilder {
                 tx
             })
             .collect();
-        Ok(Engine {
-            inner: Arc::new(Inner { shared, shards }),
-        })
+        let inner = Arc::new(Inner { shared, shards });
+        if let Some(bus) = &inner.shared.cluster {
+            bus.attach(ClusterInbound {
+                inner: Arc::downgrade(&inner),
+            });
+        }
+        Ok(Engine { inner })
     }
 }

@@ -196,6 +196,7 @@
 #[cfg(feature = "bench")]
 pub mod bench_support;
 mod builder;
+mod cluster;
 mod commit;
 mod config;
 mod group_lane;
@@ -218,6 +219,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::PendingHandshakes;
 use crate::auth::Authenticator;
+use crate::cluster::{ClusterBus, Control};
 use crate::directory::SessionDirectory;
 use crate::error::EngineError;
 use crate::fanout::FanoutPolicy;
@@ -228,6 +230,7 @@ use crate::store::Store;
 use crate::transport::Connection;
 
 pub use builder::EngineBuilder;
+pub use cluster::ClusterInbound;
 pub use config::{EngineConfig, KickPolicy};
 pub use shard::SendReceipt;
 
@@ -248,6 +251,8 @@ pub(crate) struct Shared {
     pub(crate) policy: Arc<dyn FanoutPolicy>,
     pub(crate) sequencer: Arc<dyn Sequencer>,
     pub(crate) directory: Arc<dyn SessionDirectory>,
+    /// The cluster bus (`None` on a single node).
+    pub(crate) cluster: Option<Arc<dyn ClusterBus>>,
     pub(crate) registry: Registry,
     pub(crate) ids: MessageIdGenerator,
     pub(crate) next_session: AtomicU64,
@@ -359,6 +364,11 @@ impl Engine {
         self.inner.shared.store.create_group(group, members).await?;
         self.inner.shared.registry.add_group_members(group, members);
         self.invalidate_group(group).await;
+        self.tell_cluster(|| Control::GroupChanged {
+            group: group.clone(),
+            added: members.to_vec(),
+            removed: Vec::new(),
+        });
         Ok(())
     }
 
@@ -371,6 +381,11 @@ impl Engine {
         self.inner.shared.store.add_members(group, users).await?;
         self.inner.shared.registry.add_group_members(group, users);
         self.invalidate_group(group).await;
+        self.tell_cluster(|| Control::GroupChanged {
+            group: group.clone(),
+            added: users.to_vec(),
+            removed: Vec::new(),
+        });
         Ok(())
     }
 
@@ -386,6 +401,11 @@ impl Engine {
             .registry
             .remove_group_members(group, users);
         self.invalidate_group(group).await;
+        self.tell_cluster(|| Control::GroupChanged {
+            group: group.clone(),
+            added: Vec::new(),
+            removed: users.to_vec(),
+        });
         Ok(())
     }
 
@@ -424,13 +444,15 @@ impl Engine {
         rx.await.map_err(|_| EngineError::ShuttingDown)?
     }
 
-    /// Disconnects every session of a user with a `Kicked` frame; returns how many.
+    /// Disconnects every session of a user with a `Kicked` frame; returns
+    /// how many were on this node. In a cluster the other nodes are told to
+    /// kick theirs too.
     pub fn kick_user(&self, user: &UserId, detail: &str) -> usize {
-        let sessions = self.inner.shared.registry.user_sessions(user);
-        for s in &sessions {
-            s.kick(pb::KickReason::ByHost, detail, QueuedFrames::Flush);
-        }
-        sessions.len()
+        self.tell_cluster(|| Control::KickUser {
+            user: user.clone(),
+            detail: detail.to_owned(),
+        });
+        self.kick_local(user, detail)
     }
 
     /// Stops accepting, lets in-flight sends commit and be acked, then closes

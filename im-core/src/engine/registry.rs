@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
+use crate::cluster::{ClusterBus, Interest};
 use crate::ids::{ChannelId, SessionId, UserId};
 
 use super::rooms::RoomIndex;
@@ -19,6 +20,8 @@ pub(crate) struct Registry {
     /// Bumped on every group membership change (under the `groups` lock).
     epoch: AtomicU64,
     rooms: RoomIndex<SessionHandle>,
+    /// Told when a group gets its first online member here or loses its last.
+    cluster: Option<Arc<dyn ClusterBus>>,
 }
 
 /// Group → its live sessions.
@@ -32,6 +35,21 @@ impl Registry {
             groups: RwLock::default(),
             epoch: AtomicU64::new(0),
             rooms,
+            cluster: None,
+        }
+    }
+
+    /// Tells `cluster` (if any) of this node's interest in groups.
+    pub(crate) fn with_cluster(mut self, cluster: Option<Arc<dyn ClusterBus>>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// A group got its first online member here (`on`) or lost its last.
+    /// Called under the `groups` lock, so one group's calls stay in order.
+    fn group_interest(&self, group: &ChannelId, on: bool) {
+        if let Some(bus) = &self.cluster {
+            bus.interest(Interest::Group(group.clone()), on);
         }
     }
 
@@ -74,6 +92,7 @@ impl Registry {
                     set.remove(&s.id);
                     if set.is_empty() {
                         index.remove(&g);
+                        self.group_interest(&g, false);
                     }
                 }
             }
@@ -122,17 +141,21 @@ impl Registry {
         if self.epoch.load(Ordering::Acquire) != epoch {
             return false;
         }
-        Self::index_locked(&mut index, s, groups);
+        self.index_locked(&mut index, s, groups);
         true
     }
 
-    fn index_locked(index: &mut GroupIndex, s: &Arc<SessionHandle>, groups: &[ChannelId]) {
+    fn index_locked(&self, index: &mut GroupIndex, s: &Arc<SessionHandle>, groups: &[ChannelId]) {
         if s.gone.load(Ordering::Acquire) {
             return;
         }
         let mut mine = s.groups.lock();
         for g in groups {
-            index.entry(g.clone()).or_default().insert(s.id, s.clone());
+            let set = index.entry(g.clone()).or_insert_with(|| {
+                self.group_interest(g, true);
+                HashMap::new()
+            });
+            set.insert(s.id, s.clone());
             mine.insert(g.clone());
         }
     }
@@ -143,7 +166,7 @@ impl Registry {
         let mut index = self.groups.write();
         self.epoch.fetch_add(1, Ordering::AcqRel);
         for s in sessions {
-            Self::index_locked(&mut index, &s, std::slice::from_ref(group));
+            self.index_locked(&mut index, &s, std::slice::from_ref(group));
         }
     }
 
@@ -160,6 +183,7 @@ impl Registry {
                 set.remove(&s.id);
                 if set.is_empty() {
                     index.remove(group);
+                    self.group_interest(group, false);
                 }
             }
         }

@@ -19,6 +19,7 @@ use crate::push::OfflineNotice;
 use crate::store::{StoreExt, StoredMessage};
 
 use super::Shared;
+use super::cluster::{Remote, ShardCluster};
 use super::commit::{
     Admission, CommitBatch, Committed, GroupFacts, GroupLookup, GroupMembers, HoldBacks, Outcome,
     Step,
@@ -38,6 +39,8 @@ pub(crate) enum ShardCommand {
     InvalidateGroup(ChannelId),
     /// Answer once every command queued before this one is done.
     Drain(oneshot::Sender<()>),
+    /// Deliver what another node committed (`engine/cluster.rs`).
+    Remote(Remote),
 }
 
 /// A send waiting for its commit, answered through a [`Reply`].
@@ -125,10 +128,12 @@ impl Reply {
 
 /// One shard's worker: the IO loop around [`CommitBatch`].
 pub(crate) struct ShardWorker {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     group_lane: GroupLane,
     groups: Cache<ChannelId, Arc<GroupFacts>, UnitWeighter, FastHasher>,
     holds: HoldBacks,
+    /// Cross-node order and repair (`None` on a single node).
+    pub(super) cluster: Option<ShardCluster>,
 }
 
 impl ShardWorker {
@@ -136,6 +141,10 @@ impl ShardWorker {
         let entries = shared.config.shard_cache_entries.max(1);
         Self {
             group_lane: GroupLane::start(shared.clone()),
+            cluster: shared
+                .cluster
+                .clone()
+                .map(|bus| ShardCluster::new(bus, entries)),
             shared,
             groups: Cache::with(
                 entries,
@@ -164,6 +173,11 @@ impl ShardWorker {
                         self.groups.remove(&g);
                     }
                     ShardCommand::Drain(tx) => drains.push(tx),
+                    ShardCommand::Remote(r) => {
+                        // After what came before, in arrival order.
+                        self.commit(std::mem::take(&mut sends)).await;
+                        self.on_remote(r).await;
+                    }
                 }
                 if sends.len() < max {
                     next = rx.try_recv().ok();
@@ -209,6 +223,7 @@ impl ShardWorker {
                     metrics::histogram!("im_commit_batch_size")
                         .record(committed.messages.len() as f64);
                     self.shared.sequencer.advanced(&committed.heads);
+                    let committed = self.cluster_local(committed).await;
                     self.fan_out(committed).await;
                 }
                 Step::Done => return,
@@ -261,7 +276,7 @@ impl ShardWorker {
     }
 
     /// Facts for each group, from the cache or the store.
-    async fn load_groups(&mut self, groups: Vec<ChannelId>) -> Vec<GroupLookup> {
+    pub(super) async fn load_groups(&mut self, groups: Vec<ChannelId>) -> Vec<GroupLookup> {
         let mut out = Vec::with_capacity(groups.len());
         for g in groups {
             if let Some(f) = self.groups.get(&g) {
@@ -323,15 +338,7 @@ impl ShardWorker {
                     None => 0,
                 },
                 ConversationId::Room(r) => {
-                    // Rooms are batched and delivered by the room fanout
-                    // threads (engine/rooms/), never on this worker.
-                    let online = self.shared.registry.room_online(r) as u64;
-                    let plan = self.shared.policy.plan(&FanoutInput {
-                        kind: ConversationKind::Room,
-                        member_count: online,
-                        online_sessions: online,
-                    });
-                    self.shared.registry.rooms().on_committed(r, msgs, plan);
+                    self.deliver_to_room(r, msgs);
                     0
                 }
             };
@@ -340,7 +347,7 @@ impl ShardWorker {
     }
 
     /// Delivers a group's messages with the diffusion the commit used.
-    async fn deliver_to_group(
+    pub(super) async fn deliver_to_group(
         &self,
         g: &ChannelId,
         facts: &GroupFacts,
@@ -369,9 +376,22 @@ impl ShardWorker {
         }
     }
 
+    /// Hands a room's messages to its batch window. Rooms are batched and
+    /// delivered by the room fanout threads (engine/rooms/), never on this
+    /// worker.
+    pub(super) fn deliver_to_room(&self, r: &ChannelId, msgs: Vec<StoredMessage>) {
+        let online = self.shared.registry.room_online(r) as u64;
+        let plan = self.shared.policy.plan(&FanoutInput {
+            kind: ConversationKind::Room,
+            member_count: online,
+            online_sessions: online,
+        });
+        self.shared.registry.rooms().on_committed(r, msgs, plan);
+    }
+
     /// Pushes a direct conversation's messages to one user's sessions, named
     /// as that user sees the conversation.
-    fn deliver_to_user(&self, user: &UserId, msgs: &[StoredMessage]) -> usize {
+    pub(super) fn deliver_to_user(&self, user: &UserId, msgs: &[StoredMessage]) -> usize {
         let sessions = self.shared.registry.user_sessions(user);
         if sessions.is_empty() {
             let elsewhere = self.shared.directory.is_online(user, false);
@@ -417,7 +437,9 @@ impl ShardWorker {
 }
 
 /// Committed messages grouped by conversation, in first-commit order.
-fn by_conversation(messages: Vec<StoredMessage>) -> Vec<(ConversationId, Vec<StoredMessage>)> {
+pub(super) fn by_conversation(
+    messages: Vec<StoredMessage>,
+) -> Vec<(ConversationId, Vec<StoredMessage>)> {
     let mut by_conv: Vec<(ConversationId, Vec<StoredMessage>)> = Vec::new();
     let mut index: FastMap<ConversationId, usize> = FastMap::default();
     for m in messages {

@@ -1,0 +1,387 @@
+//! [`NatsBus`]: the engine's [`ClusterBus`] over core NATS, with subject
+//! interest as the cross-node online index.
+//!
+//! A node subscribes to `im.<cluster>.user.<hex id>` while it has sessions
+//! of that user, `...group.<hex id>` while it has online members of the
+//! group, `...room.<hex id>` while it has members in the room. A committed
+//! batch is published once per subject (a direct chat: each participant's
+//! user subject; a group or room: its subject), so NATS hands it once to
+//! each node with interest, never once per member. The connection is
+//! `no_echo`: a node never hears its own batches (it delivered them itself).
+//!
+//! Core NATS is at most once. The engine repairs a gap it sees from the
+//! store; to see a lost *last* batch, the publisher repeats the head of
+//! each conversation it published to a few times after (a beacon, a batch
+//! with no messages) — `BEACONS` of them `BEACON_EVERY` apart.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_nats::{Client, ConnectOptions, Subscriber};
+use bytes::Bytes;
+use futures::StreamExt;
+use im_core::cluster::{ClusterBus, ClusterInbound, Control, Inbound, Interest};
+use im_core::log_limit::LogLimit;
+use im_core::store::StoredMessage;
+use im_core::{ConversationId, Seq};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::subjects::Subjects;
+use crate::wire::{decode_batch, decode_control, encode_batch, encode_control};
+use crate::{ClusterConfig, ClusterError};
+
+/// Head beacons sent for a conversation after its last published batch.
+const BEACONS: u32 = 10;
+/// Time between two beacons.
+const BEACON_EVERY: Duration = Duration::from_millis(200);
+/// Conversations with beacons pending at once (beyond: no beacon; a gap is
+/// then repaired by the conversation's next batch).
+const BEACON_CONVERSATIONS: usize = 100_000;
+/// Batches waiting to be published (beyond: dropped, counted, and repaired
+/// by the receivers like any other loss).
+const OUT_QUEUE: usize = 65_536;
+
+/// Faults injected on the receiving side of batches and beacons. **For
+/// tests only**: proves that lost and late bus messages are repaired.
+/// Control commands are never faulted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BusFaults {
+    /// Batches and beacons dropped, per thousand received.
+    pub drop_per_mille: u32,
+    /// Batches and beacons held back by `delay`, per thousand received.
+    pub delay_per_mille: u32,
+    /// How long a held-back message waits (it may overtake others).
+    pub delay: Duration,
+}
+
+/// What the publisher task sends.
+enum Outgoing {
+    Batch {
+        conversation: ConversationId,
+        head: Seq,
+        payload: Bytes,
+    },
+    Control(Bytes),
+}
+
+/// A pending beacon: where to send it and how many are left.
+struct Beacon {
+    head: Seq,
+    left: u32,
+}
+
+/// The state the bus's tasks share.
+struct BusState {
+    client: Client,
+    subjects: Subjects,
+    inbound: OnceLock<ClusterInbound>,
+    faults: Mutex<BusFaults>,
+    rng: AtomicU64,
+    /// Subjects whose subscription the server has confirmed.
+    listening: Mutex<HashSet<String>>,
+}
+
+/// A node's bus over NATS. Hand it to `EngineBuilder::cluster`; the engine
+/// attaches itself when built.
+pub struct NatsBus {
+    state: Arc<BusState>,
+    out: mpsc::Sender<Outgoing>,
+    interest: mpsc::UnboundedSender<(Interest, bool)>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for NatsBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBus")
+            .field("subjects", &self.state.subjects)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsBus {
+    /// Connects to the cluster's NATS (its own connection, `no_echo`) and
+    /// listens for control commands. Fails with the URL in the error when
+    /// NATS cannot be reached; once connected, a lost NATS is reconnected to
+    /// in the background (subscriptions are restored by the client).
+    pub async fn connect(config: &ClusterConfig) -> Result<Arc<Self>, ClusterError> {
+        let client = ConnectOptions::new()
+            .name(format!("im-engine bus {}", config.node))
+            .no_echo()
+            .max_reconnects(Option::<usize>::None)
+            .connect(&config.url)
+            .await
+            .map_err(|source| ClusterError::Connect {
+                url: config.url.clone(),
+                source,
+            })?;
+        let subjects = Subjects::new(&config.cluster);
+        let control = client
+            .subscribe(subjects.control())
+            .await
+            .map_err(|source| ClusterError::Subscribe {
+                url: config.url.clone(),
+                subject: subjects.control(),
+                source,
+            })?;
+        // Confirmed before the engine runs: a kick sent from another node
+        // right after start reaches this one.
+        client.flush().await.map_err(|e| ClusterError::Flush {
+            url: config.url.clone(),
+            source: e,
+        })?;
+        let state = Arc::new(BusState {
+            client,
+            subjects,
+            inbound: OnceLock::new(),
+            faults: Mutex::new(BusFaults::default()),
+            rng: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+            listening: Mutex::default(),
+        });
+        let (out, out_rx) = mpsc::channel(OUT_QUEUE);
+        let (interest, interest_rx) = mpsc::unbounded_channel();
+        let tasks = vec![
+            tokio::spawn(publish(state.clone(), out_rx)),
+            tokio::spawn(follow_interest(state.clone(), interest_rx)),
+            tokio::spawn(listen_control(state.clone(), control)),
+        ];
+        Ok(Arc::new(Self {
+            state,
+            out,
+            interest,
+            tasks,
+        }))
+    }
+
+    /// Injects faults on received batches and beacons. **For tests only.**
+    pub fn set_faults(&self, faults: BusFaults) {
+        *self.state.faults.lock() = faults;
+    }
+
+    /// True once the NATS server confirmed this node's subscription for
+    /// `interest` (and until it is dropped): batches published from then on
+    /// reach this node. For tests and monitoring.
+    pub fn is_listening(&self, interest: &Interest) -> bool {
+        let subject = self.state.subjects.interest(interest);
+        self.state.listening.lock().contains(&subject)
+    }
+
+    /// Subjects this node listens on for batches.
+    pub fn listening_count(&self) -> usize {
+        self.state.listening.lock().len()
+    }
+}
+
+impl Drop for NatsBus {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl ClusterBus for NatsBus {
+    fn attach(&self, inbound: ClusterInbound) {
+        if self.state.inbound.set(inbound).is_err() {
+            tracing::warn!("a NatsBus serves one engine: the second engine is ignored");
+        }
+    }
+
+    fn publish(&self, conversation: &ConversationId, messages: &[StoredMessage]) {
+        let Some(last) = messages.last() else { return };
+        let out = Outgoing::Batch {
+            conversation: conversation.clone(),
+            head: last.seq,
+            payload: encode_batch(conversation, last.seq, messages),
+        };
+        if self.out.try_send(out).is_err() {
+            metrics::counter!("im_cluster_publish_dropped_total").increment(1);
+        }
+    }
+
+    fn interest(&self, interest: Interest, on: bool) {
+        let _ = self.interest.send((interest, on));
+    }
+
+    fn control(&self, control: Control) {
+        let out = Outgoing::Control(encode_control(&control));
+        if self.out.try_send(out).is_err() {
+            metrics::counter!("im_cluster_publish_dropped_total").increment(1);
+        }
+    }
+}
+
+/// Publishes batches and control, and the head beacons after batches.
+async fn publish(state: Arc<BusState>, mut rx: mpsc::Receiver<Outgoing>) {
+    static FAILED: LogLimit = LogLimit::per_second(1);
+    let mut beacons: HashMap<ConversationId, Beacon> = HashMap::new();
+    let mut tick = tokio::time::interval(BEACON_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let send = |subject: String, payload: Bytes| {
+        let client = state.client.clone();
+        async move {
+            if let Err(e) = client.publish(subject, payload).await {
+                if let Some(suppressed) = FAILED.allow() {
+                    tracing::warn!(error = %e, suppressed, "bus message not published");
+                }
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            next = rx.recv() => match next {
+                Some(Outgoing::Batch { conversation, head, payload }) => {
+                    metrics::counter!("im_cluster_batches_out_total").increment(1);
+                    for subject in state.subjects.conversation(&conversation) {
+                        send(subject, payload.clone()).await;
+                    }
+                    if beacons.len() < BEACON_CONVERSATIONS || beacons.contains_key(&conversation) {
+                        let b = beacons.entry(conversation).or_insert(Beacon { head, left: 0 });
+                        b.head = b.head.max(head);
+                        b.left = BEACONS;
+                    }
+                }
+                Some(Outgoing::Control(payload)) => send(state.subjects.control(), payload).await,
+                None => return,
+            },
+            _ = tick.tick() => {
+                for (conv, b) in &mut beacons {
+                    let payload = encode_batch(conv, b.head, &[]);
+                    for subject in state.subjects.conversation(conv) {
+                        send(subject, payload.clone()).await;
+                    }
+                    b.left -= 1;
+                }
+                beacons.retain(|_, b| b.left > 0);
+            }
+        }
+    }
+}
+
+/// Subscribes and unsubscribes as this node's interest changes.
+async fn follow_interest(state: Arc<BusState>, mut rx: mpsc::UnboundedReceiver<(Interest, bool)>) {
+    let mut subs: HashMap<String, JoinHandle<()>> = HashMap::new();
+    while let Some((interest, on)) = rx.recv().await {
+        let subject = state.subjects.interest(&interest);
+        if on {
+            if let Some(old) = subs.remove(&subject) {
+                old.abort();
+            }
+            let task = tokio::spawn(listen_batches(state.clone(), subject.clone()));
+            subs.insert(subject, task);
+        } else if let Some(task) = subs.remove(&subject) {
+            // Dropping the subscriber with the task unsubscribes.
+            task.abort();
+            state.listening.lock().remove(&subject);
+        }
+    }
+}
+
+/// One subject's subscription: decodes batches and beacons and hands them
+/// to the engine.
+async fn listen_batches(state: Arc<BusState>, subject: String) {
+    static BAD: LogLimit = LogLimit::per_second(1);
+    let mut sub = match subscribe_confirmed(&state, &subject).await {
+        Some(sub) => sub,
+        None => return,
+    };
+    while let Some(msg) = sub.next().await {
+        let Some(decoded) = decode_batch(&msg.payload) else {
+            if let Some(suppressed) = BAD.allow() {
+                tracing::warn!(suppressed, %subject, "ignored a bus message that is not a batch");
+            }
+            continue;
+        };
+        let inbound = if decoded.messages.is_empty() {
+            Inbound::Head(decoded.conversation, decoded.head)
+        } else {
+            Inbound::Batch(decoded.messages)
+        };
+        match fault(&state) {
+            Fault::None => hand_in(&state, inbound).await,
+            Fault::Drop => metrics::counter!("im_cluster_faults_dropped_total").increment(1),
+            Fault::Delay(d) => {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    hand_in(&state, inbound).await;
+                });
+            }
+        }
+    }
+}
+
+/// Subscribes and waits for the server to confirm (a flush round trip), so
+/// what is published after [`NatsBus::is_listening`] turns true reaches us.
+async fn subscribe_confirmed(state: &BusState, subject: &str) -> Option<Subscriber> {
+    static FAILED: LogLimit = LogLimit::per_second(1);
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match state.client.subscribe(subject.to_owned()).await {
+            Ok(sub) => {
+                if state.client.flush().await.is_ok() {
+                    state.listening.lock().insert(subject.to_owned());
+                }
+                return Some(sub);
+            }
+            Err(e) => {
+                if let Some(suppressed) = FAILED.allow() {
+                    tracing::warn!(error = %e, suppressed, %subject, "cannot subscribe; retrying");
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Hands control commands from other nodes to the engine.
+async fn listen_control(state: Arc<BusState>, mut sub: Subscriber) {
+    static BAD: LogLimit = LogLimit::per_second(1);
+    while let Some(msg) = sub.next().await {
+        match decode_control(&msg.payload) {
+            Some(c) => hand_in(&state, Inbound::Control(c)).await,
+            None => {
+                if let Some(suppressed) = BAD.allow() {
+                    tracing::warn!(suppressed, "ignored a control message that is not one");
+                }
+            }
+        }
+    }
+}
+
+async fn hand_in(state: &BusState, inbound: Inbound) {
+    if let Some(engine) = state.inbound.get() {
+        engine.deliver(inbound).await;
+    }
+}
+
+enum Fault {
+    None,
+    Drop,
+    Delay(Duration),
+}
+
+/// Draws this message's fault (xorshift; only ever used by tests).
+fn fault(state: &BusState) -> Fault {
+    let f = *state.faults.lock();
+    if f.drop_per_mille == 0 && f.delay_per_mille == 0 {
+        return Fault::None;
+    }
+    let mut x = state.rng.load(Ordering::Relaxed);
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    state.rng.store(x, Ordering::Relaxed);
+    let roll = u32::try_from(x % 1000).unwrap_or(0);
+    if roll < f.drop_per_mille {
+        Fault::Drop
+    } else if roll < f.drop_per_mille + f.delay_per_mille {
+        Fault::Delay(f.delay)
+    } else {
+        Fault::None
+    }
+}
