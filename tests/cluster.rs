@@ -87,8 +87,11 @@ async fn cluster(nodes: usize) -> Cluster {
         let bus = NatsBus::connect(&config)
             .await
             .expect("NATS on 127.0.0.1:4222");
+        let mut engine_config = EngineConfig::default();
+        // Each node its own index, so message ids stay unique across them.
+        engine_config.node_index = i as u16;
         let engine = Engine::builder(Arc::new(store))
-            .config(EngineConfig::default())
+            .config(engine_config)
             .cluster(bus.clone())
             .insecure_dev_auth()
             .build()
@@ -152,6 +155,8 @@ async fn receive_all(c: &Client, of: &pb::ConversationRef, n: usize) -> Vec<Stri
         "{} got pushes out of order, missing or twice",
         c.user_id()
     );
+    let ids: std::collections::HashSet<u64> = got.iter().map(|m| m.message_id).collect();
+    assert_eq!(ids.len(), got.len(), "two messages share a message id");
     got.iter()
         .map(|m| String::from_utf8_lossy(&m.body).into_owned())
         .collect()

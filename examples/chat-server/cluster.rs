@@ -14,6 +14,10 @@ pub struct ClusterArgs {
     /// This node's name in the cluster (letters, digits, '-', '_').
     #[arg(long, env = "IM_NODE_ID")]
     pub node_id: Option<String>,
+    /// This node's index in message ids, 0 to 63, different on every node
+    /// (joining fails if a live node has it).
+    #[arg(long, env = "IM_NODE_INDEX", default_value_t = 0)]
+    pub node_index: u16,
 }
 
 /// A joined cluster: the bus the engine delivers through and this node's
@@ -42,7 +46,8 @@ pub async fn join(
         .node_id
         .as_deref()
         .ok_or("--cluster needs --node-id, a name for this node unique in the cluster")?;
-    let config = ClusterConfig::new(url, &args.cluster_name, NodeId::new(node)?)?;
+    let config = ClusterConfig::new(url, &args.cluster_name, NodeId::new(node)?)?
+        .with_node_index(args.node_index);
     let bus = NatsBus::connect(&config).await?;
     let membership = Membership::join(config).await?;
     tracing::info!(nats = %url, cluster = %args.cluster_name, node, "joined the cluster");

@@ -5,7 +5,7 @@
 //! cargo run --example chat-server -- --demo
 //! cargo run --example chat-server --features postgres -- --postgres postgres://postgres@127.0.0.1/test
 //! cargo run --example chat-server --features cluster -- --postgres postgres://postgres@127.0.0.1/test \
-//!     --cluster nats://127.0.0.1:4222 --cluster-name demo --node-id a --listen 127.0.0.1:7001
+//!     --cluster nats://127.0.0.1:4222 --cluster-name demo --node-id a --node-index 1 --listen 127.0.0.1:7001
 //! ```
 //!
 //! Copy it and replace `insecure_dev_auth()` with your own `Authenticator`
@@ -169,6 +169,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     config.outbound_queue_bytes = args.outbound_queue_bytes;
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_secs);
     config.kick_policy = args.kick_policy;
+    config.node_index = args.cluster.node_index;
 
     tracing::warn!(
         "DEVELOPMENT AUTHENTICATION: any token `user` or `user:anything` is accepted as that user. \

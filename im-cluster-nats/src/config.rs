@@ -15,6 +15,7 @@ pub struct ClusterConfig {
     pub(crate) node: NodeId,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) node_timeout: Duration,
+    pub(crate) node_index: u16,
 }
 
 impl ClusterConfig {
@@ -35,6 +36,7 @@ impl ClusterConfig {
             node,
             heartbeat_interval: Duration::from_millis(500),
             node_timeout: Duration::from_secs(3),
+            node_index: 0,
         })
     }
 
@@ -48,6 +50,14 @@ impl ClusterConfig {
     /// heartbeat intervals long so one lost heartbeat does not evict a node.
     pub fn with_node_timeout(mut self, timeout: Duration) -> Self {
         self.node_timeout = timeout;
+        self
+    }
+
+    /// This node's index in message ids: the same as its engine's
+    /// `EngineConfig::node_index`, different on every node. Joining fails
+    /// if a live node already uses it.
+    pub fn with_node_index(mut self, index: u16) -> Self {
+        self.node_index = index;
         self
     }
 

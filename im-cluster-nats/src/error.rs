@@ -1,5 +1,7 @@
 //! Errors of the NATS cluster adapter.
 
+use im_core::cluster::NodeId;
+
 /// What went wrong joining or running a cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -14,6 +16,17 @@ pub enum ClusterError {
         /// Why it failed.
         #[source]
         source: async_nats::ConnectError,
+    },
+    /// Another live node already uses this node's index in message ids.
+    #[error(
+        "node index {index} is already used by live node {holder}: give every node of \
+         the cluster its own index (0 to 63)"
+    )]
+    NodeIndexTaken {
+        /// The index asked for.
+        index: u16,
+        /// The live node that has it.
+        holder: NodeId,
     },
     /// Subscribing to the membership subjects failed.
     #[error("cannot subscribe to {subject} on NATS at {url}: {source}")]

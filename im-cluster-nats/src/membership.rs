@@ -1,5 +1,6 @@
 //! A node's membership: its heartbeat, and the live set it hears.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::{Client, ConnectOptions, Subscriber};
@@ -66,26 +67,44 @@ impl Membership {
         let me = Beat {
             node: config.node.clone(),
             incarnation: incarnation(),
+            index: config.node_index,
         };
         let mut nodes = LiveNodes::new(config.node_timeout);
         nodes.heard(me.node.clone(), me.incarnation, Instant::now());
         let (tx, live) = watch::channel(nodes.nodes());
-        tracing::info!(node = %me.node, url = %config.url, "joined cluster {}", config.cluster);
-        let listener = tokio::spawn(listen(alive, left, nodes, me.clone(), tx));
+        let (taken_tx, taken) = watch::channel(None);
+        let watchers = Watchers {
+            live: tx,
+            index_taken: taken_tx,
+        };
+        let listener = tokio::spawn(listen(alive, left, nodes, me.clone(), watchers));
         let heartbeat = tokio::spawn(beat(
             client.clone(),
             config.alive_subject(),
             me.encode(),
             config.heartbeat_interval,
         ));
-        Ok(Self {
+        let joined = Self {
             client,
             me,
             left_subject: config.left_subject(),
             live,
             heartbeat,
             listener,
-        })
+        };
+        // Hear the live nodes' heartbeats before minting any message id
+        // with this index.
+        tokio::time::sleep(config.heartbeat_interval * 3).await;
+        let holder = taken.borrow().clone();
+        if let Some(holder) = holder {
+            joined.leave().await;
+            return Err(ClusterError::NodeIndexTaken {
+                index: config.node_index,
+                holder,
+            });
+        }
+        tracing::info!(node = %joined.me.node, url = %config.url, "joined cluster {}", config.cluster);
+        Ok(joined)
     }
 
     /// This node.
@@ -168,14 +187,23 @@ async fn beat(client: Client, subject: String, payload: bytes::Bytes, every: Dur
     }
 }
 
+/// What the listener keeps up to date.
+struct Watchers {
+    /// The live set.
+    live: watch::Sender<Vec<NodeId>>,
+    /// A live node other than this one that uses this node's index.
+    index_taken: watch::Sender<Option<NodeId>>,
+}
+
 /// Keeps the live set from heartbeats, goodbyes and silence.
 async fn listen(
     mut alive: Subscriber,
     mut left: Subscriber,
     mut nodes: LiveNodes,
     me: Beat,
-    tx: watch::Sender<Vec<NodeId>>,
+    watchers: Watchers,
 ) {
+    let mut indexes: HashMap<NodeId, u16> = HashMap::new();
     static GARBAGE: LogLimit = LogLimit::per_second(1);
     loop {
         // Just past the next expiry, so the wake-up finds the node overdue.
@@ -184,7 +212,10 @@ async fn listen(
         let mut changes = Vec::new();
         tokio::select! {
             msg = alive.next() => match msg.map(|m| Beat::decode(&m.payload)) {
-                Some(Some(b)) => changes.extend(nodes.heard(b.node, b.incarnation, Instant::now())),
+                Some(Some(b)) => {
+                    indexes.insert(b.node.clone(), b.index);
+                    changes.extend(nodes.heard(b.node, b.incarnation, Instant::now()));
+                }
                 Some(None) => if let Some(suppressed) = GARBAGE.allow() {
                     tracing::warn!(suppressed, "ignored a heartbeat that is not `<node> <incarnation>`");
                 },
@@ -211,7 +242,18 @@ async fn listen(
         }
         let current = nodes.nodes();
         metrics::gauge!("im_cluster_nodes").set(current.len() as f64);
-        tx.send_if_modified(|seen| {
+        indexes.retain(|n, _| current.contains(n));
+        let holder = indexes
+            .iter()
+            .find(|(n, i)| **n != me.node && **i == me.index)
+            .map(|(n, _)| n.clone());
+        if let Some(h) = &holder {
+            if watchers.index_taken.borrow().as_ref() != Some(h) {
+                tracing::error!(node = %me.node, "node {h} uses this node's index {} too: message ids may repeat", me.index);
+            }
+        }
+        watchers.index_taken.send_replace(holder);
+        watchers.live.send_if_modified(|seen| {
             let changed = *seen != current;
             *seen = current;
             changed

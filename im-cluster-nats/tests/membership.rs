@@ -29,11 +29,17 @@ fn node(name: &str) -> NodeId {
     NodeId::new(name).expect("valid node id")
 }
 
+/// Each test node's index in message ids: `a` is 0, `b` 1, …
+fn index(name: &str) -> u16 {
+    u16::from(name.as_bytes()[0] - b'a')
+}
+
 fn config(url: &str, cluster: &str, name: &str) -> ClusterConfig {
     ClusterConfig::new(url, cluster, node(name))
         .expect("valid config")
         .with_heartbeat_interval(Duration::from_millis(50))
         .with_node_timeout(Duration::from_millis(500))
+        .with_node_index(index(name))
 }
 
 /// Waits until `live` holds exactly `names`.
@@ -97,6 +103,7 @@ async fn a_node_that_leaves_is_dropped_at_once_and_a_crashed_one_after_the_timeo
             .expect("valid")
             .with_heartbeat_interval(Duration::from_millis(50))
             .with_node_timeout(Duration::from_secs(3_600))
+            .with_node_index(index(n))
     };
     let a = Membership::join(patient("a")).await.expect("join a");
     let b = Membership::join(patient("b")).await.expect("join b");
@@ -144,6 +151,21 @@ async fn clusters_sharing_one_nats_do_not_mix() {
         "cluster two holds only its own",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_asking_for_a_live_nodes_index_is_refused() {
+    let name = cluster("index");
+    let a = Membership::join(config(SHARED_NATS, &name, "a"))
+        .await
+        .expect("join a");
+    let twin = config(SHARED_NATS, &name, "twin").with_node_index(index("a"));
+    match Membership::join(twin).await {
+        Err(ClusterError::NodeIndexTaken { index: 0, holder }) => assert_eq!(holder, node("a")),
+        other => panic!("joined with a taken index: {other:?}"),
+    }
+    // The refused node said goodbye: a is alone again.
+    wait_for(&mut a.watch(), &["a"], "the refused node is gone").await;
 }
 
 #[tokio::test]

@@ -305,39 +305,67 @@ impl fmt::Debug for ConversationId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
 
-/// Server-assigned id of a committed message, unique across restarts: the
-/// high bits are the commit time in milliseconds, the low 16 bits a counter.
+/// Server-assigned id of a committed message, unique across restarts and
+/// across the nodes of a cluster: the high 48 bits are the commit time in
+/// milliseconds, then 6 bits of node index, then a 10-bit counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageId(pub u64);
 
-/// Hands out increasing [`MessageId`]s.
+/// Bits of a [`MessageId`] that name the node that made it.
+pub const NODE_INDEX_BITS: u32 = 6;
+/// Largest node index a [`MessageIdGenerator`] takes (63).
+pub const MAX_NODE_INDEX: u16 = (1 << NODE_INDEX_BITS) - 1;
+/// Bits of a [`MessageId`]'s counter within one millisecond.
+const COUNTER_BITS: u32 = 10;
+
+/// Hands out increasing [`MessageId`]s for one node.
 #[derive(Debug, Default)]
 pub struct MessageIdGenerator {
+    /// The last (millisecond, counter) slot taken, as `ms << COUNTER_BITS | counter`.
     last: AtomicU64,
+    /// This node's index, already shifted into place.
+    node: u64,
 }
 
 impl MessageIdGenerator {
-    /// A new generator.
+    /// A generator for a single node (index 0).
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// A generator for the node with `index` (at most [`MAX_NODE_INDEX`]):
+    /// nodes with different indexes never make the same id. `None` if the
+    /// index is out of range.
+    pub fn for_node(index: u16) -> Option<Self> {
+        (index <= MAX_NODE_INDEX).then(|| Self {
+            last: AtomicU64::new(0),
+            node: u64::from(index) << COUNTER_BITS,
+        })
+    }
+
     /// The next id: strictly greater than every id this generator gave before,
-    /// and (while fewer than 65,536 ids per millisecond are taken on average)
+    /// and (while fewer than 1,024 ids per millisecond are taken on average)
     /// greater than ids given by an earlier process on a clock that did not go back.
     pub fn next(&self) -> MessageId {
-        let floor = (now_ms().max(0) as u64) << 16;
+        let floor = (now_ms().max(0) as u64) << COUNTER_BITS;
         let mut prev = self.last.load(Ordering::Relaxed);
         loop {
-            let next = floor.max(prev + 1);
+            let slot = floor.max(prev + 1);
             match self
                 .last
-                .compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange_weak(prev, slot, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => return MessageId(next),
+                Ok(_) => return MessageId(self.id_of(slot)),
                 Err(actual) => prev = actual,
             }
         }
+    }
+
+    /// The id of a (millisecond, counter) slot on this node.
+    fn id_of(&self, slot: u64) -> u64 {
+        let ms = slot >> COUNTER_BITS;
+        let counter = slot & ((1 << COUNTER_BITS) - 1);
+        (ms << (NODE_INDEX_BITS + COUNTER_BITS)) | self.node | counter
     }
 }
 
@@ -363,6 +391,23 @@ pub struct DedupKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nodes_with_different_indexes_never_make_the_same_id() {
+        let a = MessageIdGenerator::for_node(1).expect("in range");
+        let b = MessageIdGenerator::for_node(2).expect("in range");
+        let mut seen = std::collections::HashSet::new();
+        let (mut last_a, mut last_b) = (MessageId(0), MessageId(0));
+        // More than one millisecond's counter, so slots borrow ahead too.
+        for _ in 0..5_000 {
+            let (x, y) = (a.next(), b.next());
+            assert!(x > last_a && y > last_b, "ids of one node increase");
+            (last_a, last_b) = (x, y);
+            assert!(seen.insert(x) && seen.insert(y), "an id was made twice");
+        }
+        assert!(MessageIdGenerator::for_node(MAX_NODE_INDEX).is_some());
+        assert!(MessageIdGenerator::for_node(MAX_NODE_INDEX + 1).is_none());
+    }
 
     fn u(s: &str) -> UserId {
         UserId::new(s).expect("valid")

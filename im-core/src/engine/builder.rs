@@ -121,6 +121,13 @@ impl EngineBuilder {
         let auth = self.auth.ok_or_else(|| {
             EngineError::InvalidRequest("an authenticator is required".to_owned())
         })?;
+        let ids = MessageIdGenerator::for_node(self.config.node_index).ok_or_else(|| {
+            EngineError::InvalidRequest(format!(
+                "node_index {} is out of range: use 0 to {}",
+                self.config.node_index,
+                crate::ids::MAX_NODE_INDEX
+            ))
+        })?;
         let rooms = RoomIndex::new(
             RoomSettings::from_config(&self.config).with_policy(self.policy.clone()),
             FanoutStage::start(self.config.room_fanout_threads),
@@ -148,7 +155,7 @@ impl EngineBuilder {
             },
             registry: Registry::new(rooms).with_cluster(self.cluster.clone()),
             cluster: self.cluster,
-            ids: MessageIdGenerator::new(),
+            ids,
             next_session: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),

@@ -118,6 +118,11 @@ pub struct EngineConfig {
     pub typing_rate: u32,
     /// Burst above `typing_rate`.
     pub typing_burst: u32,
+    /// This process's index in a cluster, 0 to 63 (`ids::MAX_NODE_INDEX`),
+    /// written into every message id it makes: give each node of a cluster
+    /// its own, and message ids stay unique across the cluster. 0 on a
+    /// single node.
+    pub node_index: u16,
 }
 
 impl EngineConfig {
@@ -167,6 +172,7 @@ impl Default for EngineConfig {
             room_fanout_parallel_min: 50_000,
             typing_rate: 2,
             typing_burst: 5,
+            node_index: 0,
         }
     }
 }
