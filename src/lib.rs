@@ -22,3 +22,6 @@ pub use im_transport_ws as transport_ws;
 
 #[cfg(feature = "metrics-http")]
 pub mod metrics_http;
+
+#[cfg(feature = "tls")]
+pub mod tls;

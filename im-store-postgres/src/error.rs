@@ -29,6 +29,21 @@ pub enum PgStoreError {
     /// A number does not fit the database's signed 64-bit integers.
     #[error("{0} is out of range for PostgreSQL bigint")]
     OutOfRange(&'static str),
+    /// The database could not be reached or refused the connection when the
+    /// store opened: names the connection string (password hidden) and the
+    /// `sslmode` in force.
+    #[error(
+        "cannot connect to PostgreSQL at {url} (sslmode={sslmode}): {}",
+        chain(source)
+    )]
+    Connect {
+        /// The connection string, password replaced by `***`.
+        url: String,
+        /// The TLS mode in force.
+        sslmode: crate::SslMode,
+        /// What failed.
+        source: StoreError,
+    },
     /// A store operation failed (also returned by [`PgStore::connect`](crate::PgStore::connect)
     /// when the database cannot be reached or migrated).
     #[error(transparent)]
@@ -45,6 +60,22 @@ impl From<PgStoreError> for StoreError {
             },
         }
     }
+}
+
+/// An error and its sources, one after the other ("db error" alone does not
+/// say which database is missing; its source does).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
 }
 
 /// Maps a driver error to a [`StoreError`] kind.

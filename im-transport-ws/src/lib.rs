@@ -4,6 +4,8 @@ mod config;
 mod conn;
 mod error;
 mod handshake;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -32,6 +34,8 @@ pub struct WsServer {
     listener: TcpListener,
     config: Arc<WsConfig>,
     http: Option<Arc<dyn HttpHandler>>,
+    #[cfg(feature = "tls")]
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for WsServer {
@@ -40,6 +44,7 @@ impl std::fmt::Debug for WsServer {
             .field("listener", &self.listener)
             .field("config", &self.config)
             .field("http", &self.http.is_some())
+            .field("tls", &self.tls_enabled())
             .finish()
     }
 }
@@ -51,7 +56,17 @@ impl WsServer {
             listener: im_core::transport::bind_listener(addr, config.listen_backlog).await?,
             config: Arc::new(config),
             http: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         })
+    }
+
+    /// True if connections are TLS (`wss://`).
+    fn tls_enabled(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 
     /// Answers plain HTTP requests on the same port with `handler` (e.g. a
@@ -81,9 +96,25 @@ impl WsServer {
                 let engine = engine.clone();
                 let config = self.config.clone();
                 let http = self.http.clone();
+                #[cfg(feature = "tls")]
+                let tls = self.tls.clone();
                 tokio::spawn(async move {
                     let upgraded = async {
                         stream.set_nodelay(config.nodelay)?;
+                        #[cfg(feature = "tls")]
+                        if let Some(acceptor) = tls {
+                            let stream =
+                                tls::handshake(&acceptor, stream, &config, pending.evicted())
+                                    .await?;
+                            return upgrade_stream_unless_evicted(
+                                stream,
+                                Some(peer),
+                                &config,
+                                http.as_deref(),
+                                pending.evicted(),
+                            )
+                            .await;
+                        }
                         upgrade_stream_unless_evicted(
                             stream,
                             Some(peer),

@@ -16,6 +16,8 @@ pub struct ThrowawayPg {
     dir: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// Extra server options (`-c ssl=on`, …).
+    options: String,
 }
 
 fn newest_bin_dir() -> PathBuf {
@@ -50,6 +52,46 @@ fn running_as_root() -> bool {
 impl ThrowawayPg {
     /// Creates and starts a server on a free port of 127.0.0.1.
     pub async fn start() -> Self {
+        let pg = Self::init().await;
+        pg.pg_ctl_start().await;
+        pg
+    }
+
+    /// Like [`ThrowawayPg::start`], with TLS on (`cert_pem` and `key_pem`
+    /// as the server's certificate and key) and plain TCP connections
+    /// refused by `pg_hba.conf` (`hostssl` only), so a connection that
+    /// works was encrypted.
+    pub async fn start_tls_only(cert_pem: &str, key_pem: &str) -> Self {
+        let mut pg = Self::init().await;
+        let data = pg.data();
+        std::fs::write(data.join("server.crt"), cert_pem).expect("write server.crt");
+        std::fs::write(data.join("server.key"), key_pem).expect("write server.key");
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .expect("write pg_hba.conf");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod server.key");
+        if pg.as_postgres {
+            let status = std::process::Command::new("chown")
+                .arg("postgres:postgres")
+                .args(["server.crt", "server.key", "pg_hba.conf"].map(|f| data.join(f)))
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown the TLS files to postgres");
+        }
+        pg.options = "-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".into();
+        pg.pg_ctl_start().await;
+        pg
+    }
+
+    /// Creates the data directory (not started).
+    async fn init() -> Self {
         let bin = newest_bin_dir();
         let as_postgres = running_as_root();
         let nanos = std::time::SystemTime::now()
@@ -71,6 +113,7 @@ impl ThrowawayPg {
             dir,
             port: free_port(),
             as_postgres,
+            options: String::new(),
         };
         pg.run(
             "initdb",
@@ -86,7 +129,6 @@ impl ThrowawayPg {
             ],
         )
         .await;
-        pg.pg_ctl_start().await;
         pg
     }
 
@@ -124,9 +166,10 @@ impl ThrowawayPg {
 
     async fn pg_ctl_start(&self) {
         let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=40",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=40 {}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.options,
         );
         self.run(
             "pg_ctl",
@@ -169,7 +212,9 @@ impl ThrowawayPg {
         self.pg_ctl_start().await;
     }
 
-    fn dir(&self) -> &Path {
+    /// The server's own directory, deleted on drop (for files a test
+    /// writes beside it).
+    pub fn dir(&self) -> &Path {
         &self.dir
     }
 }
