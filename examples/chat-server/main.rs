@@ -116,14 +116,7 @@ fn parse_kick_policy(s: &str) -> Result<KickPolicy, String> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     logging::init("info,im_core=info");
-    match run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            // Said plainly, with what to do next, not as a Debug dump.
-            eprintln!("chat-server: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    logging::exit_code("chat-server", run().await)
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {

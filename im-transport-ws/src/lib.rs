@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 
+#[cfg(feature = "axum")]
+pub mod axum_endpoint;
 mod config;
 mod conn;
 mod error;
