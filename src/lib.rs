@@ -25,3 +25,6 @@ pub mod metrics_http;
 
 #[cfg(feature = "tls")]
 pub mod tls;
+
+#[cfg(feature = "jwt")]
+pub mod jwt;
