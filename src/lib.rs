@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub use im_core as core;
-pub use im_core::{Engine, EngineConfig};
+pub use im_core::{CancellationToken, Engine, EngineConfig};
 
 #[cfg(feature = "signal")]
 mod signal;

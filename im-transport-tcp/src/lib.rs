@@ -32,6 +32,9 @@ const INITIAL_READ_BUFFER: usize = 1024;
 pub struct TcpConfig {
     /// Largest frame accepted from a client. A larger announced length gets
     /// an `Error{FRAME_TOO_LARGE}` and a close, without buffering the frame.
+    /// Keep it equal to `EngineConfig::max_frame_bytes`, the limit the engine
+    /// announces to clients in `Connected` (a warning is logged otherwise).
+    /// Default 256 KiB, as the engine's.
     pub max_frame_bytes: usize,
     /// Disable Nagle's algorithm (lower latency for small frames).
     pub nodelay: bool,
@@ -88,6 +91,15 @@ impl TcpServer {
 
     /// Accepts connections until the engine shuts down.
     pub fn serve(self, engine: Engine) -> JoinHandle<()> {
+        let announced = engine.config().max_frame_bytes;
+        if announced != self.config.max_frame_bytes {
+            tracing::warn!(
+                engine = announced,
+                tcp = self.config.max_frame_bytes,
+                "EngineConfig::max_frame_bytes (announced to clients) differs from \
+                 TcpConfig::max_frame_bytes (enforced here): set both to one value"
+            );
+        }
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.clone() {
             return tls::serve(self.listener, self.config, tls.into(), engine);
