@@ -97,6 +97,16 @@ async fn refusals_and_close_codes_are_the_standalone_transports() {
         "{refused}"
     );
 
+    // A frame announcing 16 MiB (only 1 KiB of it sent): refused from its
+    // header with close 1009, as on the standalone server.
+    let mut dave = WsClient::connect(addr, "dave").await;
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&(16u64 << 20).to_be_bytes());
+    frame.extend_from_slice(&[0; 4 + 1024]); // mask key, then payload
+    dave.write_raw(&frame).await;
+    let (code, _) = dave.closed().await.expect("a close frame");
+    assert_eq!(code, 1009);
+
     // Shutdown: Kicked{SHUTDOWN}, then close 1001, as on the standalone server.
     let mut carol = WsClient::connect(addr, "carol").await;
     let drain = tokio::spawn({

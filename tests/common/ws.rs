@@ -81,6 +81,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsClient<S> {
         request_id
     }
 
+    /// Writes bytes under the WebSocket layer (e.g. a hand-made frame).
+    pub async fn write_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.ws.get_mut().write_all(bytes).await.expect("write");
+    }
+
     /// The next frame, oldest first.
     pub async fn next_frame(&mut self) -> pb::ServerFrame {
         match self.backlog.pop_front() {
