@@ -51,9 +51,19 @@ pub enum PgStoreError {
 }
 
 impl From<PgStoreError> for StoreError {
+    /// A connect failure keeps its kind (an unreachable server stays
+    /// `Unavailable`, retryable) and its message (URL and sslmode).
     fn from(e: PgStoreError) -> Self {
         match e {
             PgStoreError::Store(inner) => inner,
+            PgStoreError::Connect {
+                source: StoreError::Unavailable(_),
+                ..
+            } => StoreError::Unavailable(Box::new(e)),
+            PgStoreError::Connect { ref source, .. } => StoreError::Backend {
+                retryable: source.is_retryable(),
+                source: Box::new(e),
+            },
             other => StoreError::Backend {
                 source: Box::new(other),
                 retryable: false,
