@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub use im_core as core;
-pub use im_core::{Engine, EngineConfig};
+pub use im_core::{CancellationToken, Engine, EngineConfig};
 
 #[cfg(feature = "signal")]
 mod signal;
@@ -25,3 +25,9 @@ pub use im_transport_ws as transport_ws;
 
 #[cfg(feature = "metrics-http")]
 pub mod metrics_http;
+
+#[cfg(feature = "tls")]
+pub mod tls;
+
+#[cfg(feature = "jwt")]
+pub mod jwt;

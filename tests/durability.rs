@@ -5,6 +5,8 @@
 
 #[path = "common/child.rs"]
 mod child;
+#[path = "../im-store-postgres/tests/common/throwaway.rs"]
+mod throwaway;
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
@@ -43,7 +45,12 @@ struct Schema(String);
 
 impl Drop for Schema {
     fn drop(&mut self) {
-        let _ = Command::new("psql")
+        // Cleanup only: without psql the schema stays (and says so).
+        let Some(psql) = throwaway::pg_tool("psql") else {
+            eprintln!("psql not found: schema {} left in place", self.0);
+            return;
+        };
+        let _ = Command::new(psql)
             .args([
                 PG_URL,
                 "-qc",

@@ -1,149 +1,16 @@
 //! TCP and WebSocket serve one engine at once: a TCP user and a WebSocket
 //! user chat with each other, directly and in a group, over real sockets.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use futures::{SinkExt, StreamExt};
-use im_engine::core::codec::{decode_server_frame, encode_client_frame};
-use im_engine::core::pb::{self, client_frame::Body as In, server_frame::Body as Out};
+use std::sync::Arc;
+
+use common::ws::{WsClient, tcp_pushed_from};
 use im_engine::core::{ChannelId, Engine, UserId};
 use im_engine::store_memory::MemoryStore;
 use im_engine::transport_tcp::client::{Client, direct, group};
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
-use im_engine::transport_ws::tokio_tungstenite::WebSocketStream;
-use im_engine::transport_ws::tokio_tungstenite::tungstenite::Message;
-use im_engine::transport_ws::tokio_tungstenite::tungstenite::protocol::Role;
-use im_engine::transport_ws::{SUBPROTOCOL, WsConfig, WsServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-const WAIT: Duration = Duration::from_secs(5);
-
-/// A WebSocket client speaking the engine's subprotocol.
-struct WsClient {
-    ws: WebSocketStream<TcpStream>,
-    next_id: u64,
-    /// Frames read while waiting for an answer, for later.
-    backlog: VecDeque<pb::ServerFrame>,
-}
-
-impl WsClient {
-    async fn connect(addr: std::net::SocketAddr, user: &str) -> Self {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let request = format!(
-            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-             Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.expect("write");
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            head.push(stream.read_u8().await.expect("response head"));
-        }
-        let head = String::from_utf8(head).expect("utf-8");
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        assert!(head.contains(SUBPROTOCOL), "{head}");
-        let mut client = Self {
-            ws: WebSocketStream::from_raw_socket(stream, Role::Client, None).await,
-            next_id: 1,
-            backlog: VecDeque::new(),
-        };
-        client
-            .send_body(In::Connect(pb::Connect {
-                token: user.to_owned(),
-                device_id: format!("{user}-browser"),
-                device_kind: pb::DeviceKind::Web as i32,
-                ..Default::default()
-            }))
-            .await;
-        match client.next_frame().await.body {
-            Some(Out::Connected(c)) => assert_eq!(c.user_id, user),
-            other => panic!("expected Connected, got {other:?}"),
-        }
-        client
-    }
-
-    async fn send_body(&mut self, body: In) -> u64 {
-        let request_id = self.next_id;
-        self.next_id += 1;
-        let frame = encode_client_frame(&pb::ClientFrame {
-            request_id,
-            body: Some(body),
-        });
-        self.ws.send(Message::Binary(frame)).await.expect("send");
-        request_id
-    }
-
-    async fn next_frame(&mut self) -> pb::ServerFrame {
-        match self.backlog.pop_front() {
-            Some(frame) => frame,
-            None => self.read_frame().await,
-        }
-    }
-
-    async fn read_frame(&mut self) -> pb::ServerFrame {
-        loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("a frame in time")
-                .expect("connection open")
-                .expect("frame");
-            if let Message::Binary(b) = msg {
-                return decode_server_frame(&b).expect("server frame");
-            }
-        }
-    }
-
-    /// Sends a message and returns its seq from the SendAck.
-    async fn say(&mut self, to: pb::ConversationRef, id: &str, text: &str) -> u64 {
-        let request_id = self
-            .send_body(In::Send(pb::Send {
-                client_msg_id: id.to_owned(),
-                conversation: Some(to),
-                body: text.as_bytes().to_vec().into(),
-            }))
-            .await;
-        loop {
-            let frame = self.read_frame().await;
-            if frame.request_id != request_id {
-                self.backlog.push_back(frame);
-                continue;
-            }
-            match frame.body {
-                Some(Out::SendAck(a)) => return a.seq,
-                other => panic!("expected SendAck, got {other:?}"),
-            }
-        }
-    }
-
-    /// Waits for a pushed message from `sender`.
-    async fn pushed_from(&mut self, sender: &str) -> pb::Message {
-        loop {
-            if let Some(Out::Push(p)) = self.next_frame().await.body {
-                if let Some(m) = p.messages.into_iter().find(|m| m.sender_user == sender) {
-                    return m;
-                }
-            }
-        }
-    }
-}
-
-async fn tcp_pushed_from(client: &Client, sender: &str) -> pb::Message {
-    loop {
-        let frame = client
-            .next_event(WAIT)
-            .await
-            .expect("connection open")
-            .expect("a pushed frame in time");
-        if let Some(Out::Push(p)) = frame.body {
-            if let Some(m) = p.messages.into_iter().find(|m| m.sender_user == sender) {
-                return m;
-            }
-        }
-    }
-}
+use im_engine::transport_ws::{WsConfig, WsServer};
 
 #[tokio::test]
 async fn a_tcp_user_and_a_websocket_user_chat_with_each_other() {

@@ -6,6 +6,7 @@
 //! cargo run --example chat-server --features postgres -- --postgres postgres://postgres@127.0.0.1/test
 //! cargo run --example chat-server --features cluster -- --postgres postgres://postgres@127.0.0.1/test \
 //!     --cluster nats://127.0.0.1:4222 --cluster-name demo --node-id a --node-index 1 --listen 127.0.0.1:7001
+//! cargo run --example chat-server --features tls -- --tls-cert cert.pem --tls-key key.pem
 //! ```
 //!
 //! Copy it and replace `insecure_dev_auth()` with your own `Authenticator`
@@ -28,6 +29,8 @@ mod cluster;
 mod logging;
 #[path = "../common/memory_store.rs"]
 mod memory_store;
+#[path = "../common/tls.rs"]
+mod tls;
 
 /// Command-line options.
 #[derive(Debug, Parser)]
@@ -60,6 +63,9 @@ struct Args {
     /// Bounds of the in-memory store.
     #[command(flatten)]
     memory: memory_store::MemoryStoreArgs,
+    /// TLS on the listener.
+    #[command(flatten)]
+    tls: tls::TlsArgs,
     /// Create a group: `NAME=user1,user2,...` (repeatable; kept if it exists).
     #[arg(long = "group", value_name = "NAME=USERS")]
     groups: Vec<String>,
@@ -88,7 +94,8 @@ async fn open_store(args: &Args) -> Result<Arc<dyn Store>, Box<dyn std::error::E
         use im_engine::store_postgres::{PgStore, PgStoreConfig};
         let store = PgStore::connect(PgStoreConfig::new(url).with_schema(&args.pg_schema))
             .await
-            .map_err(|e| format!("cannot open PostgreSQL at {}: {}", redact(url), chain(&e)))?;
+            // Names the URL (without its password), the sslmode and the cause.
+            .map_err(|e| e.to_string())?;
         tracing::info!(schema = %args.pg_schema, "store: PostgreSQL");
         return Ok(Arc::new(store));
     }
@@ -103,36 +110,6 @@ async fn open_store(args: &Args) -> Result<Arc<dyn Store>, Box<dyn std::error::E
     Ok(Arc::new(args.memory.open()))
 }
 
-/// An error and its sources, one after the other: "db error" alone says
-/// nothing; its source says which database is missing.
-#[cfg(feature = "postgres")]
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        let text = s.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = s.source();
-    }
-    out
-}
-
-/// The URL without its password, for error messages.
-#[cfg(feature = "postgres")]
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 fn parse_kick_policy(s: &str) -> Result<KickPolicy, String> {
     match s {
         "many" => Ok(KickPolicy::AllowMany),
@@ -145,18 +122,12 @@ fn parse_kick_policy(s: &str) -> Result<KickPolicy, String> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     logging::init("info,im_core=info");
-    match run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            // Said plainly, with what to do next, not as a Debug dump.
-            eprintln!("chat-server: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    logging::exit_code("chat-server", run().await)
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    let tls = args.tls.load()?;
 
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let metrics_listener = TcpListener::bind(args.metrics)
@@ -221,7 +192,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await
     .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    tracing::info!(listen = %tcp.local_addr()?, metrics = %args.metrics, "chat-server ready");
+    #[cfg(feature = "tls")]
+    let tcp = match tls {
+        Some(tls) => tcp.with_tls(tls),
+        None => tcp,
+    };
+    #[cfg(not(feature = "tls"))]
+    let _ = tls;
+    tracing::info!(listen = %tcp.local_addr()?, metrics = %args.metrics, tls = args.tls.tls_cert.is_some(), "chat-server ready");
     let serving = tcp.serve(engine.clone());
 
     let signal = stop.await;

@@ -14,3 +14,19 @@ pub fn init(default_filter: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
+
+/// The process's exit status for `result`: a failure is said plainly on
+/// stderr after `name` (with what to do next, not as a Debug dump).
+#[allow(dead_code)] // not every starter server uses it
+pub fn exit_code(
+    name: &str,
+    result: Result<(), Box<dyn std::error::Error>>,
+) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -40,6 +40,9 @@ pub use ids::{
 pub use push::{NoOfflinePush, OfflineNotice, OfflinePush};
 pub use sequencer::{CachedSequencer, Sequencer};
 pub use store::{Store, StoreExt};
+/// The type of [`Engine::shutdown_token`]: cancelled when the engine starts
+/// shutting down (re-exported so hosts need not depend on tokio-util).
+pub use tokio_util::sync::CancellationToken;
 pub use transport::{
     CloseCode, CloseReason, Connection, ConnectionInfo, FrameReader, FrameWriter, TransportError,
 };

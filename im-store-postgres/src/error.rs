@@ -29,6 +29,21 @@ pub enum PgStoreError {
     /// A number does not fit the database's signed 64-bit integers.
     #[error("{0} is out of range for PostgreSQL bigint")]
     OutOfRange(&'static str),
+    /// The database could not be reached or refused the connection when the
+    /// store opened: names the connection string (password hidden) and the
+    /// `sslmode` in force.
+    #[error(
+        "cannot connect to PostgreSQL at {url} (sslmode={sslmode}): {}",
+        chain(source)
+    )]
+    Connect {
+        /// The connection string, password replaced by `***`.
+        url: String,
+        /// The TLS mode in force.
+        sslmode: crate::SslMode,
+        /// What failed.
+        source: StoreError,
+    },
     /// A store operation failed (also returned by [`PgStore::connect`](crate::PgStore::connect)
     /// when the database cannot be reached or migrated).
     #[error(transparent)]
@@ -36,15 +51,41 @@ pub enum PgStoreError {
 }
 
 impl From<PgStoreError> for StoreError {
+    /// A connect failure keeps its kind (an unreachable server stays
+    /// `Unavailable`, retryable) and its message (URL and sslmode).
     fn from(e: PgStoreError) -> Self {
         match e {
             PgStoreError::Store(inner) => inner,
+            PgStoreError::Connect {
+                source: StoreError::Unavailable(_),
+                ..
+            } => StoreError::Unavailable(Box::new(e)),
+            PgStoreError::Connect { ref source, .. } => StoreError::Backend {
+                retryable: source.is_retryable(),
+                source: Box::new(e),
+            },
             other => StoreError::Backend {
                 source: Box::new(other),
                 retryable: false,
             },
         }
     }
+}
+
+/// An error and its sources, one after the other ("db error" alone does not
+/// say which database is missing; its source does).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
 }
 
 /// Maps a driver error to a [`StoreError`] kind.

@@ -10,10 +10,14 @@ use im_core::store::StoreResult;
 
 mod error;
 mod migrate;
+mod sslmode;
 mod store;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use error::PgStoreError;
 pub use migrate::MIGRATIONS;
+pub use sslmode::{SslMode, TlsParams, redact_url, split_tls_params};
 
 use error::{is_server_verdict, map_pg, map_pool};
 
@@ -37,8 +41,11 @@ use error::{is_server_verdict, map_pg, map_pool};
 #[non_exhaustive]
 pub struct PgStoreConfig {
     /// Connection string: a `postgres://` URL or `key=value` pairs, as
-    /// accepted by `tokio_postgres::Config`. TLS is not supported yet
-    /// (connect over a private network or a local socket).
+    /// accepted by `tokio_postgres::Config`, plus libpq's `sslmode`
+    /// (`disable`, `prefer` (default), `require`, `verify-ca`,
+    /// `verify-full`; see [`SslMode`]) and `sslrootcert` (a PEM file of
+    /// roots, or `system`). Modes beyond `prefer` need the crate's `tls`
+    /// feature; without it `prefer` connects in plain text.
     pub url: String,
     /// Most connections the pool opens. Default 16.
     pub pool_size: usize,
@@ -211,10 +218,28 @@ impl PgStoreConfig {
         Ok(())
     }
 
-    /// The driver configuration: URL plus timeouts and `search_path`.
-    fn pg_config(&self) -> Result<tokio_postgres::Config, PgStoreError> {
-        let mut pg = tokio_postgres::Config::from_str(&self.url)
-            .map_err(|e| PgStoreError::InvalidConfig(format!("connection string: {e}")))?;
+    /// The TLS settings of [`PgStoreConfig::url`].
+    pub fn tls_params(&self) -> Result<TlsParams, PgStoreError> {
+        self.split_url().map(|(_, params)| params)
+    }
+
+    fn split_url(&self) -> Result<(String, TlsParams), PgStoreError> {
+        split_tls_params(&self.url).map_err(|e| {
+            PgStoreError::InvalidConfig(format!("connection string {}: {e}", redact_url(&self.url)))
+        })
+    }
+
+    /// The driver configuration: URL plus timeouts, TLS mode and `search_path`.
+    fn pg_config(&self) -> Result<(tokio_postgres::Config, TlsParams), PgStoreError> {
+        let (rest, tls) = self.split_url()?;
+        let mut pg = tokio_postgres::Config::from_str(&rest).map_err(|e| {
+            PgStoreError::InvalidConfig(format!("connection string {}: {e}", redact_url(&self.url)))
+        })?;
+        pg.ssl_mode(match tls.mode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
         pg.connect_timeout(self.connect_timeout);
         if pg.get_application_name().is_none() {
             pg.application_name("im-store-postgres");
@@ -229,7 +254,38 @@ impl PgStoreConfig {
         if !options.is_empty() {
             pg.options(options.join(" "));
         }
-        Ok(pg)
+        Ok((pg, tls))
+    }
+
+    /// The pool's connection manager, with the TLS connector `tls` asks for.
+    fn manager(
+        &self,
+        pg: tokio_postgres::Config,
+        tls: &TlsParams,
+    ) -> Result<Manager, PgStoreError> {
+        let config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        #[cfg(feature = "tls")]
+        if tls.mode != SslMode::Disable {
+            let connector = tls::connector(tls).map_err(|e| {
+                PgStoreError::InvalidConfig(format!(
+                    "connection string {}: {e}",
+                    redact_url(&self.url)
+                ))
+            })?;
+            return Ok(Manager::from_config(pg, connector, config));
+        }
+        #[cfg(not(feature = "tls"))]
+        if tls.mode.requires_tls() {
+            return Err(PgStoreError::InvalidConfig(format!(
+                "connection string {} asks for sslmode={}, but im-store-postgres was built \
+                 without TLS: enable its `tls` feature (im-engine: feature `tls`)",
+                redact_url(&self.url),
+                tls.mode
+            )));
+        }
+        Ok(Manager::from_config(pg, tokio_postgres::NoTls, config))
     }
 }
 
@@ -310,14 +366,8 @@ impl PgStore {
     /// run under a PostgreSQL advisory lock.
     pub async fn connect(config: PgStoreConfig) -> Result<Self, PgStoreError> {
         config.validate()?;
-        let pg = config.pg_config()?;
-        let manager = Manager::from_config(
-            pg,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let (pg, tls) = config.pg_config()?;
+        let manager = config.manager(pg, &tls)?;
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .wait_timeout(Some(config.acquire_timeout))
@@ -327,8 +377,15 @@ impl PgStore {
             .build()
             .map_err(|e| PgStoreError::InvalidConfig(format!("pool: {e}")))?;
         let store = Self { pool, config };
-        store.migrate().await?;
-        Ok(store)
+        match store.migrate().await {
+            Ok(_) => Ok(store),
+            Err(PgStoreError::Store(source)) => Err(PgStoreError::Connect {
+                url: redact_url(&store.config.url),
+                sslmode: tls.mode,
+                source,
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// The configuration the store was built with.

@@ -284,7 +284,8 @@ async fn statement_timeout_maps_to_timeout() {
         .expect("works again");
 }
 
-/// No server listening: connecting fails with a retryable `Unavailable`.
+/// No server listening: connecting fails with a retryable `Unavailable`,
+/// named with the URL and the sslmode.
 #[tokio::test]
 async fn unreachable_server_is_unavailable() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -294,7 +295,15 @@ async fn unreachable_server_is_unavailable() {
         .with_connect_timeout(Duration::from_secs(1))
         .with_retries(1, Duration::from_millis(10));
     match PgStore::connect(config).await {
-        Err(PgStoreError::Store(e)) => {
+        Err(e @ PgStoreError::Connect { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains(&format!("127.0.0.1:{port}/test")), "{text}");
+            assert!(text.contains("sslmode=prefer"), "{text}");
+            let PgStoreError::Connect { source, .. } = &e else {
+                unreachable!()
+            };
+            assert!(matches!(source, StoreError::Unavailable(_)), "{e:?}");
+            let e = StoreError::from(e);
             assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
             assert!(e.is_retryable());
         }

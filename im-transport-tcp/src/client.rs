@@ -13,8 +13,7 @@ use futures::StreamExt;
 use im_core::codec::{decode_server_frame, encode_client_frame};
 use im_core::pb::{self, client_frame::Body as In, server_frame::Body as Out};
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
@@ -63,10 +62,19 @@ type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<pb::ServerFrame>>>>
 /// request cut off by the close that follows reports it instead of `Closed`.
 type LastError = Arc<Mutex<Option<pb::Error>>>;
 
+/// The write half of whatever stream the client runs on.
+struct Writer(Box<dyn AsyncWrite + Send + Unpin>);
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Writer")
+    }
+}
+
 /// A connected, authenticated client.
 #[derive(Debug)]
 pub struct Client {
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    writer: tokio::sync::Mutex<Writer>,
     pending: Pending,
     events: tokio::sync::Mutex<mpsc::Receiver<pb::ServerFrame>>,
     next_id: AtomicU64,
@@ -76,6 +84,17 @@ pub struct Client {
     pub connected: pb::Connected,
     /// How long requests wait for an answer.
     pub timeout: Duration,
+}
+
+/// The `Connect` frame of a plain login: no push acks, no typing events.
+fn connect_body(token: &str, device_id: &str, device_kind: pb::DeviceKind) -> pb::Connect {
+    pb::Connect {
+        token: token.to_owned(),
+        device_id: device_id.to_owned(),
+        device_kind: device_kind as i32,
+        client_info: concat!("im-transport-tcp/", env!("CARGO_PKG_VERSION")).to_owned(),
+        ..Default::default()
+    }
 }
 
 impl Client {
@@ -95,14 +114,7 @@ impl Client {
         device_id: &str,
         device_kind: pb::DeviceKind,
     ) -> Result<Self, ClientError> {
-        let connect = pb::Connect {
-            token: token.to_owned(),
-            device_id: device_id.to_owned(),
-            device_kind: device_kind as i32,
-            client_info: concat!("im-transport-tcp/", env!("CARGO_PKG_VERSION")).to_owned(),
-            ..Default::default()
-        };
-        Self::connect_frame(addr, connect).await
+        Self::connect_frame(addr, connect_body(token, device_id, device_kind)).await
     }
 
     /// Connects with a `Connect` frame of the caller's (to set options such
@@ -114,6 +126,34 @@ impl Client {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (read, write) = stream.into_split();
+        Self::connect_halves(read, Writer(Box::new(write)), connect).await
+    }
+
+    /// Connects and authenticates over a stream the caller opened: a TLS
+    /// stream (e.g. from `tokio_rustls::TlsConnector`), a Unix socket, or an
+    /// in-memory duplex.
+    pub async fn connect_stream<S>(
+        stream: S,
+        token: &str,
+        device_id: &str,
+        device_kind: pb::DeviceKind,
+    ) -> Result<Self, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (read, write) = tokio::io::split(stream);
+        let connect = connect_body(token, device_id, device_kind);
+        Self::connect_halves(read, Writer(Box::new(write)), connect).await
+    }
+
+    async fn connect_halves<R>(
+        read: R,
+        write: Writer,
+        connect: pb::Connect,
+    ) -> Result<Self, ClientError>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let dropped = Arc::new(AtomicU64::new(0));
@@ -209,7 +249,7 @@ impl Client {
         let mut buf = BytesMut::with_capacity(4 + payload.len());
         buf.put_u32(payload.len() as u32);
         buf.put_slice(payload);
-        self.writer.lock().await.write_all(&buf).await?;
+        self.writer.lock().await.0.write_all(&buf).await?;
         Ok(())
     }
 
@@ -359,7 +399,7 @@ impl Client {
 
     /// Closes the connection.
     pub async fn close(self) -> Result<(), ClientError> {
-        self.writer.lock().await.shutdown().await?;
+        self.writer.lock().await.0.shutdown().await?;
         Ok(())
     }
 }
@@ -394,8 +434,8 @@ fn unexpected(body: Out) -> ClientError {
     }))
 }
 
-async fn read_loop(
-    mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut frames: FramedRead<R, FrameCodec>,
     pending: Pending,
     events: mpsc::Sender<pb::ServerFrame>,
     dropped: Arc<AtomicU64>,

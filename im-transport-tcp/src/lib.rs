@@ -2,6 +2,8 @@
 
 pub mod client;
 mod codec;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,8 +16,7 @@ use im_core::transport::accept_until;
 use im_core::{
     CloseReason, Connection, ConnectionInfo, Engine, FrameReader, FrameWriter, TransportError,
 };
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
@@ -31,6 +32,9 @@ const INITIAL_READ_BUFFER: usize = 1024;
 pub struct TcpConfig {
     /// Largest frame accepted from a client. A larger announced length gets
     /// an `Error{FRAME_TOO_LARGE}` and a close, without buffering the frame.
+    /// Keep it equal to `EngineConfig::max_frame_bytes`, the limit the engine
+    /// announces to clients in `Connected` (a warning is logged otherwise).
+    /// Default 256 KiB, as the engine's.
     pub max_frame_bytes: usize,
     /// Disable Nagle's algorithm (lower latency for small frames).
     pub nodelay: bool,
@@ -65,6 +69,8 @@ impl TcpConfig {
 pub struct TcpServer {
     listener: TcpListener,
     config: TcpConfig,
+    #[cfg(feature = "tls")]
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl TcpServer {
@@ -73,6 +79,8 @@ impl TcpServer {
         Ok(Self {
             listener: im_core::transport::bind_listener(addr, config.listen_backlog).await?,
             config,
+            #[cfg(feature = "tls")]
+            tls: None,
         })
     }
 
@@ -83,6 +91,19 @@ impl TcpServer {
 
     /// Accepts connections until the engine shuts down.
     pub fn serve(self, engine: Engine) -> JoinHandle<()> {
+        let announced = engine.config().max_frame_bytes;
+        if announced != self.config.max_frame_bytes {
+            tracing::warn!(
+                engine = announced,
+                tcp = self.config.max_frame_bytes,
+                "EngineConfig::max_frame_bytes (announced to clients) differs from \
+                 TcpConfig::max_frame_bytes (enforced here): set both to one value"
+            );
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.clone() {
+            return tls::serve(self.listener, self.config, tls.into(), engine);
+        }
         tokio::spawn(async move {
             let stop = engine.shutdown_token();
             accept_until(&self.listener, &stop, |stream, peer| {
@@ -104,7 +125,34 @@ pub fn connection(
 ) -> io::Result<Connection> {
     stream.set_nodelay(config.nodelay)?;
     let (read, write) = stream.into_split();
-    Ok(Connection {
+    Ok(framed_connection(read, write, peer_addr, config))
+}
+
+/// Wraps any byte stream (a TLS stream, a Unix socket, a test duplex) as an
+/// engine [`Connection`] speaking this transport's length-prefixed frames.
+pub fn stream_connection<S>(
+    stream: S,
+    peer_addr: Option<SocketAddr>,
+    config: &TcpConfig,
+) -> Connection
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read, write) = tokio::io::split(stream);
+    framed_connection(read, write, peer_addr, config)
+}
+
+fn framed_connection<R, W>(
+    read: R,
+    write: W,
+    peer_addr: Option<SocketAddr>,
+    config: &TcpConfig,
+) -> Connection
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    Connection {
         reader: Box::new(TcpFrameReader {
             // Small to start: an idle connection should cost little; the
             // buffer grows with the frames that actually arrive.
@@ -122,15 +170,15 @@ pub fn connection(
             transport: "tcp",
             peer_addr,
         },
-    })
+    }
 }
 
-struct TcpFrameReader {
-    frames: FramedRead<OwnedReadHalf, FrameCodec>,
+struct TcpFrameReader<R> {
+    frames: FramedRead<R, FrameCodec>,
 }
 
 #[async_trait]
-impl FrameReader for TcpFrameReader {
+impl<R: AsyncRead + Send + Unpin + 'static> FrameReader for TcpFrameReader<R> {
     async fn read_frame(&mut self) -> Result<Option<Bytes>, TransportError> {
         match self.frames.next().await {
             None => Ok(None),
@@ -140,8 +188,8 @@ impl FrameReader for TcpFrameReader {
     }
 }
 
-struct TcpFrameWriter {
-    stream: OwnedWriteHalf,
+struct TcpFrameWriter<W> {
+    stream: W,
     write_timeout: Duration,
 }
 
@@ -150,7 +198,7 @@ fn timed_out() -> TransportError {
 }
 
 #[async_trait]
-impl FrameWriter for TcpFrameWriter {
+impl<W: AsyncWrite + Send + Unpin + 'static> FrameWriter for TcpFrameWriter<W> {
     async fn write_frames(&mut self, frames: &[Bytes]) -> Result<(), TransportError> {
         // One buffer per batch, freed after the write: an idle connection
         // keeps no write buffer, and the whole batch is one system call.

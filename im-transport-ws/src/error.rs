@@ -11,6 +11,12 @@ pub enum WsError {
     /// The client did not complete the opening handshake in time.
     #[error("the opening handshake timed out")]
     HandshakeTimeout,
+    /// The TLS handshake failed (e.g. a plain-HTTP client on a TLS port).
+    #[error("TLS handshake failed: {0}")]
+    Tls(io::Error),
+    /// The handshake was given up to make room for a newer connection.
+    #[error("handshake evicted to make room for another connection")]
+    Evicted,
     /// The client closed the connection before completing the handshake.
     #[error("connection closed during the opening handshake")]
     ClosedDuringHandshake,

@@ -1,9 +1,13 @@
 #![doc = include_str!("../README.md")]
 
+#[cfg(feature = "axum")]
+pub mod axum_endpoint;
 mod config;
 mod conn;
 mod error;
 mod handshake;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -32,6 +36,8 @@ pub struct WsServer {
     listener: TcpListener,
     config: Arc<WsConfig>,
     http: Option<Arc<dyn HttpHandler>>,
+    #[cfg(feature = "tls")]
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for WsServer {
@@ -40,6 +46,7 @@ impl std::fmt::Debug for WsServer {
             .field("listener", &self.listener)
             .field("config", &self.config)
             .field("http", &self.http.is_some())
+            .field("tls", &self.tls_enabled())
             .finish()
     }
 }
@@ -51,7 +58,17 @@ impl WsServer {
             listener: im_core::transport::bind_listener(addr, config.listen_backlog).await?,
             config: Arc::new(config),
             http: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         })
+    }
+
+    /// True if connections are TLS (`wss://`).
+    fn tls_enabled(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 
     /// Answers plain HTTP requests on the same port with `handler` (e.g. a
@@ -69,6 +86,7 @@ impl WsServer {
     /// Accepts connections until the engine shuts down. Each handshake runs
     /// on its own task, bounded by [`WsConfig::handshake_timeout`].
     pub fn serve(self, engine: Engine) -> JoinHandle<()> {
+        self.config.warn_if_limit_differs(engine.config());
         tokio::spawn(async move {
             let stop = engine.shutdown_token();
             let handshakes = PendingHandshakes::new(self.config.handshake_limits(), "ws_upgrade");
@@ -81,9 +99,25 @@ impl WsServer {
                 let engine = engine.clone();
                 let config = self.config.clone();
                 let http = self.http.clone();
+                #[cfg(feature = "tls")]
+                let tls = self.tls.clone();
                 tokio::spawn(async move {
                     let upgraded = async {
                         stream.set_nodelay(config.nodelay)?;
+                        #[cfg(feature = "tls")]
+                        if let Some(acceptor) = tls {
+                            let stream =
+                                tls::handshake(&acceptor, stream, &config, pending.evicted())
+                                    .await?;
+                            return upgrade_stream_unless_evicted(
+                                stream,
+                                Some(peer),
+                                &config,
+                                http.as_deref(),
+                                pending.evicted(),
+                            )
+                            .await;
+                        }
                         upgrade_stream_unless_evicted(
                             stream,
                             Some(peer),

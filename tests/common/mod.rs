@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod gated;
+#[cfg(feature = "ws")]
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -18,54 +18,117 @@ pub enum KickPolicy {
     One,
 }
 
-/// Limits and tuning of an [`Engine`](crate::Engine). `Default` suits chat.
+/// Limits and tuning of an [`Engine`](crate::Engine). `Default` suits chat;
+/// each field's default is in its documentation.
+///
+/// The struct is `#[non_exhaustive]` (fields may be added without a breaking
+/// change), so it cannot be written as a literal outside this crate: start
+/// from `default()` and set the fields you change, then hand it to the
+/// builder.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// # use im_core::{Engine, EngineConfig};
+/// # fn store() -> Arc<dyn im_core::Store> { unimplemented!() }
+///
+/// let mut config = EngineConfig::default();
+/// config.max_body_bytes = 16 * 1024;
+/// config.heartbeat_interval = Duration::from_secs(20);
+/// # if false {
+/// let engine = Engine::builder(store()).config(config).insecure_dev_auth().build()?;
+/// # }
+/// # Ok::<(), im_core::EngineError>(())
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct EngineConfig {
     /// Conversation-owner workers (one writer per conversation, by hash).
+    ///
+    /// Default: `8`.
     pub shards: usize,
     /// Most sends grouped into one store append.
+    ///
+    /// Default: `1024`.
     pub max_commit_batch: usize,
     /// Pending sends queued per shard before senders wait.
+    ///
+    /// Default: `8192`.
     pub shard_queue: usize,
     /// Groups each shard worker keeps cached, and (times `shards`) the
     /// conversation heads the default sequencer keeps. Both are bounded
     /// caches that evict the least useful entries one by one; a batch in
     /// flight keeps what it was given.
+    ///
+    /// Default: `100_000`.
     pub shard_cache_entries: usize,
     /// Largest message body accepted.
+    ///
+    /// Default: 64 KiB.
     pub max_body_bytes: usize,
-    /// Largest frame the transports should accept (reported in `Connected`).
+    /// Largest frame a client may send, as announced to it in
+    /// `Connected.max_frame_bytes`. The engine only announces it: each
+    /// transport enforces its own limit before a frame is buffered
+    /// (`TcpConfig::max_frame_bytes`, `WsConfig::max_message_bytes`), so set
+    /// them to this value (e.g. `TcpConfig::default()
+    /// .max_frame_bytes(config.max_frame_bytes)`); the transports log a
+    /// warning when they serve an engine whose value differs. It also bounds
+    /// what a body can be: keep it above `max_body_bytes` plus a little
+    /// framing.
+    ///
+    /// Default: 256 KiB.
     pub max_frame_bytes: usize,
     /// Bytes that may wait in one session's outbound queue before the session
     /// is disconnected as a slow consumer.
+    ///
+    /// Default: 4 MiB.
     pub outbound_queue_bytes: usize,
     /// Time allowed between accepting a connection and its `Connect` frame.
+    ///
+    /// Default: 10 s.
     pub handshake_timeout: Duration,
     /// Heartbeat interval announced to clients; a session silent for two
     /// intervals is closed.
+    ///
+    /// Default: 30 s.
     pub heartbeat_interval: Duration,
     /// Multi-device policy.
+    ///
+    /// Default: [`KickPolicy::AllowMany`].
     pub kick_policy: KickPolicy,
     /// Most messages one `Pull` returns.
+    ///
+    /// Default: `200`.
     pub pull_page_max: usize,
     /// Most inbox entries one `Sync` returns.
+    ///
+    /// Default: `500`.
     pub sync_page_max: usize,
     /// Most conversations one `ListConversations` returns.
+    ///
+    /// Default: `500`.
     pub list_max: usize,
     /// How long shutdown waits for sessions to flush their last frames.
+    ///
+    /// Default: 5 s.
     pub shutdown_grace: Duration,
     /// Most rooms one session may be in at once (each joined room costs
     /// server memory, so a client cannot create rooms without bound).
+    ///
+    /// Default: `16`.
     pub max_rooms_per_session: usize,
     /// Offline push notices handed to the host's hook at once; beyond this,
     /// notices are dropped and counted (`im_offline_push_dropped_total`).
+    ///
+    /// Default: `1024`.
     pub offline_push_in_flight: usize,
     /// Connections that may be between accept and `Connected` at once (each
     /// holds a socket for up to `handshake_timeout` before authenticating).
     /// When all are held, a connection from an address with nothing pending
     /// evicts the oldest pending one (closed with a retryable `Unavailable`
     /// error) instead of being refused; see [`crate::admission`].
+    ///
+    /// Default: `1024`.
     pub max_pending_handshakes: usize,
     /// Connections from one address (IPv4 address, IPv6 `/64` prefix) that
     /// may be between accept and `Connected` at once; one more is refused
@@ -74,44 +137,72 @@ pub struct EngineConfig {
     /// `max_pending_handshakes` only. Behind a proxy or load balancer that
     /// does not pass the client's address, every client shares one: raise
     /// this to `max_pending_handshakes` (and the reserved share to 0).
+    ///
+    /// Default: `8`.
     pub max_pending_handshakes_per_address: usize,
     /// Part of `max_pending_handshakes` kept for addresses with nothing
     /// pending: past the rest, a new connection from an address that already
     /// has a handshake pending is refused.
+    ///
+    /// Default: `256`.
     pub pending_handshakes_reserved_for_new_addresses: usize,
     /// Sessions per sub-room of a live room before joins open another one.
+    ///
+    /// Default: `500`.
     pub room_sub_room_capacity: u32,
     /// A sub-room with fewer sessions than this is merged into another when
     /// both fit (0: never merge).
+    ///
+    /// Default: `125`.
     pub room_sub_room_merge_below: u32,
     /// The tiered batch window of room messages (default: at once when
     /// quiet, at most 10 messages or 1 s when busy).
+    ///
+    /// Default: `BatchConfig::default()`.
     pub room_batch: BatchConfig,
     /// Recent messages kept in memory per room for late joiners and pulls.
+    ///
+    /// Default: `1000`.
     pub room_hot_ring: usize,
     /// Encoded frames a room may have waiting for fanout; past that, or past
     /// half of `outbound_queue_bytes` in bytes, the waiting frames are
     /// replaced by one `Notify` and members pull.
+    ///
+    /// Default: `256`.
     pub room_backlog_frames: usize,
     /// Messages per second one room accepts from clients (0: unlimited).
+    ///
+    /// Default: `1000`.
     pub room_send_rate: u32,
     /// Burst above `room_send_rate`.
+    ///
+    /// Default: `2000`.
     pub room_send_burst: u32,
     /// Room messages per second one user may send, over all rooms (0: unlimited).
+    ///
+    /// Default: `20`.
     pub user_room_send_rate: u32,
     /// Burst above `user_room_send_rate`.
+    ///
+    /// Default: `40`.
     pub user_room_send_burst: u32,
     /// Fanout threads per rate class `[fast, medium, slow]` for room
     /// traffic. A room is served by one thread at a time, so huge rooms
     /// together use at most the slow class's threads, and direct and group
     /// chat never wait behind any of them.
+    ///
+    /// Default: `[1, 1, 1]`.
     pub room_fanout_threads: [usize; 3],
     /// Threads one frame of a huge room may be split over (1: never split).
     /// This is the share of the machine one huge room may take. (On the
     /// 2-vCPU development VM fanout is memory-bound and splitting measured
     /// no gain, hence the default of 1.)
+    ///
+    /// Default: `1`.
     pub room_fanout_parallelism: usize,
     /// Sessions a room needs before its frames are split over threads.
+    ///
+    /// Default: `50_000`.
     pub room_fanout_parallel_min: usize,
     /// `Typing` frames per second one session may have forwarded (0:
     /// unlimited); the excess is dropped silently.

@@ -16,22 +16,48 @@ pub struct ThrowawayPg {
     dir: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// Extra server options (`-c ssl=on`, …).
+    options: String,
 }
 
-fn newest_bin_dir() -> PathBuf {
+/// The directory holding `initdb` and `pg_ctl`: the newest
+/// `/usr/lib/postgresql/*/bin` (Debian and Ubuntu keep them there, off
+/// `PATH`), else a directory on `PATH` that has both. The error says what
+/// is missing and how to get it.
+pub fn pg_bin_dir() -> Result<PathBuf, String> {
     let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+        .into_iter()
+        .flatten()
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let version: u32 = e.file_name().to_str()?.parse().ok()?;
             let bin = e.path().join("bin");
-            bin.join("pg_ctl").exists().then_some((version, bin))
+            (bin.join("pg_ctl").exists() && bin.join("initdb").exists()).then_some((version, bin))
         })
         .collect();
     dirs.sort();
-    dirs.pop()
-        .expect("initdb and pg_ctl under /usr/lib/postgresql/*/bin")
-        .1
+    if let Some((_, bin)) = dirs.pop() {
+        return Ok(bin);
+    }
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .find(|d| d.join("initdb").exists() && d.join("pg_ctl").exists())
+        .ok_or_else(|| {
+            "initdb and pg_ctl (the PostgreSQL server binaries) are in neither \
+             /usr/lib/postgresql/*/bin nor PATH; install them (Debian/Ubuntu: \
+             apt-get install postgresql)"
+                .to_owned()
+        })
+}
+
+/// A PostgreSQL client tool (`psql`, …): beside the server binaries, else
+/// on `PATH`.
+pub fn pg_tool(name: &str) -> Option<PathBuf> {
+    let beside = pg_bin_dir().ok().map(|d| d.join(name));
+    beside.filter(|p| p.exists()).or_else(|| {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|d| d.join(name))
+            .find(|p| p.exists())
+    })
 }
 
 fn free_port() -> u16 {
@@ -48,9 +74,58 @@ fn running_as_root() -> bool {
 }
 
 impl ThrowawayPg {
-    /// Creates and starts a server on a free port of 127.0.0.1.
-    pub async fn start() -> Self {
-        let bin = newest_bin_dir();
+    /// Creates and starts a server on a free port of 127.0.0.1, or `None`
+    /// (with the reason printed) on a machine without `initdb`/`pg_ctl`:
+    /// the caller's test is then skipped.
+    pub async fn start() -> Option<Self> {
+        let pg = Self::init().await?;
+        pg.pg_ctl_start().await;
+        Some(pg)
+    }
+
+    /// Like [`ThrowawayPg::start`], with TLS on (`cert_pem` and `key_pem`
+    /// as the server's certificate and key) and plain TCP connections
+    /// refused by `pg_hba.conf` (`hostssl` only), so a connection that
+    /// works was encrypted.
+    pub async fn start_tls_only(cert_pem: &str, key_pem: &str) -> Option<Self> {
+        let mut pg = Self::init().await?;
+        let data = pg.data();
+        std::fs::write(data.join("server.crt"), cert_pem).expect("write server.crt");
+        std::fs::write(data.join("server.key"), key_pem).expect("write server.key");
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .expect("write pg_hba.conf");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod server.key");
+        if pg.as_postgres {
+            let status = std::process::Command::new("chown")
+                .arg("postgres:postgres")
+                .args(["server.crt", "server.key", "pg_hba.conf"].map(|f| data.join(f)))
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown the TLS files to postgres");
+        }
+        pg.options = "-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".into();
+        pg.pg_ctl_start().await;
+        Some(pg)
+    }
+
+    /// Creates the data directory (not started); `None` (the reason
+    /// printed) without the server binaries.
+    async fn init() -> Option<Self> {
+        let bin = match pg_bin_dir() {
+            Ok(bin) => bin,
+            Err(reason) => {
+                eprintln!("SKIPPED (needs a throwaway PostgreSQL server): {reason}");
+                return None;
+            }
+        };
         let as_postgres = running_as_root();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -71,6 +146,7 @@ impl ThrowawayPg {
             dir,
             port: free_port(),
             as_postgres,
+            options: String::new(),
         };
         pg.run(
             "initdb",
@@ -86,8 +162,7 @@ impl ThrowawayPg {
             ],
         )
         .await;
-        pg.pg_ctl_start().await;
-        pg
+        Some(pg)
     }
 
     fn data(&self) -> PathBuf {
@@ -124,9 +199,10 @@ impl ThrowawayPg {
 
     async fn pg_ctl_start(&self) {
         let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=40",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=40 {}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.options,
         );
         self.run(
             "pg_ctl",
@@ -169,7 +245,9 @@ impl ThrowawayPg {
         self.pg_ctl_start().await;
     }
 
-    fn dir(&self) -> &Path {
+    /// The server's own directory, deleted on drop (for files a test
+    /// writes beside it).
+    pub fn dir(&self) -> &Path {
         &self.dir
     }
 }

@@ -148,10 +148,7 @@ where
         let path = request.uri().path().to_owned();
         let response = match http {
             Some(h) => h.handle(&request),
-            None => plain(
-                StatusCode::UPGRADE_REQUIRED,
-                format!("this endpoint speaks WebSocket (subprotocol {SUBPROTOCOL})\n"),
-            ),
+            None => upgrade_required(),
         };
         let status = response.status();
         write_http(stream, response).await?;
@@ -167,28 +164,47 @@ where
             .await);
         }
     }
-    let mut response = match create_response(&request) {
+    let (response, subprotocol) = match switching_protocols(&request, config) {
         Ok(r) => r,
-        Err(e) => {
-            return Err(refuse(stream, StatusCode::BAD_REQUEST, e.to_string()).await);
-        }
+        Err((status, reason)) => return Err(refuse(stream, status, reason).await),
     };
-    let subprotocol = match negotiate(&request, config.require_subprotocol) {
-        Ok(p) => p,
-        Err(reason) => return Err(refuse(stream, StatusCode::BAD_REQUEST, reason).await),
-    };
-    if let Some(p) = subprotocol {
-        response.headers_mut().insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(SUBPROTOCOL),
-        );
-        debug_assert_eq!(p, SUBPROTOCOL);
-    }
     let mut out = Vec::with_capacity(256);
     write_response(&mut out, &response).map_err(|e| WsError::Io(io::Error::other(e)))?;
     stream.write_all(&out).await?;
     stream.flush().await?;
     Ok(Routed::Upgrade { tail, subprotocol })
+}
+
+/// The answer to a request that is not a WebSocket upgrade, when nothing
+/// else serves it: `426` naming the subprotocol.
+pub(crate) fn upgrade_required() -> Response<Bytes> {
+    plain(
+        StatusCode::UPGRADE_REQUIRED,
+        format!("this endpoint speaks WebSocket (subprotocol {SUBPROTOCOL})\n"),
+    )
+}
+
+/// A `101` response and the subprotocol it names.
+pub(crate) type Switching = (Response<()>, Option<&'static str>);
+
+/// The `101 Switching Protocols` answer to an upgrade request (accept key,
+/// subprotocol), or the refusal as a status and a reason. The one check of
+/// an upgrade, for the standalone server and the axum endpoint alike.
+pub(crate) fn switching_protocols(
+    request: &Request<()>,
+    config: &WsConfig,
+) -> Result<Switching, (StatusCode, String)> {
+    let mut response =
+        create_response(request).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+    let subprotocol = negotiate(request, config.require_subprotocol)
+        .map_err(|reason| (StatusCode::BAD_REQUEST, reason))?;
+    if subprotocol.is_some() {
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+    Ok((response, subprotocol))
 }
 
 /// Reads and parses the request head. Returns the request and any bytes
@@ -265,7 +281,7 @@ fn to_request(parsed: &httparse::Request<'_, '_>) -> Result<Request<()>, WsError
 }
 
 /// True if the request asks for a WebSocket upgrade.
-fn is_upgrade(request: &Request<()>) -> bool {
+pub(crate) fn is_upgrade(request: &Request<()>) -> bool {
     request
         .headers()
         .get_all(header::UPGRADE)
