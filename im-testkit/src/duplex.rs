@@ -209,6 +209,7 @@ impl MemClient {
                 device_kind: pb::DeviceKind::Desktop as i32,
                 inbox_version: 0,
                 client_info: "im-testkit/duplex".to_owned(),
+                push_acks: false,
             }))
             .await?;
         match answer {
@@ -307,6 +308,7 @@ impl MemClient {
             .request(In::Sync(pb::Sync {
                 inbox_version,
                 limit: 0,
+                include_heads: false,
             }))
             .await?
         {

@@ -192,9 +192,9 @@ fn arb_body_bytes() -> impl Strategy<Value = Bytes> {
 /// Any client frame body, or none.
 pub fn arb_client_body() -> BoxedStrategy<Option<In>> {
     let body = prop_oneof![
-        1 => (any::<String>(), arb_wire_id(), edgy_i32(), edgy_u64(), any::<String>()).prop_map(
-            |(token, device_id, device_kind, inbox_version, client_info)| In::Connect(pb::Connect {
-                token, device_id, device_kind, inbox_version, client_info,
+        1 => (any::<String>(), arb_wire_id(), edgy_i32(), edgy_u64(), any::<String>(), any::<bool>()).prop_map(
+            |(token, device_id, device_kind, inbox_version, client_info, push_acks)| In::Connect(pb::Connect {
+                token, device_id, device_kind, inbox_version, client_info, push_acks,
             })
         ),
         6 => (prop_oneof![4 => (0u8..8).prop_map(|i| format!("m{i}")), 1 => arb_wire_id()],
@@ -207,8 +207,8 @@ pub fn arb_client_body() -> BoxedStrategy<Option<In>> {
                 conversation, after_seq, until_seq, limit, newest,
             })
         ),
-        2 => (edgy_u64(), edgy_u32())
-            .prop_map(|(inbox_version, limit)| In::Sync(pb::Sync { inbox_version, limit })),
+        2 => (edgy_u64(), edgy_u32(), any::<bool>())
+            .prop_map(|(inbox_version, limit, include_heads)| In::Sync(pb::Sync { inbox_version, limit, include_heads })),
         2 => (arb_opt_ref(), edgy_u64())
             .prop_map(|(conversation, seq)| In::Ack(pb::Ack { conversation, seq })),
         2 => (arb_opt_ref(), edgy_u64())
@@ -288,6 +288,7 @@ pub fn arb_server_frame() -> impl Strategy<Value = pb::ServerFrame> {
                         server_time_ms,
                         heartbeat_interval_ms,
                         max_frame_bytes,
+                        push_acks: false,
                     })
                 }
             ),
@@ -356,6 +357,7 @@ pub fn arb_server_frame() -> impl Strategy<Value = pb::ServerFrame> {
                         inbox_version,
                         has_more,
                         full_sync_required,
+                        heads: Vec::new(),
                     })
                 }
             ),

@@ -95,6 +95,26 @@ impl Client {
         device_id: &str,
         device_kind: pb::DeviceKind,
     ) -> Result<Self, ClientError> {
+        Self::connect_frame(
+            addr,
+            pb::Connect {
+                token: token.to_owned(),
+                device_id: device_id.to_owned(),
+                device_kind: device_kind as i32,
+                inbox_version: 0,
+                client_info: concat!("im-transport-tcp/", env!("CARGO_PKG_VERSION")).to_owned(),
+                push_acks: false,
+            },
+        )
+        .await
+    }
+
+    /// Connects with a `Connect` frame of the caller's (e.g. with
+    /// `push_acks`). This client never acks on its own: see [`Client::ack`].
+    pub async fn connect_frame(
+        addr: impl ToSocketAddrs,
+        connect: pb::Connect,
+    ) -> Result<Self, ClientError> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (read, write) = stream.into_split();
@@ -119,15 +139,7 @@ impl Client {
             connected: pb::Connected::default(),
             timeout: Duration::from_secs(10),
         };
-        let answer = client
-            .request(In::Connect(pb::Connect {
-                token: token.to_owned(),
-                device_id: device_id.to_owned(),
-                device_kind: device_kind as i32,
-                inbox_version: 0,
-                client_info: concat!("im-transport-tcp/", env!("CARGO_PKG_VERSION")).to_owned(),
-            }))
-            .await?;
+        let answer = client.request(In::Connect(connect)).await?;
         match answer {
             Out::Connected(c) => client.connected = c,
             other => return Err(unexpected(other)),
@@ -253,6 +265,7 @@ impl Client {
     pub async fn sync(&self, inbox_version: u64) -> Result<pb::SyncResult, ClientError> {
         match self
             .request(In::Sync(pb::Sync {
+                include_heads: false,
                 inbox_version,
                 limit: 0,
             }))
@@ -316,6 +329,22 @@ impl Client {
             Out::Pong(p) => Ok(p),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Acknowledges `conversation` up to `seq` (an `Ack`, which has no answer).
+    pub async fn ack(
+        &self,
+        conversation: pb::ConversationRef,
+        seq: u64,
+    ) -> Result<(), ClientError> {
+        self.send_frame(&pb::ClientFrame {
+            request_id: 0,
+            body: Some(In::Ack(pb::Ack {
+                conversation: Some(conversation),
+                seq,
+            })),
+        })
+        .await
     }
 
     /// The next frame the server sent on its own, waiting up to `wait`;

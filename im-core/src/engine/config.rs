@@ -113,6 +113,34 @@ pub struct EngineConfig {
     pub room_fanout_parallelism: usize,
     /// Sessions a room needs before its frames are split over threads.
     pub room_fanout_parallel_min: usize,
+    /// In a session that opted in to push acks (`Connect.push_acks`): the
+    /// waits after a push (or an in-flight `Notify`) is sent before it is
+    /// sent again, one per resend; after the last wait with no `Ack` the
+    /// session is closed with `Kicked{ACK_TIMEOUT}` (its messages stay
+    /// stored for catch-up). Default: three short fixed waits of 1 s, then
+    /// steps of 2, 4 and 8 s — five resends, closed 17 s after the push.
+    /// Room pushes are never tracked (rooms stay best effort).
+    pub push_ack_waits: Vec<Duration>,
+    /// Most unacknowledged pushes and notices one `push_acks` session may
+    /// have at once (default 1,024). A push past this or past
+    /// `push_ack_max_bytes` is replaced by a `Notify`; a session with no
+    /// room left even for that is closed with `Kicked{ACK_TIMEOUT}`.
+    pub push_ack_max_entries: usize,
+    /// Most bytes of unacknowledged push frames one `push_acks` session
+    /// may hold at once (default 1 MiB, a quarter of the outbound queue).
+    /// The frames are the shared fanout buffers, so this is an upper bound.
+    pub push_ack_max_bytes: usize,
+    /// How often a `push_acks` session writes the delivered cursors its
+    /// `Ack`s moved (the highest seq per conversation, in one store call);
+    /// also written when the session ends and before it lists its
+    /// conversations. Default 1 s. Sessions without push acks write each
+    /// `Ack` at once, as before.
+    pub ack_cursor_flush: Duration,
+    /// Most read-diffusion conversations one `Sync{include_heads}` reports
+    /// in `SyncResult.heads`, most recently active first (default 500).
+    /// A user in more read-diffusion groups than this learns of the rest
+    /// through `ListConversations`.
+    pub sync_heads_max: usize,
 }
 
 impl EngineConfig {
@@ -160,6 +188,11 @@ impl Default for EngineConfig {
             room_fanout_threads: [1, 1, 1],
             room_fanout_parallelism: 1,
             room_fanout_parallel_min: 50_000,
+            push_ack_waits: [1, 1, 1, 2, 4, 8].map(Duration::from_secs).to_vec(),
+            push_ack_max_entries: 1024,
+            push_ack_max_bytes: 1024 * 1024,
+            ack_cursor_flush: Duration::from_secs(1),
+            sync_heads_max: 500,
         }
     }
 }

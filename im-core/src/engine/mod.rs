@@ -255,6 +255,8 @@ pub(crate) struct Shared {
     pub(crate) sessions: TaskTracker,
     /// Connections that have not authenticated yet.
     pub(crate) handshakes: PendingHandshakes,
+    /// Bounds and resend schedule of `push_acks` sessions (from the config).
+    pub(crate) in_flight: session::InFlightConfig,
 }
 
 impl Shared {

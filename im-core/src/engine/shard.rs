@@ -23,8 +23,8 @@ use super::commit::{
     Admission, CommitBatch, Committed, GroupFacts, GroupLookup, GroupMembers, HoldBacks, Outcome,
     Step,
 };
-use super::group_lane::GroupLane;
-use super::session::SessionHandle;
+use super::group_lane::{GroupLane, LaneFrame};
+use super::session::{SessionHandle, Tally};
 use super::wire::{error_code, message_to_wire, send_ack};
 
 /// Members read per store call when a group's member list is loaded.
@@ -80,7 +80,10 @@ impl Reply {
         }
     }
 
+    /// Answers a committed send (counted in `im_sends_total`).
     fn ok(self, msg: &StoredMessage, duplicate: bool) {
+        let outcome = if duplicate { "duplicate" } else { "committed" };
+        metrics::counter!("im_sends_total", "outcome" => outcome).increment(1);
         match self {
             Reply::Session {
                 session,
@@ -101,7 +104,9 @@ impl Reply {
         }
     }
 
+    /// Answers a failed send (counted in `im_sends_total`).
     fn fail(self, err: EngineError) {
+        metrics::counter!("im_sends_total", "outcome" => "failed").increment(1);
         match self {
             Reply::Session {
                 session,
@@ -312,19 +317,23 @@ impl ShardWorker {
         let Committed {
             messages, groups, ..
         } = committed;
+        let mut tally = Tally::default();
         for (conv, msgs) in by_conversation(messages) {
-            let delivered = match &conv {
-                ConversationId::Direct(pair) => pair
-                    .participants()
-                    .map(|user| self.deliver_to_user(user, &msgs))
-                    .sum(),
-                ConversationId::Group(g) => match groups.get(g) {
-                    Some(facts) => self.deliver_to_group(g, facts, &msgs).await,
-                    None => 0,
-                },
+            match &conv {
+                ConversationId::Direct(pair) => {
+                    for user in pair.participants() {
+                        self.deliver_to_user(user, &conv, &msgs, &mut tally);
+                    }
+                }
+                ConversationId::Group(g) => {
+                    if let Some(facts) = groups.get(g) {
+                        self.deliver_to_group(g, facts, &msgs, &mut tally).await;
+                    }
+                }
                 ConversationId::Room(r) => {
                     // Rooms are batched and delivered by the room fanout
-                    // threads (engine/rooms/), never on this worker.
+                    // threads (engine/rooms/), never on this worker. They
+                    // stay best effort: no acks are tracked for them.
                     let online = self.shared.registry.room_online(r) as u64;
                     let plan = self.shared.policy.plan(&FanoutInput {
                         kind: ConversationKind::Room,
@@ -332,11 +341,10 @@ impl ShardWorker {
                         online_sessions: online,
                     });
                     self.shared.registry.rooms().on_committed(r, msgs, plan);
-                    0
                 }
-            };
-            metrics::counter!("im_deliveries_total").increment(delivered as u64);
+            }
         }
+        tally.record();
     }
 
     /// Delivers a group's messages with the diffusion the commit used.
@@ -345,7 +353,8 @@ impl ShardWorker {
         g: &ChannelId,
         facts: &GroupFacts,
         msgs: &[StoredMessage],
-    ) -> usize {
+        tally: &mut Tally,
+    ) {
         let online = self.shared.registry.group_online(g) as u64;
         let mut plan = self.shared.policy.plan(&FanoutInput {
             kind: ConversationKind::Group,
@@ -354,24 +363,34 @@ impl ShardWorker {
         });
         // The inboxes were written by the facts' decision; delivery follows it.
         plan.diffusion = facts.diffusion();
-        let frame = batch_frame(&ConversationId::Group(g.clone()), msgs, plan);
+        let conv = ConversationId::Group(g.clone());
+        let frame = batch_frame(&conv, msgs, plan);
         if let GroupMembers::Listed(members) = &facts.members {
             self.offline_push(members, msgs);
         }
+        let lane = LaneFrame::new(frame, msgs, plan.delivery == Delivery::Notify);
         if plan.rate_class == RateClass::Fast && !self.group_lane.is_busy(g) {
-            self.shared
-                .registry
-                .with_group(g, |it| it.filter(|s| s.send(frame.clone())).count())
+            let out = lane.outgoing(&conv);
+            self.shared.registry.with_group(g, |it| {
+                for s in it {
+                    tally.add(s.deliver(&out));
+                }
+            });
         } else {
             // Big group: off this worker (counted by the lane).
-            self.group_lane.push(g.clone(), frame).await;
-            0
+            self.group_lane.push(g.clone(), lane).await;
         }
     }
 
     /// Pushes a direct conversation's messages to one user's sessions, named
     /// as that user sees the conversation.
-    fn deliver_to_user(&self, user: &UserId, msgs: &[StoredMessage]) -> usize {
+    fn deliver_to_user(
+        &self,
+        user: &UserId,
+        conv: &ConversationId,
+        msgs: &[StoredMessage],
+        tally: &mut Tally,
+    ) {
         let sessions = self.shared.registry.user_sessions(user);
         if sessions.is_empty() {
             let elsewhere = self.shared.directory.is_online(user, false);
@@ -383,7 +402,7 @@ impl ShardWorker {
                     });
                 }
             }
-            return 0;
+            return;
         }
         let frame = encode_server_frame(&server_frame(
             0,
@@ -391,7 +410,11 @@ impl ShardWorker {
                 messages: msgs.iter().map(|m| message_to_wire(m, user)).collect(),
             }),
         ));
-        sessions.iter().filter(|s| s.send(frame.clone())).count()
+        let lane = LaneFrame::new(frame, msgs, false);
+        let out = lane.outgoing(conv);
+        for s in &sessions {
+            tally.add(s.deliver(&out));
+        }
     }
 
     /// Hands each message to the offline push hook for members not online.

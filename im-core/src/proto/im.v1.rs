@@ -88,6 +88,10 @@ pub struct Connect {
     /// Free-form client name and version, for logs.
     #[prost(string, tag = "5")]
     pub client_info: ::prost::alloc::string::String,
+    /// Opt in to acknowledged pushes (see "Reliable delivery" below). A client
+    /// that leaves this false gets best-effort pushes, as before.
+    #[prost(bool, tag = "6")]
+    pub push_acks: bool,
 }
 /// Send a message. Answered by `SendAck` (after the message is committed) or `Error`.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -127,9 +131,16 @@ pub struct Sync {
     pub inbox_version: u64,
     #[prost(uint32, tag = "2")]
     pub limit: u32,
+    /// Also return, in the first page, the heads of the user's read-diffusion
+    /// conversations (groups too big for inbox entries): see "Catch-up" below.
+    #[prost(bool, tag = "3")]
+    pub include_heads: bool,
 }
 /// "This device has received messages up to seq" (delivered cursor). Not answered
-/// unless it fails.
+/// unless it fails. In a session with `push_acks` it also acknowledges every
+/// pushed message of the conversation up to `seq`: send one after each `Push`
+/// (one `Ack` per conversation the push held, with the highest seq you have
+/// without a gap).
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Ack {
     #[prost(message, optional, tag = "1")]
@@ -236,6 +247,11 @@ pub struct Connected {
     /// Largest frame the server accepts.
     #[prost(uint32, tag = "7")]
     pub max_frame_bytes: u32,
+    /// The server honours `Connect.push_acks` for this session: it resends
+    /// unacknowledged pushes and may send `Notify` instead of `Push` while
+    /// pushes are unacknowledged. False from servers that predate it.
+    #[prost(bool, tag = "8")]
+    pub push_acks: bool,
 }
 /// A message was committed.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -261,6 +277,9 @@ pub struct Push {
     pub messages: ::prost::alloc::vec::Vec<Message>,
 }
 /// "Conversation X is now at seq N": pull (your_seq, head_seq] to catch up.
+/// Sent instead of `Push` for a huge room whose members cannot all be pushed,
+/// and, in a `push_acks` session, for a conversation whose earlier pushes are
+/// not yet acknowledged (direct pushes resume once you `Ack` the head).
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Notify {
     #[prost(message, optional, tag = "1")]
@@ -318,6 +337,23 @@ pub struct SyncResult {
     /// conversation's history now starts (`history_start_seq`).
     #[prost(bool, tag = "5")]
     pub full_sync_required: bool,
+    /// Only when the request set `include_heads`, in the first page: every
+    /// read-diffusion conversation of the user (groups with more members than
+    /// the server writes inbox entries for). Pull (your seq, head_seq] of each
+    /// one you are behind on.
+    #[prost(message, repeated, tag = "6")]
+    pub heads: ::prost::alloc::vec::Vec<ConversationHead>,
+}
+/// Where a conversation stands, for catch-up.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ConversationHead {
+    #[prost(message, optional, tag = "1")]
+    pub conversation: ::core::option::Option<ConversationRef>,
+    #[prost(uint64, tag = "2")]
+    pub head_seq: u64,
+    /// The user's read cursor there.
+    #[prost(uint64, tag = "3")]
+    pub read_seq: u64,
 }
 /// A conversation in the user's list.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -498,6 +534,9 @@ pub enum KickReason {
     SlowConsumer = 5,
     /// The client broke the protocol (see the preceding Error).
     ProtocolError = 6,
+    /// A `push_acks` session left pushes unacknowledged through every resend.
+    /// Nothing is lost: reconnect and catch up.
+    AckTimeout = 7,
 }
 impl KickReason {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -513,6 +552,7 @@ impl KickReason {
             Self::HeartbeatTimeout => "KICK_REASON_HEARTBEAT_TIMEOUT",
             Self::SlowConsumer => "KICK_REASON_SLOW_CONSUMER",
             Self::ProtocolError => "KICK_REASON_PROTOCOL_ERROR",
+            Self::AckTimeout => "KICK_REASON_ACK_TIMEOUT",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -525,6 +565,7 @@ impl KickReason {
             "KICK_REASON_HEARTBEAT_TIMEOUT" => Some(Self::HeartbeatTimeout),
             "KICK_REASON_SLOW_CONSUMER" => Some(Self::SlowConsumer),
             "KICK_REASON_PROTOCOL_ERROR" => Some(Self::ProtocolError),
+            "KICK_REASON_ACK_TIMEOUT" => Some(Self::AckTimeout),
             _ => None,
         }
     }

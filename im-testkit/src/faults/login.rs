@@ -207,6 +207,7 @@ async fn login(
             device_kind: pb::DeviceKind::Desktop as i32,
             inbox_version: 0,
             client_info: "im-testkit faults".to_owned(),
+            push_acks: false,
         })),
     });
     let answer = tokio::time::timeout(cfg.login_timeout, async {

@@ -482,6 +482,7 @@ async fn oversize_frame(addr: SocketAddr, token: &str, max_frame: usize, wait: D
                 device_kind: pb::DeviceKind::Desktop as i32,
                 inbox_version: 0,
                 client_info: "im-testkit faults".to_owned(),
+                push_acks: false,
             })),
         });
         s.write_all(&framed(&connect))

@@ -266,6 +266,7 @@ fn trickle_frame(prefix: &str, bytes: usize, tokens: &Tokens) -> Vec<u8> {
         device_kind: pb::DeviceKind::Desktop as i32,
         inbox_version: 0,
         client_info: String::new(),
+        push_acks: false,
     };
     let base = encode_client_frame(&pb::ClientFrame {
         request_id: 1,

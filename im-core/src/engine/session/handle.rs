@@ -15,7 +15,9 @@ use crate::log_limit::LogLimit;
 use crate::pb;
 use crate::transport::{CloseCode, CloseReason};
 
+use super::in_flight::InFlightConfig;
 use super::outbound::{Enqueued, Outbound, QueuedFrames};
+use super::reliable::Acks;
 use crate::engine::rooms::RoomMember;
 
 /// One live session, shared by its reader, its writer and the indexes.
@@ -39,6 +41,9 @@ pub(crate) struct SessionHandle {
     /// Set (under the index locks) once the session left every index: it
     /// must never be indexed again.
     pub(crate) gone: AtomicBool,
+    /// The in-flight pushes of a session that acknowledges them
+    /// (`Connect.push_acks`); `None` for best-effort sessions.
+    pub(crate) acks: Option<Box<Acks>>,
 }
 
 impl SessionHandle {
@@ -51,13 +56,15 @@ impl SessionHandle {
         }
     }
 
-    /// A new, unindexed session whose outbound queue holds at most `queue_bytes`.
+    /// A new, unindexed session whose outbound queue holds at most
+    /// `queue_bytes`; with `push_acks`, its pushes are tracked until acked.
     pub(crate) fn new(
         id: SessionId,
         user: UserId,
         device: DeviceId,
         device_kind: pb::DeviceKind,
         queue_bytes: usize,
+        push_acks: Option<InFlightConfig>,
     ) -> Self {
         Self {
             id,
@@ -69,6 +76,7 @@ impl SessionHandle {
             rooms: Mutex::default(),
             groups: Mutex::default(),
             gone: AtomicBool::new(false),
+            acks: push_acks.map(|c| Box::new(Acks::new(c))),
         }
     }
 

@@ -37,6 +37,7 @@ impl Handshake {
             who.device,
             who.device_kind,
             engine.shared().config.outbound_queue_bytes,
+            who.push_acks.then(|| engine.shared().in_flight.clone()),
         ));
         Self {
             handle,
@@ -56,6 +57,8 @@ struct Authenticated {
     device_kind: pb::DeviceKind,
     /// The user's inbox head.
     inbox_version: u64,
+    /// The client acknowledges pushes.
+    push_acks: bool,
 }
 
 /// Why a connection is closed before its handshake completed.
@@ -186,6 +189,7 @@ async fn authenticate(
         device,
         device_kind: kind,
         inbox_version,
+        push_acks: c.push_acks,
     })
 }
 

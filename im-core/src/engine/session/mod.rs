@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio::time::timeout;
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 
 use crate::codec::{decode_client_frame, encode_server_frame, error_frame};
 use crate::error::StoreError;
@@ -20,10 +21,13 @@ use super::{Engine, Shared};
 mod cursors;
 mod handle;
 mod handshake;
+mod heads;
+mod in_flight;
 mod list;
 pub(crate) mod outbound;
 mod paging;
 mod pull;
+mod reliable;
 mod request_error;
 mod rooms;
 mod send;
@@ -31,7 +35,10 @@ mod send;
 use cursors::Cursor;
 pub(crate) use handle::SessionHandle;
 use handshake::{Busy, Handshake, apply_kick_policy, handshake, refuse_busy, transport_refusal};
+pub(crate) use in_flight::InFlightConfig;
 pub(crate) use outbound::QueuedFrames;
+use reliable::PendingCursors;
+pub(crate) use reliable::{Outgoing, Tally};
 use request_error::{RequestError, RequestResult};
 
 /// Malformed frames tolerated on one session before it is closed.
@@ -111,14 +118,16 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
         );
     }
     tracing::debug!(session = handle.id.0, user = %handle.user, device = %handle.device, "connected");
-    Session {
+    let mut session = Session {
         engine,
         handle: handle.clone(),
         malformed: 0,
-    }
-    .read_loop(&mut *reader)
-    .await;
+        cursors: PendingCursors::default(),
+    };
+    session.read_loop(&mut *reader).await;
     unregister(&shared, &handle);
+    // What the session acked is written even though it is gone.
+    session.flush_cursors().await;
     handle.close(
         None,
         CloseReason::new(CloseCode::Normal, "session ended"),
@@ -142,6 +151,7 @@ fn connected_body(
         server_time_ms: now_ms(),
         heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u32,
         max_frame_bytes: config.max_frame_bytes as u32,
+        push_acks: handle.acks.is_some(),
     }
 }
 
@@ -169,6 +179,23 @@ async fn index_groups(shared: &Shared, handle: &Arc<SessionHandle>) -> Result<()
 async fn join_writer(mut writer_task: JoinHandle<()>, grace: Duration) {
     if timeout(grace, &mut writer_task).await.is_err() {
         writer_task.abort();
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        // Boxed: an idle session's future keeps only a pointer.
+        Some(d) => Box::pin(sleep_until(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for `wake`, or forever without one.
+async fn wake(wake: Option<&Notify>) {
+    match wake {
+        Some(w) => Box::pin(w.notified()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -208,6 +235,8 @@ struct Session {
     handle: Arc<SessionHandle>,
     /// Malformed frames received so far.
     malformed: u32,
+    /// Delivered cursors acked (in a `push_acks` session) and not yet written.
+    cursors: PendingCursors,
 }
 
 impl Session {
@@ -216,8 +245,10 @@ impl Session {
     async fn read_loop(&mut self, reader: &mut dyn FrameReader) {
         let shared = self.engine.shared().clone();
         let idle = shared.config.heartbeat_interval * 2;
+        let mut silent_until = Instant::now() + idle;
         let mut draining = false;
         loop {
+            let deadline = self.reliable_deadline();
             let read = tokio::select! {
                 biased;
                 _ = self.handle.stop.cancelled() => return,
@@ -228,7 +259,17 @@ impl Session {
                     draining = true;
                     continue;
                 }
-                r = timeout(idle, reader.read_frame()) => r,
+                // Resends, the ack timeout and cursor writes (push acks only).
+                _ = sleep_until_some(deadline) => {
+                    if !self.on_reliable_timer().await {
+                        return;
+                    }
+                    continue;
+                }
+                // Something was pushed that falls due before the timer.
+                _ = wake(self.reliable_wake()) => continue,
+                // `read_frame` is cancel safe, so the other branches may win.
+                r = timeout_at(silent_until, reader.read_frame()) => r,
             };
             match read {
                 Err(_) => {
@@ -248,6 +289,10 @@ impl Session {
                     self.handle.close(Some(frame), reason, QueuedFrames::Flush);
                     return;
                 }
+            }
+            silent_until = Instant::now() + idle;
+            if self.cursors_full() {
+                self.flush_cursors().await;
             }
         }
     }
@@ -295,6 +340,7 @@ impl Session {
             Some(In::Send(s)) => self.on_send(id, s).await,
             Some(In::Pull(p)) => self.on_pull(id, p).await,
             Some(In::Sync(s)) => self.on_sync(id, s).await,
+            Some(In::Ack(a)) if self.handle.acks.is_some() => self.on_push_ack(a),
             Some(In::Ack(a)) => {
                 self.on_cursor(id, a.conversation, a.seq, Cursor::Delivered)
                     .await

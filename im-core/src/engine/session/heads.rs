@@ -1,0 +1,72 @@
+//! `Sync{include_heads}`: where the user's read-diffusion groups stand.
+//!
+//! Groups above the write-diffusion threshold get no inbox entries, so an
+//! inbox sync alone never shows their new messages. Their heads (and the
+//! user's read cursor in each) come with the first page of the sync; the
+//! client pulls what it is behind on.
+
+use futures::StreamExt;
+
+use crate::fanout::{Diffusion, FanoutInput};
+use crate::ids::{ConversationId, ConversationKind};
+use crate::pb;
+use crate::store::ConversationStatesRequest;
+
+use super::{RequestResult, Session};
+
+/// Member counts asked of the store at once while sorting groups.
+const COUNTS_IN_FLIGHT: usize = 16;
+
+impl Session {
+    /// The heads of the user's read-diffusion groups, most recently active
+    /// first, at most `sync_heads_max` of them.
+    pub(super) async fn read_diffusion_heads(&self) -> RequestResult<Vec<pb::ConversationHead>> {
+        let shared = self.engine.shared();
+        let store = &shared.store;
+        let user = &self.handle.user;
+        let groups = store.user_groups(user).await?;
+        let counted: Vec<_> = futures::stream::iter(groups)
+            .map(|g| async move {
+                let count = store.member_count(&g).await;
+                (g, count)
+            })
+            .buffered(COUNTS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut read = Vec::new();
+        for (g, count) in counted {
+            // A group deleted meanwhile has no count: nothing to report.
+            let Some(member_count) = count? else {
+                continue;
+            };
+            // The same decision the commit path takes for the group.
+            let plan = shared.policy.plan(&FanoutInput {
+                kind: ConversationKind::Group,
+                member_count,
+                online_sessions: 0,
+            });
+            if plan.diffusion == Diffusion::Read {
+                read.push(ConversationId::Group(g));
+            }
+        }
+        if read.is_empty() {
+            return Ok(Vec::new());
+        }
+        let states = store
+            .conversation_states(ConversationStatesRequest {
+                user: user.clone(),
+                only: Some(read),
+                unread_cap: 0,
+                limit: shared.config.sync_heads_max,
+            })
+            .await?;
+        Ok(states
+            .iter()
+            .map(|s| pb::ConversationHead {
+                conversation: Some(s.conversation.to_wire(user)),
+                head_seq: s.head_seq,
+                read_seq: s.read_seq,
+            })
+            .collect())
+    }
+}
