@@ -125,9 +125,9 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
         cursors: PendingCursors::default(),
     };
     session.read_loop(&mut *reader).await;
-    unregister(&shared, &handle);
-    // What the session acked is written even though it is gone.
+    // What the session acked is written before it is known to be gone.
     session.flush_cursors().await;
+    unregister(&shared, &handle);
     handle.close(
         None,
         CloseReason::new(CloseCode::Normal, "session ended"),
