@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use hdrhistogram::Histogram;
 use im_engine::core::pb::{self, server_frame::Body as Out};
 use im_engine::transport_tcp::client::{Client, direct};
 use parking_lot::Mutex;
@@ -28,6 +29,9 @@ use super::{AnyError, body, histogram, now_us, pct, sent_at, spawn_server};
 /// Options of `loadgen chat`.
 #[derive(Debug, Clone, Parser)]
 pub(super) struct ChatArgs {
+    /// Use this server instead of starting one (its CPU is then not measured).
+    #[arg(long)]
+    server: Option<SocketAddr>,
     /// Listen address of the child server.
     #[arg(long, default_value = "127.0.0.1:7402")]
     listen: SocketAddr,
@@ -52,7 +56,6 @@ pub(super) struct ChatArgs {
 }
 
 /// What the receivers saw, over all pairs.
-#[derive(Default)]
 struct Received {
     /// Distinct messages received.
     messages: AtomicU64,
@@ -60,6 +63,12 @@ struct Received {
     repeats: AtomicU64,
     /// Acks sent.
     acks: AtomicU64,
+    /// Notifies received (each followed by a pull).
+    notifies: AtomicU64,
+    /// Send-to-arrival latency, µs.
+    latency: Mutex<Histogram<u64>>,
+    /// Commit-to-ack latency, ms + 1 (so 0 ms is recordable).
+    commit_to_ack: Mutex<Histogram<u64>>,
 }
 
 /// Server CPU time (user + system) in clock ticks, from `/proc/<pid>/stat`.
@@ -78,11 +87,20 @@ const TICKS_PER_SEC: f64 = 100.0;
 /// Runs the load and prints (and writes) the report.
 pub(super) async fn run(args: ChatArgs) -> Result<(), AnyError> {
     std::fs::create_dir_all(&args.out)?;
-    let child = spawn_server(args.listen, None).await?;
-    let pid = child.id().ok_or("no server pid")?;
-    let addr = args.listen;
-    let received = Arc::new(Received::default());
-    let latency = Arc::new(Mutex::new(histogram()));
+    let child = match args.server {
+        Some(_) => None,
+        None => Some(spawn_server(args.listen, None).await?),
+    };
+    let pid = child.as_ref().and_then(|c| c.id());
+    let addr = args.server.unwrap_or(args.listen);
+    let received = Arc::new(Received {
+        messages: AtomicU64::new(0),
+        repeats: AtomicU64::new(0),
+        acks: AtomicU64::new(0),
+        notifies: AtomicU64::new(0),
+        latency: Mutex::new(histogram()),
+        commit_to_ack: Mutex::new(histogram()),
+    });
     let total = args.rate * args.duration;
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
@@ -101,11 +119,10 @@ pub(super) async fn run(args: ChatArgs) -> Result<(), AnyError> {
             total,
             args.push_acks,
             received.clone(),
-            latency.clone(),
         )));
         senders.push(a);
     }
-    let cpu_before = cpu_ticks(pid);
+    let cpu_before = pid.and_then(cpu_ticks);
     let t = Instant::now();
     let mut sending = Vec::new();
     for (i, a) in senders.into_iter().enumerate() {
@@ -127,14 +144,17 @@ pub(super) async fn run(args: ChatArgs) -> Result<(), AnyError> {
         r.await?;
     }
     let secs = t.elapsed().as_secs_f64();
-    let cpu = match (cpu_before, cpu_ticks(pid)) {
+    let cpu = match (cpu_before, pid.and_then(cpu_ticks)) {
         (Some(a), Some(b)) => Some((b - a) as f64 / TICKS_PER_SEC),
         _ => None,
     };
     let sent = total * args.pairs as u64;
     let got = received.messages.load(Ordering::Relaxed);
     let acks = received.acks.load(Ordering::Relaxed);
-    let h = latency.lock().clone();
+    let h = received.latency.lock().clone();
+    let c = received.commit_to_ack.lock().clone();
+    // Recorded as ms + 1.
+    let ack_ms = |q: f64| (c.value_at_quantile(q) as f64 - 1.0).max(0.0);
     let report = serde_json::json!({
         "push_acks": args.push_acks,
         "pairs": args.pairs,
@@ -145,7 +165,9 @@ pub(super) async fn run(args: ChatArgs) -> Result<(), AnyError> {
         "arrival_rate": got as f64 / sent.max(1) as f64,
         "repeats": received.repeats.load(Ordering::Relaxed),
         "acks_per_sec": acks as f64 / secs,
+        "notifies": received.notifies.load(Ordering::Relaxed),
         "latency_ms": { "p50": pct(&h, 0.5), "p99": pct(&h, 0.99), "max": h.max() as f64 / 1000.0 },
+        "commit_to_ack_ms": { "p50": ack_ms(0.5), "p99": ack_ms(0.99), "samples": c.len(), "measured": "client clock at the ack minus the message's server_time_ms (ms resolution)" },
         "server_cpu_seconds": cpu,
         "server_cpu_share": cpu.map(|c| c / secs),
         "server_cpu_us_per_message": cpu.map(|c| c * 1e6 / sent.max(1) as f64),
@@ -162,39 +184,49 @@ pub(super) async fn run(args: ChatArgs) -> Result<(), AnyError> {
     Ok(())
 }
 
-/// Takes pushes until `total` distinct messages arrived (or 5 s of
-/// silence), acking each push when asked to.
-async fn receive(
-    b: Client,
-    peer: String,
-    total: u64,
-    push_acks: bool,
-    received: Arc<Received>,
-    latency: Arc<Mutex<hdrhistogram::Histogram<u64>>>,
-) {
+/// Takes pushes (and pulls on a notify) until seq `total` arrived (or
+/// 5 s of silence), acking when asked to. Records send-to-arrival latency
+/// and, at each ack, commit-to-ack latency (from the message's commit time).
+async fn receive(b: Client, peer: String, total: u64, push_acks: bool, out: Arc<Received>) {
     let mut seen = HashSet::new();
-    while (seen.len() as u64) < total {
+    let mut have = 0;
+    while have < total {
         let Ok(Some(frame)) = b.next_event(Duration::from_secs(5)).await else {
             break;
         };
-        let Some(Out::Push(p)) = frame.body else {
-            continue;
+        let messages = match frame.body {
+            Some(Out::Push(p)) => p.messages,
+            // Pushes in flight: the rest is pulled, as a client must.
+            Some(Out::Notify(n)) => {
+                out.notifies.fetch_add(1, Ordering::Relaxed);
+                match b.pull(direct(&peer), have, n.head_seq, 0).await {
+                    Ok(page) => page.messages,
+                    Err(_) => break,
+                }
+            }
+            _ => continue,
         };
         let now = now_us();
-        let mut last = 0;
-        for m in &p.messages {
-            last = last.max(m.seq);
+        for m in &messages {
+            // Seqs arrive in order; a repeat never lowers what we have.
+            have = have.max(m.seq);
             if !seen.insert(m.seq) {
-                received.repeats.fetch_add(1, Ordering::Relaxed);
+                out.repeats.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            received.messages.fetch_add(1, Ordering::Relaxed);
+            out.messages.fetch_add(1, Ordering::Relaxed);
             if let Some(t) = sent_at(&m.body) {
-                let _ = latency.lock().record(now.saturating_sub(t).max(1));
+                let _ = out.latency.lock().record(now.saturating_sub(t).max(1));
             }
         }
-        if push_acks && b.ack(direct(&peer), last).await.is_ok() {
-            received.acks.fetch_add(1, Ordering::Relaxed);
+        if push_acks && b.ack(direct(&peer), have).await.is_ok() {
+            out.acks.fetch_add(1, Ordering::Relaxed);
+            let ms = (now / 1000) as i64;
+            let mut h = out.commit_to_ack.lock();
+            for m in &messages {
+                // Milliseconds: the resolution of the commit time.
+                let _ = h.record(ms.saturating_sub(m.server_time_ms).max(0) as u64 + 1);
+            }
         }
     }
 }

@@ -140,7 +140,8 @@ pub struct Sync {
 /// unless it fails. In a session with `push_acks` it also acknowledges every
 /// pushed message of the conversation up to `seq`: send one after each `Push`
 /// (one `Ack` per conversation the push held, with the highest seq you have
-/// without a gap).
+/// without a gap); there the delivered cursor is written in batches, a moment
+/// later.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Ack {
     #[prost(message, optional, tag = "1")]
@@ -339,8 +340,9 @@ pub struct SyncResult {
     pub full_sync_required: bool,
     /// Only when the request set `include_heads`, in the first page: every
     /// read-diffusion conversation of the user (groups with more members than
-    /// the server writes inbox entries for). Pull (your seq, head_seq] of each
-    /// one you are behind on.
+    /// the server writes inbox entries for), most recently active first, up to
+    /// a server limit (500 by default; `ListConversations` shows the rest).
+    /// Pull (your seq, head_seq] of each one you are behind on.
     #[prost(message, repeated, tag = "6")]
     pub heads: ::prost::alloc::vec::Vec<ConversationHead>,
 }

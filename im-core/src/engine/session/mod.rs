@@ -3,9 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::codec::{decode_client_frame, encode_server_frame, error_frame};
 use crate::error::StoreError;
@@ -37,8 +36,8 @@ pub(crate) use handle::SessionHandle;
 use handshake::{Busy, Handshake, apply_kick_policy, handshake, refuse_busy, transport_refusal};
 pub(crate) use in_flight::InFlightConfig;
 pub(crate) use outbound::QueuedFrames;
-use reliable::PendingCursors;
 pub(crate) use reliable::{Outgoing, Tally};
+use reliable::{PendingCursors, Timer};
 use request_error::{RequestError, RequestResult};
 
 /// Malformed frames tolerated on one session before it is closed.
@@ -182,23 +181,6 @@ async fn join_writer(mut writer_task: JoinHandle<()>, grace: Duration) {
     }
 }
 
-/// Sleeps until `deadline`, or forever without one.
-async fn sleep_until_some(deadline: Option<Instant>) {
-    match deadline {
-        // Boxed: an idle session's future keeps only a pointer.
-        Some(d) => Box::pin(sleep_until(d)).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Waits for `wake`, or forever without one.
-async fn wake(wake: Option<&Notify>) {
-    match wake {
-        Some(w) => Box::pin(w.notified()).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Writes whatever is queued, all at once, until the queue closes.
 async fn write_loop(handle: Arc<SessionHandle>, mut writer: Box<dyn FrameWriter>) {
     let mut batch = Vec::new();
@@ -247,8 +229,10 @@ impl Session {
         let idle = shared.config.heartbeat_interval * 2;
         let mut silent_until = Instant::now() + idle;
         let mut draining = false;
+        let handle = self.handle.clone();
+        let mut timer = Timer::new(&handle);
         loop {
-            let deadline = self.reliable_deadline();
+            timer.set(self.reliable_deadline());
             let read = tokio::select! {
                 biased;
                 _ = self.handle.stop.cancelled() => return,
@@ -259,15 +243,14 @@ impl Session {
                     draining = true;
                     continue;
                 }
-                // Resends, the ack timeout and cursor writes (push acks only).
-                _ = sleep_until_some(deadline) => {
-                    if !self.on_reliable_timer().await {
+                // Resends, the ack timeout and cursor writes (push acks
+                // only); or a push due before the timer: set it again.
+                fired = timer.wait() => {
+                    if fired && !self.on_reliable_timer().await {
                         return;
                     }
                     continue;
                 }
-                // Something was pushed that falls due before the timer.
-                _ = wake(self.reliable_wake()) => continue,
                 // `read_frame` is cancel safe, so the other branches may win.
                 r = timeout_at(silent_until, reader.read_frame()) => r,
             };

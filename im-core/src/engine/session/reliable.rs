@@ -8,11 +8,13 @@
 //! `cursors.rs`, one store round trip each, as before.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tokio::time::Instant;
+use tokio::sync::futures::Notified;
+use tokio::time::{Instant, Sleep, sleep_until};
 
 use crate::ids::{ConversationId, Seq, now_ms};
 use crate::log_limit::LogLimit;
@@ -206,6 +208,73 @@ pub(super) struct PendingCursors {
     due: Option<Instant>,
 }
 
+/// The session task's one timer for the reliable last hop, and the wake-up
+/// that re-arms it. Both are kept across reads (a frame does not cost a
+/// timer registration); a session without push acks never arms it.
+pub(super) struct Timer<'a> {
+    /// The session's in-flight state, if it acks pushes.
+    acks: Option<&'a Acks>,
+    /// Allocated on first use.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// False: the timer is off.
+    armed: bool,
+    /// Waits for a push due before the timer.
+    woken: Option<Pin<Box<Notified<'a>>>>,
+}
+
+impl<'a> Timer<'a> {
+    /// The timer of `handle`'s session, off.
+    pub(super) fn new(handle: &'a SessionHandle) -> Self {
+        let acks = handle.acks.as_deref();
+        Self {
+            acks,
+            sleep: None,
+            armed: false,
+            woken: acks.map(|a| Box::pin(a.wake.notified())),
+        }
+    }
+
+    /// Sets the timer to `deadline`, or off.
+    pub(super) fn set(&mut self, deadline: Option<Instant>) {
+        self.armed = deadline.is_some();
+        let Some(d) = deadline else {
+            return;
+        };
+        match &mut self.sleep {
+            Some(s) if s.deadline() == d => {}
+            Some(s) => s.as_mut().reset(d),
+            None => self.sleep = Some(Box::pin(sleep_until(d))),
+        }
+    }
+
+    /// Waits until the timer fires (true) or a push asks for an earlier
+    /// deadline (false); forever for a session without push acks.
+    pub(super) async fn wait(&mut self) -> bool {
+        let sleep = async {
+            match (&mut self.sleep, self.armed) {
+                (Some(s), true) => s.as_mut().await,
+                _ => std::future::pending().await,
+            }
+        };
+        let woken = async {
+            match &mut self.woken {
+                Some(w) => w.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
+        let fired = tokio::select! {
+            _ = sleep => true,
+            _ = woken => false,
+        };
+        if !fired {
+            if let Some(a) = self.acks {
+                self.woken = Some(Box::pin(a.wake.notified()));
+            }
+        }
+        fired
+    }
+}
+
 impl Session {
     /// When the session task must next wake for the reliable last hop (a
     /// resend, the timeout, or writing cursors).
@@ -220,11 +289,6 @@ impl Session {
             (Some(a), Some(c)) => Some(a.min(c)),
             (a, c) => a.or(c),
         }
-    }
-
-    /// The handle's wake-up, for a session with push acks.
-    pub(super) fn reliable_wake(&self) -> Option<&Notify> {
-        self.handle.acks.as_ref().map(|a| &a.wake)
     }
 
     /// The timer fired: resend what is due (or close the session if
