@@ -74,6 +74,19 @@ async fn send_n(from: &Client, to: pb::ConversationRef, n: u64) {
     }
 }
 
+/// The first page of a `Sync` from version 0, with or without heads.
+async fn sync(c: &Client, include_heads: bool) -> pb::SyncResult {
+    let body = pb::client_frame::Body::Sync(pb::Sync {
+        inbox_version: 0,
+        limit: 0,
+        include_heads,
+    });
+    match c.request(body).await.expect("sync") {
+        Out::SyncResult(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
 fn push(conv: &str, seq: u64) -> Seen {
     Seen::Push(vec![(conv.to_owned(), seq)])
 }
@@ -278,22 +291,7 @@ async fn sync_with_heads_reports_read_diffusion_groups() {
     // Bob was away; one catch-up call tells him of both groups.
     let bob = s.connect("bob", "d").await;
     bob.read(group("big"), 1).await.expect("read");
-    let bob = &bob;
-    let sync = |include_heads| async move {
-        match bob
-            .request(pb::client_frame::Body::Sync(pb::Sync {
-                inbox_version: 0,
-                limit: 0,
-                include_heads,
-            }))
-            .await
-            .expect("sync")
-        {
-            Out::SyncResult(r) => r,
-            other => panic!("{other:?}"),
-        }
-    };
-    let r = sync(true).await;
+    let r = sync(&bob, true).await;
     let in_inbox: Vec<String> = r
         .entries
         .iter()
@@ -314,5 +312,27 @@ async fn sync_with_heads_reports_read_diffusion_groups() {
     assert_eq!(page.messages.len(), 2);
     assert_eq!(page.history_start_seq, 0);
     // Without the flag, no heads (as before).
-    assert!(sync(false).await.heads.is_empty());
+    assert!(sync(&bob, false).await.heads.is_empty());
+}
+
+#[tokio::test]
+async fn sync_heads_are_capped_most_recently_active_first() {
+    let mut c = EngineConfig::default();
+    c.sync_heads_max = 1;
+    let s = Server::start_with(c, Arc::new(MemoryStore::new())).await;
+    let mut members: Vec<String> = (0..600).map(|i| format!("m{i}")).collect();
+    members.push("alice".into());
+    let members: Vec<&str> = members.iter().map(String::as_str).collect();
+    s.group("quiet", &members).await;
+    s.group("busy", &members).await;
+    let alice = s.connect("alice", "d").await;
+    send_n(&alice, group("quiet"), 1).await;
+    send_n(&alice, group("busy"), 2).await;
+    let r = sync(&alice, true).await;
+    let heads: Vec<(String, u64)> = r
+        .heads
+        .iter()
+        .map(|h| (h.conversation.clone().unwrap_or_default().id, h.head_seq))
+        .collect();
+    assert_eq!(heads, [("busy".to_owned(), 2)]);
 }

@@ -138,8 +138,9 @@ pub struct EngineConfig {
     pub ack_cursor_flush: Duration,
     /// Most read-diffusion conversations one `Sync{include_heads}` reports
     /// in `SyncResult.heads`, most recently active first (default 500).
-    /// A user in more read-diffusion groups than this learns of the rest
-    /// through `ListConversations`.
+    /// The user's twice this many most recently active groups are examined
+    /// (one member count each), so the work per sync is bounded; a user in
+    /// more groups learns of the quieter ones through `ListConversations`.
     pub sync_heads_max: usize,
 }
 

@@ -17,24 +17,46 @@ use super::{RequestResult, Session};
 /// Member counts asked of the store at once while sorting groups.
 const COUNTS_IN_FLIGHT: usize = 16;
 
+/// Groups examined per head reported: the user's most recently active
+/// groups, this many times `sync_heads_max`, are checked for read diffusion.
+const EXAMINED_PER_HEAD: usize = 2;
+
 impl Session {
     /// The heads of the user's read-diffusion groups, most recently active
-    /// first, at most `sync_heads_max` of them.
+    /// first, at most `sync_heads_max` of them. Bounded work: one
+    /// `user_groups`, one `conversation_states` of the user's
+    /// `2 × sync_heads_max` most recently active groups, and a member count
+    /// for each of those (16 at a time).
     pub(super) async fn read_diffusion_heads(&self) -> RequestResult<Vec<pb::ConversationHead>> {
         let shared = self.engine.shared();
         let store = &shared.store;
         let user = &self.handle.user;
+        let max = shared.config.sync_heads_max;
         let groups = store.user_groups(user).await?;
-        let counted: Vec<_> = futures::stream::iter(groups)
-            .map(|g| async move {
-                let count = store.member_count(&g).await;
-                (g, count)
+        if groups.is_empty() || max == 0 {
+            return Ok(Vec::new());
+        }
+        let states = store
+            .conversation_states(ConversationStatesRequest {
+                user: user.clone(),
+                only: Some(groups.into_iter().map(ConversationId::Group).collect()),
+                unread_cap: 0,
+                limit: max.saturating_mul(EXAMINED_PER_HEAD),
+            })
+            .await?;
+        let counted: Vec<_> = futures::stream::iter(states)
+            .map(|s| async move {
+                let count = match &s.conversation {
+                    ConversationId::Group(g) => store.member_count(g).await,
+                    _ => Ok(None),
+                };
+                (s, count)
             })
             .buffered(COUNTS_IN_FLIGHT)
             .collect()
             .await;
-        let mut read = Vec::new();
-        for (g, count) in counted {
+        let mut heads = Vec::new();
+        for (s, count) in counted {
             // A group deleted meanwhile has no count: nothing to report.
             let Some(member_count) = count? else {
                 continue;
@@ -45,28 +67,14 @@ impl Session {
                 member_count,
                 online_sessions: 0,
             });
-            if plan.diffusion == Diffusion::Read {
-                read.push(ConversationId::Group(g));
+            if plan.diffusion == Diffusion::Read && heads.len() < max {
+                heads.push(pb::ConversationHead {
+                    conversation: Some(s.conversation.to_wire(user)),
+                    head_seq: s.head_seq,
+                    read_seq: s.read_seq,
+                });
             }
         }
-        if read.is_empty() {
-            return Ok(Vec::new());
-        }
-        let states = store
-            .conversation_states(ConversationStatesRequest {
-                user: user.clone(),
-                only: Some(read),
-                unread_cap: 0,
-                limit: shared.config.sync_heads_max,
-            })
-            .await?;
-        Ok(states
-            .iter()
-            .map(|s| pb::ConversationHead {
-                conversation: Some(s.conversation.to_wire(user)),
-                head_seq: s.head_seq,
-                read_seq: s.read_seq,
-            })
-            .collect())
+        Ok(heads)
     }
 }
