@@ -80,10 +80,8 @@ impl Reply {
         }
     }
 
-    /// Answers a committed send (counted in `im_sends_total`).
+    /// Answers a committed send.
     fn ok(self, msg: &StoredMessage, duplicate: bool) {
-        let outcome = if duplicate { "duplicate" } else { "committed" };
-        metrics::counter!("im_sends_total", "outcome" => outcome).increment(1);
         match self {
             Reply::Session {
                 session,
@@ -104,9 +102,8 @@ impl Reply {
         }
     }
 
-    /// Answers a failed send (counted in `im_sends_total`).
+    /// Answers a failed send.
     fn fail(self, err: EngineError) {
-        metrics::counter!("im_sends_total", "outcome" => "failed").increment(1);
         match self {
             Reply::Session {
                 session,
@@ -134,6 +131,33 @@ pub(crate) struct ShardWorker {
     group_lane: GroupLane,
     groups: Cache<ChannelId, Arc<GroupFacts>, UnitWeighter, FastHasher>,
     holds: HoldBacks,
+    /// Sends answered in the current batch, recorded once per batch.
+    answered: Answered,
+}
+
+/// Sends answered, by outcome (`im_sends_total{outcome}`: the send success
+/// rate is committed / all).
+#[derive(Debug, Default, Clone, Copy)]
+struct Answered {
+    committed: u64,
+    duplicate: u64,
+    failed: u64,
+}
+
+impl Answered {
+    /// Records the counts and starts again from zero.
+    fn record(&mut self) {
+        for (outcome, n) in [
+            ("committed", self.committed),
+            ("duplicate", self.duplicate),
+            ("failed", self.failed),
+        ] {
+            if n > 0 {
+                metrics::counter!("im_sends_total", "outcome" => outcome).increment(n);
+            }
+        }
+        *self = Self::default();
+    }
 }
 
 impl ShardWorker {
@@ -150,6 +174,7 @@ impl ShardWorker {
                 Default::default(),
             ),
             holds: HoldBacks::new(entries),
+            answered: Answered::default(),
         }
     }
 
@@ -187,6 +212,12 @@ impl ShardWorker {
             return;
         }
         let sends = self.hold_back_after_failures(sends);
+        self.commit_admitted(sends).await;
+        self.answered.record();
+    }
+
+    /// Commits the sends a batch admitted.
+    async fn commit_admitted(&mut self, sends: Vec<PendingSend>) {
         let mut batch = CommitBatch::new(sends, now_ms());
         let store = self.shared.store.clone();
         loop {
@@ -225,8 +256,16 @@ impl ShardWorker {
     /// later sends to that conversation wait for its resend.
     fn answer(&mut self, reply: Reply, outcome: Outcome) {
         match outcome {
-            Outcome::Committed { message, duplicate } => reply.ok(&message, duplicate),
+            Outcome::Committed { message, duplicate } => {
+                if duplicate {
+                    self.answered.duplicate += 1;
+                } else {
+                    self.answered.committed += 1;
+                }
+                reply.ok(&message, duplicate)
+            }
             Outcome::Failed { error, hold_back } => {
+                self.answered.failed += 1;
                 if let (Some((conv, id)), Some(session)) = (hold_back, reply.session_id()) {
                     self.holds.note(session, conv, &id);
                 }
@@ -252,14 +291,17 @@ impl ShardWorker {
                 .admit(session, &s.conversation, s.client_msg_id.as_deref())
             {
                 Admission::Pass | Admission::Resend => out.push(s),
-                Admission::Held(first) => s.reply.fail(EngineError::Store(StoreError::Backend {
-                    source: format!(
-                        "an earlier send ({first}) to this conversation failed: \
+                Admission::Held(first) => {
+                    self.answered.failed += 1;
+                    s.reply.fail(EngineError::Store(StoreError::Backend {
+                        source: format!(
+                            "an earlier send ({first}) to this conversation failed: \
                          resend from it to keep your order"
-                    )
-                    .into(),
-                    retryable: true,
-                })),
+                        )
+                        .into(),
+                        retryable: true,
+                    }))
+                }
             }
         }
         out
