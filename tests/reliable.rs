@@ -169,12 +169,21 @@ async fn while_pushes_are_unacked_messages_come_as_one_notify_then_pushes_resume
     // Waits long enough that no resend shows up during the test.
     let s = Server::start_with(config(&[60_000]), Arc::new(MemoryStore::new())).await;
     s.group("team", &["alice", "bob"]).await;
+    // Past the fast class: delivered by the group lane, with read diffusion.
+    let mut members: Vec<String> = (0..600).map(|i| format!("m{i}")).collect();
+    members.extend(["alice".into(), "bob".into()]);
+    s.group(
+        "big",
+        &members.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
     let bob = s.connect_acking("bob", "d").await;
     let alice = s.connect("alice", "d").await;
     // (as alice sends to it, as bob sees it)
     for (to, at_bob, id) in [
         (direct("bob"), direct("alice"), "alice"),
         (group("team"), group("team"), "team"),
+        (group("big"), group("big"), "big"),
     ] {
         send_one(&alice, &to, 1).await;
         assert_eq!(next_seen(&bob).await, Some(push(id, 1)));
