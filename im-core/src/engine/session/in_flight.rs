@@ -12,7 +12,9 @@
 //!   **notice** ("the conversation is at seq N"): the first sends a
 //!   `Notify`, later ones only raise its head (coalesced);
 //! - an `Ack` of seq N drops every push whose last seq is at most N and the
-//!   notice once N reaches its head; with nothing left, pushes resume;
+//!   notice once N reaches its head; with nothing left, pushes resume. An
+//!   ack that reaches the head the last `Notify` said while newer messages
+//!   raised it since gets a fresh `Notify` at once;
 //! - each tracked push and notice is resent after `waits[0]`, then
 //!   `waits[1]`, … since its previous send; when the last wait passes with
 //!   no ack the session has timed out ([`Tick::Expired`]).
@@ -137,7 +139,10 @@ struct Pushed<F> {
 /// A tracked notice: the session was told the conversation moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Notice {
+    /// The newest seq of the conversation.
     head: Seq,
+    /// The head the last `Notify` sent said.
+    sent: Seq,
     attempt: u32,
     due: Instant,
 }
@@ -218,6 +223,7 @@ impl<K: Hash + Eq + Clone, F: Clone> InFlight<K, F> {
             }
             conv.notice = Some(Notice {
                 head: batch.last_seq,
+                sent: batch.last_seq,
                 attempt: 0,
                 due,
             });
@@ -235,6 +241,7 @@ impl<K: Hash + Eq + Clone, F: Clone> InFlight<K, F> {
                     pushes: Vec::new(),
                     notice: Some(Notice {
                         head: batch.last_seq,
+                        sent: batch.last_seq,
                         attempt: 0,
                         due,
                     }),
@@ -267,15 +274,20 @@ impl<K: Hash + Eq + Clone, F: Clone> InFlight<K, F> {
     /// The session acknowledged the conversation up to `seq`: drops every
     /// push ending at or below it (`acked` is called with each one's commit
     /// time) and the notice once `seq` reaches its head. An ack below the
-    /// notice's head that still moves forward restarts the notice's
-    /// schedule (the client is pulling). Repeated or older acks change
-    /// nothing.
-    pub(crate) fn ack(&mut self, key: &K, seq: Seq, now: Instant, mut acked: impl FnMut(i64)) {
-        let Some(conv) = self.convs.get_mut(key) else {
-            return;
-        };
+    /// notice's head restarts the notice's schedule (the client is
+    /// pulling); if it reaches the head the last `Notify` said, the head
+    /// moved on since and the caller must send a `Notify` with the returned
+    /// head now. Repeated or older acks change nothing.
+    pub(crate) fn ack(
+        &mut self,
+        key: &K,
+        seq: Seq,
+        now: Instant,
+        mut acked: impl FnMut(i64),
+    ) -> Option<Seq> {
+        let conv = self.convs.get_mut(key)?;
         if seq <= conv.acked {
-            return;
+            return None;
         }
         conv.acked = seq;
         let (mut entries, mut bytes) = (0, 0);
@@ -288,6 +300,7 @@ impl<K: Hash + Eq + Clone, F: Clone> InFlight<K, F> {
             }
             keep
         });
+        let mut renotify = None;
         if let Some(n) = &mut conv.notice {
             if n.head <= seq {
                 conv.notice = None;
@@ -295,6 +308,10 @@ impl<K: Hash + Eq + Clone, F: Clone> InFlight<K, F> {
             } else {
                 n.attempt = 0;
                 n.due = now + self.config.wait(0);
+                if seq >= n.sent {
+                    n.sent = n.head;
+                    renotify = Some(n.head);
+                }
             }
         }
         self.entries -= entries;
@@ -302,6 +319,7 @@ impl<K: Hash + Eq + Clone, F: Clone> InFlight<K, F> {
         if conv.is_clean() {
             self.convs.remove(key);
         }
+        renotify
     }
 
     /// When something sent at `now` is first due again.
@@ -347,6 +365,7 @@ impl<K: Hash + Eq + Clone, F: Clone> InFlight<K, F> {
                 }
                 n.attempt += 1;
                 n.due = now + config.wait(n.attempt);
+                n.sent = n.head;
                 out.push(Resend::Notify {
                     key: key.clone(),
                     head: n.head,

@@ -343,14 +343,20 @@ impl Session {
         if let Some(acks) = &self.handle.acks {
             let now_ms = now_ms();
             let mut acked = 0u64;
-            acks.state
-                .lock()
-                .in_flight
-                .ack(&conv, a.seq, now(), |commit_ms| {
-                    acked += 1;
-                    let ms = now_ms.saturating_sub(commit_ms).max(0);
-                    metrics::histogram!("im_push_ack_latency_seconds").record(ms as f64 / 1000.0);
-                });
+            let mut st = acks.state.lock();
+            let renotify = st.in_flight.ack(&conv, a.seq, now(), |commit_ms| {
+                acked += 1;
+                let ms = now_ms.saturating_sub(commit_ms).max(0);
+                metrics::histogram!("im_push_ack_latency_seconds").record(ms as f64 / 1000.0);
+            });
+            // Caught up with the last notify while the head moved on: say
+            // so now rather than at the notify's resend. Under the lock, as
+            // in `deliver`.
+            if let Some(head) = renotify {
+                metrics::counter!("im_push_acks_notifies_total").increment(1);
+                self.handle.send(self.handle.notify_frame(&conv, head));
+            }
+            drop(st);
             if acked > 0 {
                 metrics::counter!("im_push_acks_acked_total").increment(acked);
             }

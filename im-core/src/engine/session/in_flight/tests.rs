@@ -131,7 +131,20 @@ proptest! {
                     let seq = (h + 1).saturating_sub(back);
                     let before = m.clone();
                     let mut acked = Vec::new();
-                    m.ack(&conv, seq, now, |ms| acked.push(ms));
+                    let renotify = m.ack(&conv, seq, now, |ms| acked.push(ms));
+                    // A fresh notify exactly when the client caught up with
+                    // the last one while the head moved on.
+                    let earlier_ack = before.convs.get(&conv).map_or(0, |c| c.acked);
+                    let expected_renotify = before
+                        .convs
+                        .get(&conv)
+                        .and_then(|c| c.notice)
+                        .filter(|n| seq > earlier_ack && n.sent <= seq && seq < n.head)
+                        .map(|n| n.head);
+                    prop_assert_eq!(renotify, expected_renotify);
+                    if let Some(h) = renotify {
+                        prop_assert_eq!(m.convs[&conv].notice.map(|n| n.sent), Some(h));
+                    }
                     if let Some(c) = m.convs.get(&conv) {
                         prop_assert!(c.pushes.iter().all(|p| p.last_seq > seq));
                         prop_assert!(c.notice.is_none_or(|n| n.head > seq));
@@ -155,8 +168,9 @@ proptest! {
                 Op::AckAgain => {
                     if let Some((conv, seq)) = last_ack {
                         let before = m.clone();
-                        m.ack(&conv, seq, now, |_| panic!("a repeated ack acked something"));
+                        let renotify = m.ack(&conv, seq, now, |_| panic!("a repeated ack acked something"));
                         prop_assert_eq!(&m, &before);
+                        prop_assert_eq!(renotify, None);
                     }
                 }
                 Op::Advance(ms) => {
@@ -257,6 +271,23 @@ proptest! {
         m.ack(&1, head + 2, later, |_| {});
         prop_assert_eq!(m.offer(&1, batch(head + 2, 10, false), later), Offer::Stale);
     }
+}
+
+#[test]
+fn catching_up_with_a_notify_whose_head_moved_on_gets_a_fresh_one() {
+    let mut m = Machine::new(config(&[100], 8, 1 << 20));
+    let t = Instant::now();
+    assert_eq!(m.offer(&1, batch(1, 10, false), t), Offer::Push(1));
+    assert_eq!(m.offer(&1, batch(2, 10, false), t), Offer::Notify(2));
+    assert_eq!(m.offer(&1, batch(3, 10, false), t), Offer::Coalesced);
+    // Below what the notify said: still pulling, nothing new to say.
+    assert_eq!(m.ack(&1, 1, t, |_| {}), None);
+    // Up to what it said: the head moved on to 3 since.
+    assert_eq!(m.ack(&1, 2, t, |_| {}), Some(3));
+    assert_eq!(m.offer(&1, batch(4, 10, false), t), Offer::Coalesced);
+    assert_eq!(m.ack(&1, 4, t, |_| {}), None);
+    assert!(m.is_empty());
+    assert_eq!(m.offer(&1, batch(5, 10, false), t), Offer::Push(5));
 }
 
 #[test]
