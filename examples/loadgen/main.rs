@@ -21,6 +21,7 @@
 //! One process holds about 19k sockets (the 20k file-descriptor limit);
 //! for more, run several `loadgen run --server ADDR` against one server.
 
+mod chat_load;
 #[cfg(feature = "postgres")]
 mod durable;
 mod members;
@@ -67,6 +68,8 @@ enum Cmd {
     },
     /// Run the load and write the report.
     Run(RunArgs),
+    /// Steady 1:1 chat load, with or without push acks (`--push-acks`).
+    Chat(chat_load::ChatArgs),
     /// Durable messages/s and ack latency on PostgreSQL vs the memory store.
     #[cfg(feature = "postgres")]
     Durable(durable::DurableArgs),
@@ -143,6 +146,7 @@ async fn main() -> Result<(), AnyError> {
     match Cli::parse().cmd {
         Cmd::Serve { listen, ws_listen } => serve(listen, ws_listen).await,
         Cmd::Run(args) => run(args).await,
+        Cmd::Chat(args) => chat_load::run(args).await,
         #[cfg(feature = "postgres")]
         Cmd::Durable(args) => durable::run(args).await,
     }
@@ -177,6 +181,27 @@ async fn serve(listen: SocketAddr, ws_listen: Option<SocketAddr>) -> Result<(), 
     Ok(())
 }
 
+/// Starts `loadgen serve` as a child process and waits until it listens.
+async fn spawn_server(
+    listen: SocketAddr,
+    ws_listen: Option<SocketAddr>,
+) -> Result<tokio::process::Child, AnyError> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(["serve", "--listen", &listen.to_string()]);
+    if let Some(ws) = ws_listen {
+        cmd.args(["--ws-listen", &ws.to_string()]);
+    }
+    let mut c = cmd
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut out = c.stdout.take().ok_or("no child stdout")?;
+    let mut line = [0u8; 6];
+    out.read_exact(&mut line).await?;
+    Ok(c)
+}
+
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -193,17 +218,7 @@ async fn run(args: RunArgs) -> Result<(), AnyError> {
     let addr = match args.server {
         Some(a) => a,
         None => {
-            let exe = std::env::current_exe()?;
-            let mut c = tokio::process::Command::new(exe)
-                .args(["serve", "--listen", &args.listen.to_string()])
-                .args(["--ws-listen", &args.ws_listen.to_string()])
-                .stdout(std::process::Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()?;
-            let mut out = c.stdout.take().ok_or("no child stdout")?;
-            let mut line = [0u8; 6];
-            out.read_exact(&mut line).await?;
-            child = Some(c);
+            child = Some(spawn_server(args.listen, Some(args.ws_listen)).await?);
             args.listen
         }
     };

@@ -87,7 +87,11 @@ pub trait FanoutPolicy: Send + Sync + std::fmt::Debug + 'static {
 ///   use write diffusion (inbox entries); bigger groups and all rooms use read
 ///   diffusion;
 /// - live sessions get the full message while there are at most
-///   `push_max_online` of them, else a notify to pull;
+///   `push_max_online` of them, else a notify to pull (in practice the
+///   switch for huge rooms; for direct chats and groups, a session that
+///   acks pushes gets a notify instead of a push while its earlier pushes
+///   of the conversation are unacknowledged, decided per session by the
+///   engine, not here);
 /// - rate class by size: up to `fast_max` is fast, up to `medium_max` medium,
 ///   above that slow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -118,7 +118,8 @@ impl Client {
     }
 
     /// Connects with a `Connect` frame of the caller's (to set options such
-    /// as `typing_events` or `push_acks`).
+    /// as `typing_events` or `push_acks`). This client never acks on its
+    /// own: see [`Client::ack`].
     pub async fn connect_frame(
         addr: impl ToSocketAddrs,
         connect: pb::Connect,
@@ -364,6 +365,22 @@ impl Client {
             Out::Pong(p) => Ok(p),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Acknowledges `conversation` up to `seq` (an `Ack`, which has no answer).
+    pub async fn ack(
+        &self,
+        conversation: pb::ConversationRef,
+        seq: u64,
+    ) -> Result<(), ClientError> {
+        self.send_frame(&pb::ClientFrame {
+            request_id: 0,
+            body: Some(In::Ack(pb::Ack {
+                conversation: Some(conversation),
+                seq,
+            })),
+        })
+        .await
     }
 
     /// The next frame the server sent on its own, waiting up to `wait`;

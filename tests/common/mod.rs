@@ -79,6 +79,20 @@ impl Server {
             .expect("connect")
     }
 
+    /// Connects `user` from device `device` with `Connect.push_acks` set:
+    /// the server tracks its pushes until it acks them ([`Client::ack`]).
+    pub async fn connect_acking(&self, user: &str, device: &str) -> Client {
+        let connect = pb::Connect {
+            token: format!("{user}:{device}"),
+            device_id: device.to_owned(),
+            push_acks: true,
+            ..Default::default()
+        };
+        Client::connect_frame(self.addr, connect)
+            .await
+            .expect("connect")
+    }
+
     pub async fn group(&self, id: &str, members: &[&str]) {
         let members: Vec<UserId> = members.iter().map(|m| user(m)).collect();
         self.engine

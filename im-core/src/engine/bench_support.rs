@@ -61,6 +61,7 @@ impl RoomFanoutBench {
                 device.clone(),
                 pb::DeviceKind::Desktop,
                 config.outbound_queue_bytes,
+                None,
             ));
             index.join(&id, &s);
             sessions.push(s);
@@ -144,6 +145,7 @@ impl RoomFanoutBench {
             DeviceId::new("bench")?,
             pb::DeviceKind::Desktop,
             1024,
+            None,
         ));
         let t = Instant::now();
         self.index.join(&self.id, &s);

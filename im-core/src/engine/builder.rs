@@ -23,6 +23,7 @@ use super::cluster::{ClusterInbound, InterestDirectory};
 use super::config::EngineConfig;
 use super::registry::Registry;
 use super::rooms::{FanoutStage, RoomIndex, RoomSettings};
+use super::session::InFlightConfig;
 use super::shard::ShardWorker;
 use super::{Engine, Inner, Shared, offline};
 
@@ -140,7 +141,13 @@ impl EngineBuilder {
                 entries.saturating_mul(self.config.shards.max(1)),
             ))
         });
+        let in_flight = InFlightConfig {
+            waits: self.config.push_ack_waits.iter().copied().collect(),
+            max_entries: self.config.push_ack_max_entries,
+            max_bytes: self.config.push_ack_max_bytes,
+        };
         let shared = Arc::new(Shared {
+            in_flight,
             config: self.config,
             store: self.store,
             auth,

@@ -47,6 +47,7 @@ use crate::store::{RangeRequest, StoredMessage};
 
 use super::commit::{Committed, GroupFacts, GroupMembers};
 use super::session::QueuedFrames;
+use super::session::Tally;
 use super::shard::{ShardCommand, ShardWorker, by_conversation};
 use super::{Engine, Inner};
 
@@ -305,31 +306,28 @@ impl ShardWorker {
     /// functions local commits use. No offline push: the committing node
     /// did that.
     async fn deliver_remote(&mut self, conv: &ConversationId, msgs: Vec<StoredMessage>) {
-        let delivered = match conv {
-            ConversationId::Direct(pair) => pair
-                .participants()
-                .filter(|u| self.shared.registry.is_online(u))
-                .map(|u| self.deliver_to_user(u, &msgs))
-                .sum(),
-            ConversationId::Group(g) => {
-                let facts = self.load_groups(vec![g.clone()]).await;
-                match facts.into_iter().next() {
-                    Some((_, Ok(Some(f)))) => {
-                        let facts = GroupFacts {
-                            member_count: f.member_count,
-                            members: GroupMembers::Unlisted,
-                        };
-                        self.deliver_to_group(g, &facts, &msgs).await
+        let mut tally = Tally::default();
+        match conv {
+            ConversationId::Direct(pair) => {
+                for u in pair.participants() {
+                    if self.shared.registry.is_online(u) {
+                        self.deliver_to_user(u, conv, &msgs, &mut tally);
                     }
-                    _ => 0,
                 }
             }
-            ConversationId::Room(r) => {
-                self.deliver_to_room(r, msgs);
-                0
+            ConversationId::Group(g) => {
+                let facts = self.load_groups(vec![g.clone()]).await;
+                if let Some((_, Ok(Some(f)))) = facts.into_iter().next() {
+                    let facts = GroupFacts {
+                        member_count: f.member_count,
+                        members: GroupMembers::Unlisted,
+                    };
+                    self.deliver_to_group(g, &facts, &msgs, &mut tally).await;
+                }
             }
-        };
-        metrics::counter!("im_deliveries_total").increment(delivered as u64);
+            ConversationId::Room(r) => self.deliver_to_room(r, msgs),
+        }
+        tally.record();
     }
 }
 

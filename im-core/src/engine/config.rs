@@ -214,6 +214,35 @@ pub struct EngineConfig {
     /// its own, and message ids stay unique across the cluster. 0 on a
     /// single node.
     pub node_index: u16,
+    /// In a session that opted in to push acks (`Connect.push_acks`): the
+    /// waits after a push (or an in-flight `Notify`) is sent before it is
+    /// sent again, one per resend; after the last wait with no `Ack` the
+    /// session is closed with `Kicked{ACK_TIMEOUT}` (its messages stay
+    /// stored for catch-up). Default: three short fixed waits of 1 s, then
+    /// steps of 2, 4 and 8 s — five resends, closed 17 s after the push.
+    /// Room pushes are never tracked (rooms stay best effort).
+    pub push_ack_waits: Vec<Duration>,
+    /// Most unacknowledged pushes and notices one `push_acks` session may
+    /// have at once (default 1,024). A push past this or past
+    /// `push_ack_max_bytes` is replaced by a `Notify`; a session with no
+    /// room left even for that is closed with `Kicked{ACK_TIMEOUT}`.
+    pub push_ack_max_entries: usize,
+    /// Most bytes of unacknowledged push frames one `push_acks` session
+    /// may hold at once (default 1 MiB, a quarter of the outbound queue).
+    /// The frames are the shared fanout buffers, so this is an upper bound.
+    pub push_ack_max_bytes: usize,
+    /// How often a `push_acks` session writes the delivered cursors its
+    /// `Ack`s moved (the highest seq per conversation, in one store call);
+    /// also written when the session ends and before it lists its
+    /// conversations. Default 1 s. Sessions without push acks write each
+    /// `Ack` at once, as before.
+    pub ack_cursor_flush: Duration,
+    /// Most read-diffusion conversations one `Sync{include_heads}` reports
+    /// in `SyncResult.heads`, most recently active first (default 500).
+    /// The user's twice this many most recently active groups are examined
+    /// (one member count each), so the work per sync is bounded; a user in
+    /// more groups learns of the quieter ones through `ListConversations`.
+    pub sync_heads_max: usize,
 }
 
 impl EngineConfig {
@@ -264,6 +293,11 @@ impl Default for EngineConfig {
             typing_rate: 2,
             typing_burst: 5,
             node_index: 0,
+            push_ack_waits: [1, 1, 1, 2, 4, 8].map(Duration::from_secs).to_vec(),
+            push_ack_max_entries: 1024,
+            push_ack_max_bytes: 1024 * 1024,
+            ack_cursor_flush: Duration::from_secs(1),
+            sync_heads_max: 500,
         }
     }
 }

@@ -27,11 +27,15 @@
 //!   (`Session::on_frame`): pulls, syncs, cursors, lists and room joins call
 //!   the store from this task; sends go to the owning shard through
 //!   `Engine::submit`, which waits when that shard's queue is full
-//!   (back-pressure on this reader only). On the way out it unregisters the
-//!   session and waits at most `shutdown_grace` for the writer. It owns the
-//!   `FrameReader` and the `Session` (its malformed-frame count), and it is
+//!   (back-pressure on this reader only). On the way out it writes the
+//!   delivered cursors still pending, unregisters the session and waits at
+//!   most `shutdown_grace` for the writer. It owns the `FrameReader` and the
+//!   `Session` (its malformed-frame count), and it is
 //!   the only task that registers, unregisters, joins and leaves rooms for
-//!   its session.
+//!   its session. For a `push_acks` session it also runs the one timer of
+//!   the reliable last hop (resends, the ack timeout, writing the delivered
+//!   cursors its acks moved), woken early by `SessionHandle::deliver` when
+//!   a push falls due before it.
 //! - **Session writer task**, one per session: `write_loop`, spawned by
 //!   `session::run` once `Connected` is queued. It owns the `FrameWriter`
 //!   and drains the session's `Outbound` queue with one `write_frames` call
@@ -108,7 +112,7 @@
 //!
 //! # Locks
 //!
-//! The engine has 15 locks, all `parking_lot`:
+//! The engine has 16 locks, all `parking_lot`:
 //!
 //! | lock | in | guards |
 //! |---|---|---|
@@ -116,6 +120,7 @@
 //! | `Registry::by_user` (RwLock) | `registry.rs` | user → live sessions |
 //! | `SessionHandle::groups` (Mutex) | `session/handle.rs` | groups the session is indexed under |
 //! | `SessionHandle::rooms` (Mutex) | `session/handle.rs` | rooms the session joined |
+//! | `Acks::state` (Mutex) | `session/reliable.rs` | a `push_acks` session's in-flight pushes and notices, and its timer's deadline |
 //! | `Outbound::state` (Mutex) | `session/outbound.rs` | a session's queued frames and close reason |
 //! | `RoomIndex::rooms` (RwLock) | `rooms/index.rs` | room id → room |
 //! | `Room::gate` (RwLock of `()`) | `rooms/mod.rs` | read while a frame is delivered; write to merge sub-rooms |
@@ -136,7 +141,7 @@
 //!   of these two chains (a chain may be entered in the middle):
 //!   1. `Registry::groups` → `Registry::by_user` (read) →
 //!      `SessionHandle::groups`; and `Registry::groups` (read) →
-//!      `Outbound::state`.
+//!      `Acks::state` → `Outbound::state`.
 //!   2. `SessionHandle::rooms` → `RoomIndex::rooms` → `Room::gate` →
 //!      `Room::members` → `SubRoom::sessions` → `Outbound::state`.
 //! - The chains never nest into each other: `Registry::unregister` releases
@@ -152,8 +157,12 @@
 //!   `Registry::remove_group_members` looks the users' sessions up under the
 //!   index lock (`add_group_members` looks them up before taking it).
 //! - `Registry::groups` (read) → `Outbound::state`: the inline path of
-//!   `ShardWorker::deliver_to_group` calls `SessionHandle::send` inside
+//!   `ShardWorker::deliver_to_group` calls `SessionHandle::deliver` inside
 //!   `Registry::with_group`. (A group lane snapshots the sessions first.)
+//! - `Acks::state` → `Outbound::state`: `SessionHandle::deliver` queues the
+//!   push or notify it decided on under the in-flight lock, and the session
+//!   task queues resends and fresh notifies under it too
+//!   (`Session::on_reliable_timer`, `Session::on_push_ack`).
 //! - `SessionHandle::rooms` → `RoomIndex::rooms` → `Room::members` →
 //!   `SubRoom::sessions`: `Registry::join_room` (→ `RoomIndex::join` →
 //!   `Room::join`) and `Registry::unregister` (→ `RoomIndex::leave` →
@@ -260,6 +269,8 @@ pub(crate) struct Shared {
     pub(crate) sessions: TaskTracker,
     /// Connections that have not authenticated yet.
     pub(crate) handshakes: PendingHandshakes,
+    /// Bounds and resend schedule of `push_acks` sessions (from the config).
+    pub(crate) in_flight: session::InFlightConfig,
 }
 
 impl Shared {

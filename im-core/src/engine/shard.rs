@@ -24,8 +24,8 @@ use super::commit::{
     Admission, CommitBatch, Committed, GroupFacts, GroupLookup, GroupMembers, HoldBacks, Outcome,
     Step,
 };
-use super::group_lane::GroupLane;
-use super::session::SessionHandle;
+use super::group_lane::{GroupLane, LaneFrame};
+use super::session::{SessionHandle, Tally};
 use super::wire::{error_code, message_to_wire, send_ack};
 
 /// Members read per store call when a group's member list is loaded.
@@ -83,6 +83,7 @@ impl Reply {
         }
     }
 
+    /// Answers a committed send.
     fn ok(self, msg: &StoredMessage, duplicate: bool) {
         match self {
             Reply::Session {
@@ -104,6 +105,7 @@ impl Reply {
         }
     }
 
+    /// Answers a failed send.
     fn fail(self, err: EngineError) {
         match self {
             Reply::Session {
@@ -134,6 +136,33 @@ pub(crate) struct ShardWorker {
     holds: HoldBacks,
     /// Cross-node order and repair (`None` on a single node).
     pub(super) cluster: Option<ShardCluster>,
+    /// Sends answered in the current batch, recorded once per batch.
+    answered: Answered,
+}
+
+/// Sends answered, by outcome (`im_sends_total{outcome}`: the send success
+/// rate is committed / all).
+#[derive(Debug, Default, Clone, Copy)]
+struct Answered {
+    committed: u64,
+    duplicate: u64,
+    failed: u64,
+}
+
+impl Answered {
+    /// Records the counts and starts again from zero.
+    fn record(&mut self) {
+        for (outcome, n) in [
+            ("committed", self.committed),
+            ("duplicate", self.duplicate),
+            ("failed", self.failed),
+        ] {
+            if n > 0 {
+                metrics::counter!("im_sends_total", "outcome" => outcome).increment(n);
+            }
+        }
+        *self = Self::default();
+    }
 }
 
 impl ShardWorker {
@@ -154,6 +183,7 @@ impl ShardWorker {
                 Default::default(),
             ),
             holds: HoldBacks::new(entries),
+            answered: Answered::default(),
         }
     }
 
@@ -196,6 +226,12 @@ impl ShardWorker {
             return;
         }
         let sends = self.hold_back_after_failures(sends);
+        self.commit_admitted(sends).await;
+        self.answered.record();
+    }
+
+    /// Commits the sends a batch admitted.
+    async fn commit_admitted(&mut self, sends: Vec<PendingSend>) {
         let mut batch = CommitBatch::new(sends, now_ms());
         let store = self.shared.store.clone();
         loop {
@@ -235,8 +271,16 @@ impl ShardWorker {
     /// later sends to that conversation wait for its resend.
     fn answer(&mut self, reply: Reply, outcome: Outcome) {
         match outcome {
-            Outcome::Committed { message, duplicate } => reply.ok(&message, duplicate),
+            Outcome::Committed { message, duplicate } => {
+                if duplicate {
+                    self.answered.duplicate += 1;
+                } else {
+                    self.answered.committed += 1;
+                }
+                reply.ok(&message, duplicate)
+            }
             Outcome::Failed { error, hold_back } => {
+                self.answered.failed += 1;
                 if let (Some((conv, id)), Some(session)) = (hold_back, reply.session_id()) {
                     self.holds.note(session, conv, &id);
                 }
@@ -262,14 +306,17 @@ impl ShardWorker {
                 .admit(session, &s.conversation, s.client_msg_id.as_deref())
             {
                 Admission::Pass | Admission::Resend => out.push(s),
-                Admission::Held(first) => s.reply.fail(EngineError::Store(StoreError::Backend {
-                    source: format!(
-                        "an earlier send ({first}) to this conversation failed: \
+                Admission::Held(first) => {
+                    self.answered.failed += 1;
+                    s.reply.fail(EngineError::Store(StoreError::Backend {
+                        source: format!(
+                            "an earlier send ({first}) to this conversation failed: \
                          resend from it to keep your order"
-                    )
-                    .into(),
-                    retryable: true,
-                })),
+                        )
+                        .into(),
+                        retryable: true,
+                    }))
+                }
             }
         }
         out
@@ -327,23 +374,25 @@ impl ShardWorker {
         let Committed {
             messages, groups, ..
         } = committed;
+        let mut tally = Tally::default();
         for (conv, msgs) in by_conversation(messages) {
-            let delivered = match &conv {
-                ConversationId::Direct(pair) => pair
-                    .participants()
-                    .map(|user| self.deliver_to_user(user, &msgs))
-                    .sum(),
-                ConversationId::Group(g) => match groups.get(g) {
-                    Some(facts) => self.deliver_to_group(g, facts, &msgs).await,
-                    None => 0,
-                },
+            match &conv {
+                ConversationId::Direct(pair) => {
+                    for user in pair.participants() {
+                        self.deliver_to_user(user, &conv, &msgs, &mut tally);
+                    }
+                }
+                ConversationId::Group(g) => {
+                    if let Some(facts) = groups.get(g) {
+                        self.deliver_to_group(g, facts, &msgs, &mut tally).await;
+                    }
+                }
                 ConversationId::Room(r) => {
                     self.deliver_to_room(r, msgs);
-                    0
                 }
-            };
-            metrics::counter!("im_deliveries_total").increment(delivered as u64);
+            }
         }
+        tally.record();
     }
 
     /// Delivers a group's messages with the diffusion the commit used.
@@ -352,7 +401,8 @@ impl ShardWorker {
         g: &ChannelId,
         facts: &GroupFacts,
         msgs: &[StoredMessage],
-    ) -> usize {
+        tally: &mut Tally,
+    ) {
         let online = self.shared.registry.group_online(g) as u64;
         let mut plan = self.shared.policy.plan(&FanoutInput {
             kind: ConversationKind::Group,
@@ -361,24 +411,28 @@ impl ShardWorker {
         });
         // The inboxes were written by the facts' decision; delivery follows it.
         plan.diffusion = facts.diffusion();
-        let frame = batch_frame(&ConversationId::Group(g.clone()), msgs, plan);
+        let conv = ConversationId::Group(g.clone());
+        let frame = batch_frame(&conv, msgs, plan);
         if let GroupMembers::Listed(members) = &facts.members {
             self.offline_push(members, msgs);
         }
+        let lane = LaneFrame::new(frame, msgs, plan.delivery == Delivery::Notify);
         if plan.rate_class == RateClass::Fast && !self.group_lane.is_busy(g) {
-            self.shared
-                .registry
-                .with_group(g, |it| it.filter(|s| s.send(frame.clone())).count())
+            let out = lane.outgoing(&conv);
+            self.shared.registry.with_group(g, |it| {
+                for s in it {
+                    tally.add(s.deliver(&out));
+                }
+            });
         } else {
             // Big group: off this worker (counted by the lane).
-            self.group_lane.push(g.clone(), frame).await;
-            0
+            self.group_lane.push(g.clone(), lane).await;
         }
     }
 
     /// Hands a room's messages to its batch window. Rooms are batched and
     /// delivered by the room fanout threads (engine/rooms/), never on this
-    /// worker.
+    /// worker. They stay best effort: no acks are tracked for them.
     pub(super) fn deliver_to_room(&self, r: &ChannelId, msgs: Vec<StoredMessage>) {
         let online = self.shared.registry.room_online(r) as u64;
         let plan = self.shared.policy.plan(&FanoutInput {
@@ -391,7 +445,13 @@ impl ShardWorker {
 
     /// Pushes a direct conversation's messages to one user's sessions, named
     /// as that user sees the conversation.
-    pub(super) fn deliver_to_user(&self, user: &UserId, msgs: &[StoredMessage]) -> usize {
+    pub(super) fn deliver_to_user(
+        &self,
+        user: &UserId,
+        conv: &ConversationId,
+        msgs: &[StoredMessage],
+        tally: &mut Tally,
+    ) {
         let sessions = self.shared.registry.user_sessions(user);
         if sessions.is_empty() {
             let elsewhere = self.shared.directory.is_online(user, false);
@@ -403,7 +463,7 @@ impl ShardWorker {
                     });
                 }
             }
-            return 0;
+            return;
         }
         let frame = encode_server_frame(&server_frame(
             0,
@@ -411,7 +471,11 @@ impl ShardWorker {
                 messages: msgs.iter().map(|m| message_to_wire(m, user)).collect(),
             }),
         ));
-        sessions.iter().filter(|s| s.send(frame.clone())).count()
+        let lane = LaneFrame::new(frame, msgs, false);
+        let out = lane.outgoing(conv);
+        for s in &sessions {
+            tally.add(s.deliver(&out));
+        }
     }
 
     /// Hands each message to the offline push hook for members not online.

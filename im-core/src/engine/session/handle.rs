@@ -15,7 +15,9 @@ use crate::log_limit::LogLimit;
 use crate::pb;
 use crate::transport::{CloseCode, CloseReason};
 
+use super::in_flight::InFlightConfig;
 use super::outbound::{Enqueued, Outbound, QueuedFrames};
+use super::reliable::Acks;
 use crate::engine::rooms::RoomMember;
 
 /// One live session, shared by its reader, its writer and the indexes.
@@ -41,6 +43,9 @@ pub(crate) struct SessionHandle {
     pub(crate) gone: AtomicBool,
     /// The client asked for `TypingEvent`s at connect.
     pub(crate) typing_events: AtomicBool,
+    /// The in-flight pushes of a session that acknowledges them
+    /// (`Connect.push_acks`); `None` for best-effort sessions.
+    pub(crate) acks: Option<Box<Acks>>,
 }
 
 impl SessionHandle {
@@ -53,13 +58,15 @@ impl SessionHandle {
         }
     }
 
-    /// A new, unindexed session whose outbound queue holds at most `queue_bytes`.
+    /// A new, unindexed session whose outbound queue holds at most
+    /// `queue_bytes`; with `push_acks`, its pushes are tracked until acked.
     pub(crate) fn new(
         id: SessionId,
         user: UserId,
         device: DeviceId,
         device_kind: pb::DeviceKind,
         queue_bytes: usize,
+        push_acks: Option<InFlightConfig>,
     ) -> Self {
         Self {
             id,
@@ -72,6 +79,7 @@ impl SessionHandle {
             groups: Mutex::default(),
             gone: AtomicBool::new(false),
             typing_events: AtomicBool::new(false),
+            acks: push_acks.map(|c| Box::new(Acks::new(c))),
         }
     }
 

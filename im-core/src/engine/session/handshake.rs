@@ -38,6 +38,7 @@ impl Handshake {
             who.device,
             who.device_kind,
             engine.shared().config.outbound_queue_bytes,
+            who.push_acks.then(|| engine.shared().in_flight.clone()),
         ));
         handle
             .typing_events
@@ -62,6 +63,8 @@ struct Authenticated {
     inbox_version: u64,
     /// The client asked for typing events.
     typing_events: bool,
+    /// The client acknowledges pushes.
+    push_acks: bool,
 }
 
 /// Why a connection is closed before its handshake completed.
@@ -194,6 +197,7 @@ async fn authenticate(
         device_kind: kind,
         inbox_version,
         typing_events,
+        push_acks: c.push_acks,
     })
 }
 

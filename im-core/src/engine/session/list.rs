@@ -14,6 +14,8 @@ impl Session {
         request_id: u64,
         l: pb::ListConversations,
     ) -> RequestResult {
+        // The list shows this session's own acks.
+        self.flush_cursors().await;
         let shared = self.engine.shared();
         let limit = page_limit(l.limit, shared.config.list_max);
         let states = shared

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::codec::{decode_client_frame, encode_server_frame, error_frame};
 use crate::error::StoreError;
@@ -21,10 +21,13 @@ use super::{Engine, Shared};
 mod cursors;
 mod handle;
 mod handshake;
+mod heads;
+mod in_flight;
 mod list;
 pub(crate) mod outbound;
 mod paging;
 mod pull;
+mod reliable;
 mod request_error;
 mod rooms;
 mod send;
@@ -33,7 +36,10 @@ mod typing;
 use cursors::Cursor;
 pub(crate) use handle::SessionHandle;
 use handshake::{Busy, Handshake, apply_kick_policy, handshake, refuse_busy, transport_refusal};
+pub(crate) use in_flight::InFlightConfig;
 pub(crate) use outbound::QueuedFrames;
+pub(crate) use reliable::{Outgoing, Tally};
+use reliable::{PendingCursors, Timer};
 use request_error::{RequestError, RequestResult};
 
 /// Malformed frames tolerated on one session before it is closed.
@@ -114,14 +120,16 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
     }
     tracing::debug!(session = handle.id.0, user = %handle.user, device = %handle.device, "connected");
     let typing = TokenBucket::new(shared.config.typing_rate, shared.config.typing_burst);
-    Session {
+    let mut session = Session {
         engine,
         handle: handle.clone(),
         malformed: 0,
+        cursors: PendingCursors::default(),
         typing,
-    }
-    .read_loop(&mut *reader)
-    .await;
+    };
+    session.read_loop(&mut *reader).await;
+    // What the session acked is written before it is known to be gone.
+    session.flush_cursors().await;
     unregister(&shared, &handle);
     handle.close(
         None,
@@ -146,8 +154,7 @@ fn connected_body(
         server_time_ms: now_ms(),
         heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u32,
         max_frame_bytes: config.max_frame_bytes as u32,
-        // Push acks are not implemented by this server yet.
-        push_acks: false,
+        push_acks: handle.acks.is_some(),
     }
 }
 
@@ -216,6 +223,8 @@ struct Session {
     malformed: u32,
     /// The session's allowance of forwarded `Typing` frames.
     typing: TokenBucket,
+    /// Delivered cursors acked (in a `push_acks` session) and not yet written.
+    cursors: PendingCursors,
 }
 
 impl Session {
@@ -224,8 +233,12 @@ impl Session {
     async fn read_loop(&mut self, reader: &mut dyn FrameReader) {
         let shared = self.engine.shared().clone();
         let idle = shared.config.heartbeat_interval * 2;
+        let mut silent_until = Instant::now() + idle;
         let mut draining = false;
+        let handle = self.handle.clone();
+        let mut timer = Timer::new(&handle);
         loop {
+            timer.set(self.reliable_deadline());
             let read = tokio::select! {
                 biased;
                 _ = self.handle.stop.cancelled() => return,
@@ -236,7 +249,16 @@ impl Session {
                     draining = true;
                     continue;
                 }
-                r = timeout(idle, reader.read_frame()) => r,
+                // Resends, the ack timeout and cursor writes (push acks
+                // only); or a push due before the timer: set it again.
+                fired = timer.wait() => {
+                    if fired && !self.on_reliable_timer().await {
+                        return;
+                    }
+                    continue;
+                }
+                // `read_frame` is cancel safe, so the other branches may win.
+                r = timeout_at(silent_until, reader.read_frame()) => r,
             };
             match read {
                 Err(_) => {
@@ -256,6 +278,10 @@ impl Session {
                     self.handle.close(Some(frame), reason, QueuedFrames::Flush);
                     return;
                 }
+            }
+            silent_until = Instant::now() + idle;
+            if self.cursors_full() {
+                self.flush_cursors().await;
             }
         }
     }
@@ -303,6 +329,7 @@ impl Session {
             Some(In::Send(s)) => self.on_send(id, s).await,
             Some(In::Pull(p)) => self.on_pull(id, p).await,
             Some(In::Sync(s)) => self.on_sync(id, s).await,
+            Some(In::Ack(a)) if self.handle.acks.is_some() => self.on_push_ack(a),
             Some(In::Ack(a)) => {
                 self.on_cursor(id, a.conversation, a.seq, Cursor::Delivered)
                     .await

@@ -63,7 +63,8 @@ impl Session {
     }
 
     /// Answers a `Sync` with the inbox entries after the client's version
-    /// and their messages.
+    /// and their messages, and with `include_heads` the heads of the user's
+    /// read-diffusion groups.
     pub(super) async fn on_sync(&mut self, request_id: u64, s: pb::Sync) -> RequestResult {
         let shared = self.engine.shared();
         let limit = page_limit(s.limit, shared.config.sync_page_max);
@@ -83,6 +84,11 @@ impl Session {
         let mut messages = shared.store.get_messages(&refs).await?;
         trim_inbox(&mut page, &mut messages, self.page_bytes());
         let window = sync_window(s.inbox_version, &page, &messages);
+        let heads = if s.include_heads {
+            self.read_diffusion_heads().await?
+        } else {
+            Vec::new()
+        };
         let user = &self.handle.user;
         self.reply(
             request_id,
@@ -100,8 +106,7 @@ impl Session {
                 inbox_version: page.head_version,
                 has_more: window.has_more,
                 full_sync_required: window.full_sync_required,
-                // Read-diffusion heads are not answered by this server yet.
-                heads: Vec::new(),
+                heads,
             }),
         );
         Ok(())

@@ -1,0 +1,232 @@
+//! `loadgen chat`: steady 1:1 chat load, with or without push acks.
+//!
+//! P pairs; in each, one client sends R messages/s to the other for D
+//! seconds. The receiver measures send-to-push latency from the timestamp
+//! in the body and counts distinct seqs (repeats are resends); with
+//! `--push-acks` it connects with `Connect.push_acks` and acks each push.
+//! The server's CPU time is read from `/proc/<pid>/stat` around the load.
+//! Run it twice, with and without `--push-acks`, to get the cost of acks.
+//!
+//! ```text
+//! cargo run --release --example loadgen -- chat --pairs 200 --rate 20 --duration 10
+//! cargo run --release --example loadgen -- chat --pairs 200 --rate 20 --duration 10 --push-acks
+//! ```
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use im_engine::core::pb::{self, server_frame::Body as Out};
+use im_engine::transport_tcp::client::{Client, direct};
+use parking_lot::Mutex;
+
+use super::{AnyError, body, histogram, now_us, pct, sent_at, spawn_server};
+
+/// Options of `loadgen chat`.
+#[derive(Debug, Clone, Parser)]
+pub(super) struct ChatArgs {
+    /// Use this server instead of starting one (its CPU is then not measured).
+    #[arg(long)]
+    server: Option<SocketAddr>,
+    /// Listen address of the child server.
+    #[arg(long, default_value = "127.0.0.1:7402")]
+    listen: SocketAddr,
+    /// Sender/receiver pairs.
+    #[arg(long, default_value_t = 200)]
+    pairs: usize,
+    /// Messages per second per pair.
+    #[arg(long, default_value_t = 20)]
+    rate: u64,
+    /// Load duration in seconds.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Message body bytes.
+    #[arg(long, default_value_t = 100)]
+    body: usize,
+    /// Receivers connect with `push_acks` and ack every push.
+    #[arg(long)]
+    push_acks: bool,
+    /// Where to write chat.json (chat-acks.json with `--push-acks`).
+    #[arg(long, default_value = "target/loadgen")]
+    out: std::path::PathBuf,
+}
+
+/// What the receivers saw, over all pairs.
+struct Received {
+    /// Distinct messages received.
+    messages: AtomicU64,
+    /// Push frames holding a message seen before (resends).
+    repeats: AtomicU64,
+    /// Acks sent.
+    acks: AtomicU64,
+    /// Notifies received (each followed by a pull).
+    notifies: AtomicU64,
+    /// Send-to-arrival latency, µs.
+    latency: Mutex<Histogram<u64>>,
+    /// Commit-to-ack latency, ms + 1 (so 0 ms is recordable).
+    commit_to_ack: Mutex<Histogram<u64>>,
+}
+
+/// Server CPU time (user + system) in clock ticks, from `/proc/<pid>/stat`.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// Runs the load and prints (and writes) the report.
+pub(super) async fn run(args: ChatArgs) -> Result<(), AnyError> {
+    std::fs::create_dir_all(&args.out)?;
+    let child = match args.server {
+        Some(_) => None,
+        None => Some(spawn_server(args.listen, None).await?),
+    };
+    let pid = child.as_ref().and_then(|c| c.id());
+    let addr = args.server.unwrap_or(args.listen);
+    let received = Arc::new(Received {
+        messages: AtomicU64::new(0),
+        repeats: AtomicU64::new(0),
+        acks: AtomicU64::new(0),
+        notifies: AtomicU64::new(0),
+        latency: Mutex::new(histogram()),
+        commit_to_ack: Mutex::new(histogram()),
+    });
+    let total = args.rate * args.duration;
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for i in 0..args.pairs {
+        let a = Client::connect(addr, &format!("ca{i}:d"), "d").await?;
+        let connect = pb::Connect {
+            token: format!("cb{i}:d"),
+            device_id: "d".into(),
+            push_acks: args.push_acks,
+            ..Default::default()
+        };
+        let b = Client::connect_frame(addr, connect).await?;
+        receivers.push(tokio::spawn(receive(
+            b,
+            format!("ca{i}"),
+            total,
+            args.push_acks,
+            received.clone(),
+        )));
+        senders.push(a);
+    }
+    let cpu_before = pid.and_then(cpu_ticks);
+    let t = Instant::now();
+    let mut sending = Vec::new();
+    for (i, a) in senders.into_iter().enumerate() {
+        let (rate, size) = (args.rate, args.body);
+        sending.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+            for n in 0..total {
+                tick.tick().await;
+                a.send(direct(&format!("cb{i}")), &format!("{n}"), body(size))
+                    .await?;
+            }
+            Ok::<_, AnyError>(())
+        }));
+    }
+    for s in sending {
+        s.await??;
+    }
+    for r in receivers {
+        r.await?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = match (cpu_before, pid.and_then(cpu_ticks)) {
+        (Some(a), Some(b)) => Some((b - a) as f64 / TICKS_PER_SEC),
+        _ => None,
+    };
+    let sent = total * args.pairs as u64;
+    let got = received.messages.load(Ordering::Relaxed);
+    let acks = received.acks.load(Ordering::Relaxed);
+    let h = received.latency.lock().clone();
+    let c = received.commit_to_ack.lock().clone();
+    // Recorded as ms + 1.
+    let ack_ms = |q: f64| (c.value_at_quantile(q) as f64 - 1.0).max(0.0);
+    let report = serde_json::json!({
+        "push_acks": args.push_acks,
+        "pairs": args.pairs,
+        "rate_per_pair": args.rate,
+        "seconds": secs,
+        "sent": sent,
+        "received": got,
+        "arrival_rate": got as f64 / sent.max(1) as f64,
+        "repeats": received.repeats.load(Ordering::Relaxed),
+        "acks_per_sec": acks as f64 / secs,
+        "notifies": received.notifies.load(Ordering::Relaxed),
+        "latency_ms": { "p50": pct(&h, 0.5), "p99": pct(&h, 0.99), "max": h.max() as f64 / 1000.0 },
+        "commit_to_ack_ms": { "p50": ack_ms(0.5), "p99": ack_ms(0.99), "samples": c.len(), "measured": "client clock at the ack minus the message's server_time_ms (ms resolution)" },
+        "server_cpu_seconds": cpu,
+        "server_cpu_share": cpu.map(|c| c / secs),
+        "server_cpu_us_per_message": cpu.map(|c| c * 1e6 / sent.max(1) as f64),
+    });
+    let json = serde_json::to_string_pretty(&report)?;
+    let name = if args.push_acks {
+        "chat-acks.json"
+    } else {
+        "chat.json"
+    };
+    std::fs::write(args.out.join(name), &json)?;
+    println!("{json}");
+    drop(child);
+    Ok(())
+}
+
+/// Takes pushes (and pulls on a notify) until seq `total` arrived (or
+/// 5 s of silence), acking when asked to. Records send-to-arrival latency
+/// and, at each ack, commit-to-ack latency (from the message's commit time).
+async fn receive(b: Client, peer: String, total: u64, push_acks: bool, out: Arc<Received>) {
+    let mut seen = HashSet::new();
+    let mut have = 0;
+    while have < total {
+        let Ok(Some(frame)) = b.next_event(Duration::from_secs(5)).await else {
+            break;
+        };
+        let messages = match frame.body {
+            Some(Out::Push(p)) => p.messages,
+            // Pushes in flight: the rest is pulled, as a client must.
+            Some(Out::Notify(n)) => {
+                out.notifies.fetch_add(1, Ordering::Relaxed);
+                match b.pull(direct(&peer), have, n.head_seq, 0).await {
+                    Ok(page) => page.messages,
+                    Err(_) => break,
+                }
+            }
+            _ => continue,
+        };
+        let now = now_us();
+        for m in &messages {
+            // Seqs arrive in order; a repeat never lowers what we have.
+            have = have.max(m.seq);
+            if !seen.insert(m.seq) {
+                out.repeats.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            out.messages.fetch_add(1, Ordering::Relaxed);
+            if let Some(t) = sent_at(&m.body) {
+                let _ = out.latency.lock().record(now.saturating_sub(t).max(1));
+            }
+        }
+        if push_acks && b.ack(direct(&peer), have).await.is_ok() {
+            out.acks.fetch_add(1, Ordering::Relaxed);
+            let ms = (now / 1000) as i64;
+            let mut h = out.commit_to_ack.lock();
+            for m in &messages {
+                // Milliseconds: the resolution of the commit time.
+                let _ = h.record(ms.saturating_sub(m.server_time_ms).max(0) as u64 + 1);
+            }
+        }
+    }
+}
