@@ -103,6 +103,7 @@ impl WsClient {
                 client_msg_id: id.to_owned(),
                 conversation: Some(to),
                 body: text.as_bytes().to_vec().into(),
+                ..Default::default()
             }))
             .await;
         loop {

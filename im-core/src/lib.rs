@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 
 pub mod admission;
+pub mod amend;
 pub mod auth;
 pub mod cluster;
 pub mod codec;
+pub mod content;
 pub mod directory;
 mod engine;
 pub mod error;

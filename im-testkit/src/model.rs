@@ -612,6 +612,10 @@ impl Runner {
                     client_msg_id,
                     body: Bytes::from(format!("body {}", self.next_body)),
                     server_time_ms: 1_700_000_000_000 + self.next_body as i64,
+                    content_type: im_core::store::ContentType::Text,
+                    event: None,
+                    recalled: false,
+                    edit_count: 0,
                 },
                 inbox_recipients: recipients,
             });

@@ -200,8 +200,7 @@ pub fn arb_client_body() -> BoxedStrategy<Option<In>> {
         6 => (prop_oneof![4 => (0u8..8).prop_map(|i| format!("m{i}")), 1 => arb_wire_id()],
               arb_opt_ref(), arb_body_bytes())
             .prop_map(|(client_msg_id, conversation, body)| In::Send(pb::Send {
-                client_msg_id, conversation, body,
-            })),
+                client_msg_id, conversation, body, ..Default::default() })),
         3 => (arb_opt_ref(), edgy_u64(), edgy_u64(), edgy_u32(), any::<bool>()).prop_map(
             |(conversation, after_seq, until_seq, limit, newest)| In::Pull(pb::Pull {
                 conversation, after_seq, until_seq, limit, newest,
@@ -252,6 +251,7 @@ fn arb_message() -> BoxedStrategy<pb::Message> {
                     client_msg_id,
                     body,
                     server_time_ms,
+                    ..Default::default()
                 }
             },
         )

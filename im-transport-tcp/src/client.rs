@@ -219,6 +219,7 @@ impl Client {
                 client_msg_id: client_msg_id.to_owned(),
                 conversation: Some(conversation),
                 body: body.into(),
+                ..Default::default()
             }))
             .await?
         {

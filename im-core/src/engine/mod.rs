@@ -193,6 +193,7 @@
 //! delivering to one sub-room (at most `room_sub_room_capacity` sessions by
 //! default, though a redirected join may exceed it).
 
+mod amend;
 #[cfg(feature = "bench")]
 pub mod bench_support;
 mod builder;
@@ -417,6 +418,8 @@ impl Engine {
             device,
             client_msg_id: idempotency_key,
             body,
+            content_type: crate::store::ContentType::Text,
+            event: None,
             check_membership: false,
             reply: Reply::Host(tx),
         })

@@ -80,7 +80,7 @@ impl Reply {
         }
     }
 
-    fn ok(self, msg: &StoredMessage, duplicate: bool) {
+    pub(crate) fn ok(self, msg: &StoredMessage, duplicate: bool) {
         match self {
             Reply::Session {
                 session,
