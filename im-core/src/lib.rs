@@ -32,7 +32,10 @@ pub use directory::{LocalDirectory, SessionDirectory, SessionInfo};
 #[cfg(feature = "bench")]
 #[doc(hidden)]
 pub use engine::bench_support;
-pub use engine::{Engine, EngineBuilder, EngineConfig, KickPolicy, RoomStats, SendReceipt};
+pub use engine::{
+    Engine, EngineBuilder, EngineConfig, KickPolicy, MAX_INSTRUCTION_KIND_BYTES, RoomStats,
+    SendReceipt,
+};
 pub use error::{AuthError, EngineError, StoreError};
 pub use fanout::{DefaultFanoutPolicy, FanoutPolicy};
 pub use ids::{

@@ -200,6 +200,7 @@ mod builder;
 mod commit;
 mod config;
 mod group_lane;
+mod instruction;
 mod offline;
 mod registry;
 mod rooms;
@@ -230,6 +231,7 @@ use crate::transport::Connection;
 
 pub use builder::EngineBuilder;
 pub use config::{EngineConfig, KickPolicy};
+pub use instruction::MAX_INSTRUCTION_KIND_BYTES;
 pub use shard::SendReceipt;
 
 use registry::Registry;
