@@ -552,28 +552,12 @@ async fn an_old_client_still_works() {
 
 #[cfg(feature = "postgres")]
 mod pg {
-    use std::process::Command;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use im_engine::store_postgres::{PgStore, PgStoreConfig};
 
-    const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-    /// A PostgreSQL store in a schema of its own, dropped afterwards.
-    struct Schema(String);
-
-    impl Drop for Schema {
-        fn drop(&mut self) {
-            let _ = Command::new("psql")
-                .args([
-                    PG_URL,
-                    "-qc",
-                    &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0),
-                ])
-                .status();
-        }
-    }
+    use crate::common::pg_schema::{PG_URL, Schema};
 
     async fn store() -> (Arc<PgStore>, Schema) {
         static N: AtomicU32 = AtomicU32::new(0);

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod gated;
+pub mod pg_schema;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
