@@ -24,7 +24,8 @@
 //! ([`apply_event`] is the reference). The append is refused as a whole with
 //! [`StoreError::Rejected`] if [`check_event`] refuses an event against the
 //! target as it stands at that point of the batch (after earlier messages of
-//! the same batch): the target is not retained, is itself an event message,
+//! the same batch): the target is not retained (counting what the batch
+//! itself pushes out of timeline retention), is itself an event message,
 //! or (for an edit) is recalled or its edit count is not one less than the
 //! event's. Unread counts skip event messages.
 

@@ -79,7 +79,7 @@ impl MemoryStore {
         // Check 2: every conversation continues its head with no gap.
         check_seqs(&req, &plan.conv_of, &convs)?;
         // Check 3: every event message applies to its target.
-        check_events(&req, &plan.conv_of, &convs)?;
+        check_events(&req, &plan.conv_of, &convs, self.config.timeline_capacity)?;
 
         // Write.
         let before: Vec<(Option<u64>, usize)> =
@@ -328,15 +328,25 @@ fn check_seqs(
 }
 
 /// Refuses the batch at its first event message that does not apply to its
-/// target as the target stands at that point of the batch (`store::check_event`).
+/// target as the target stands at that point of the batch (`store::check_event`);
+/// a target the batch pushes out of the timeline `capacity` counts as not
+/// retained.
 fn check_events(
     req: &AppendRequest,
     conv_of: &[usize],
     convs: &[RwLockWriteGuard<'_, Conversation>],
+    capacity: Option<usize>,
 ) -> StoreResult<()> {
     if req.messages.iter().all(|m| m.message.event.is_none()) {
         return Ok(());
     }
+    // The heads after the batch (seqs were checked to continue them).
+    let mut heads: Vec<Seq> = convs.iter().map(|c| c.head).collect();
+    for (m, &c) in req.messages.iter().zip(conv_of) {
+        heads[c] = m.message.seq;
+    }
+    let retained =
+        |c: usize, seq: Seq| capacity.is_none_or(|cap| seq.saturating_add(cap as Seq) > heads[c]);
     // Targets as earlier messages of the batch leave them.
     let mut changed: HashMap<(usize, Seq), StoredMessage> = HashMap::new();
     for (m, &c) in req.messages.iter().zip(conv_of) {
@@ -346,7 +356,8 @@ fn check_events(
             let current = match changed.get(&key) {
                 Some(t) => Some(t.clone()),
                 None => convs[c].get(event.target()).cloned(),
-            };
+            }
+            .filter(|_| retained(c, event.target()));
             check_event(current.as_ref(), event).map_err(StoreError::Rejected)?;
             if let Some(mut t) = current {
                 apply_event(&mut t, m);

@@ -17,7 +17,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use crate::fixtures::{channel, device, user};
-use crate::model::{CursorSpec, MsgSpec, Op};
+use crate::model::{CursorSpec, EventSpec, MsgSpec, Op};
 
 /// Users `u0` … `u4`.
 pub fn arb_user() -> impl Strategy<Value = UserId> {
@@ -74,17 +74,34 @@ pub fn arb_msg_spec() -> impl Strategy<Value = MsgSpec> {
         arb_client_msg_id(),
         arb_users(4),
         prop_oneof![12 => Just(0i8), 1 => Just(-1i8), 1 => Just(1i8), 1 => Just(2i8)],
+        prop_oneof![5 => Just(None), 1 => arb_event_spec().prop_map(Some)],
     )
         .prop_map(
-            |(conversation, sender, device, client_msg_id, recipients, seq_skew)| MsgSpec {
+            |(conversation, sender, device, client_msg_id, recipients, seq_skew, event)| MsgSpec {
                 conversation,
                 sender,
                 device,
                 client_msg_id,
                 recipients,
                 seq_skew,
+                event,
             },
         )
+}
+
+/// A recall or an edit of an earlier message; an edit's count is mostly
+/// the right one.
+pub fn arb_event_spec() -> impl Strategy<Value = EventSpec> {
+    (
+        any::<bool>(),
+        any::<u8>(),
+        prop_oneof![8 => Just(0i8), 1 => Just(-1i8), 1 => Just(1i8)],
+    )
+        .prop_map(|(recall, target, count_skew)| EventSpec {
+            recall,
+            target,
+            count_skew,
+        })
 }
 
 /// A cursor move; seqs are picks mapped into `0..=head` when applied.
