@@ -20,7 +20,7 @@ use im_engine::core::pb::{self, client_frame::Body as In, server_frame::Body as 
 use im_engine::core::store::ContentType;
 use im_engine::core::{ConversationId, EngineConfig, Store};
 use im_engine::store_memory::MemoryStore;
-use im_engine::transport_tcp::client::{Client, ClientError, direct, group};
+use im_engine::transport_tcp::client::{Client, ClientError, direct, group, room};
 use prost::Message as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -208,6 +208,13 @@ async fn recall_refusals_and_host_recall() {
     alice.send(group("closed"), "g1", "x").await.expect("send");
     let (c, _) = code(recall(&bob, group("closed"), 1, "b-r2").await);
     assert_eq!(c, pb::ErrorCode::Forbidden);
+
+    // Rooms keep no tombstones (their hot ring serves pulls): refused.
+    alice.join_room("stage").await.expect("join");
+    alice.send(room("stage"), "s1", "live").await.expect("send");
+    let (c, reason) = code(recall(&alice, room("stage"), 1, "a-rr").await);
+    assert_eq!(c, pb::ErrorCode::InvalidArgument, "{reason}");
+    assert!(reason.contains("rooms"), "{reason}");
 
     let conversation = ConversationId::direct(user("alice"), user("bob"));
     let receipt = server
