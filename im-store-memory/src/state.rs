@@ -39,7 +39,7 @@ const MESSAGE_OVERHEAD: usize = std::mem::size_of::<StoredMessage>()
 
 /// What a retained message is charged against
 /// [`max_total_bytes`](crate::MemoryStoreConfig::max_total_bytes): its body,
-/// its ids and a fixed overhead for the structures that keep it. An
+/// its ids (and a custom content type's name) and a fixed overhead for the structures that keep it. An
 /// estimate of the memory it holds, not an allocator's measure (ids shared
 /// with other messages are counted for each).
 pub(crate) fn charge(m: &StoredMessage) -> usize {
@@ -48,6 +48,7 @@ pub(crate) fn charge(m: &StoredMessage) -> usize {
         + m.sender_device.as_str().len()
         // The key's copy of the client id, and the message's.
         + m.client_msg_id.as_ref().map_or(0, |c| 2 * c.len())
+        + m.content_type.custom_name().map_or(0, str::len)
         + MESSAGE_OVERHEAD
 }
 
