@@ -148,6 +148,7 @@ async fn one_senders_pipelined_messages_commit_in_the_order_sent() {
                     client_msg_id: format!("m{i}"),
                     conversation: Some(group("g")),
                     body: i.to_string().into(),
+                    ..Default::default()
                 })),
             })
             .await
@@ -344,6 +345,7 @@ async fn big_groups_fan_out_off_the_shard_in_order() {
                     client_msg_id: format!("m{i}"),
                     conversation: Some(group("big")),
                     body: i.to_string().into(),
+                    ..Default::default()
                 })),
             })
             .await

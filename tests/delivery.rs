@@ -224,6 +224,7 @@ async fn shutdown_acks_what_was_in_flight_then_closes_every_session() {
                     client_msg_id: format!("m{i}"),
                     conversation: Some(direct("bob")),
                     body: "x".into(),
+                    ..Default::default()
                 })),
             })
             .expect("send");
@@ -247,6 +248,7 @@ async fn shutdown_acks_what_was_in_flight_then_closes_every_session() {
                 client_msg_id: "late".into(),
                 conversation: Some(direct("bob")),
                 body: "x".into(),
+                ..Default::default()
             })),
         })
         .expect("send");

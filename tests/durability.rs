@@ -5,8 +5,8 @@
 
 #[path = "common/child.rs"]
 mod child;
-#[path = "../im-store-postgres/tests/common/throwaway.rs"]
-mod throwaway;
+#[path = "common/pg_schema.rs"]
+mod pg_schema;
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
@@ -16,9 +16,9 @@ use std::time::Duration;
 use child::{chat_server_bin, connect, free_port};
 use im_engine::core::pb;
 use im_engine::transport_tcp::client::group;
+use pg_schema::{PG_URL, Schema};
 use tokio::sync::{Mutex, Notify};
 
-const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const CLIENTS: usize = 4;
 const PER_CLIENT: usize = 3_000;
 /// Acked sends after which the server is killed.
@@ -39,25 +39,6 @@ fn start_server(port: u16, schema: &str) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("start chat-server")
-}
-
-struct Schema(String);
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        // Cleanup only: without psql the schema stays (and says so).
-        let Some(psql) = throwaway::pg_tool("psql") else {
-            eprintln!("psql not found: schema {} left in place", self.0);
-            return;
-        };
-        let _ = Command::new(psql)
-            .args([
-                PG_URL,
-                "-qc",
-                &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0),
-            ])
-            .status();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,6 +143,7 @@ async fn round() -> usize {
                     client_msg_id: id.clone(),
                     conversation: Some(group("sig")),
                     body: id.into_bytes().into(),
+                    ..Default::default()
                 })),
             };
             client.send_frame(&frame).await.expect("write a send");

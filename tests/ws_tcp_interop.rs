@@ -6,14 +6,16 @@ mod common;
 use std::sync::Arc;
 
 use common::ws::{WsClient, tcp_pushed_from};
+use im_engine::core::pb::{self, client_frame::Body as In, server_frame::Body as Out};
 use im_engine::core::{ChannelId, Engine, UserId};
 use im_engine::store_memory::MemoryStore;
 use im_engine::transport_tcp::client::{Client, direct, group};
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
 use im_engine::transport_ws::{WsConfig, WsServer};
 
-#[tokio::test]
-async fn a_tcp_user_and_a_websocket_user_chat_with_each_other() {
+/// One engine (memory store, development authentication) served over TCP
+/// and WebSocket (`/ws`) on 127.0.0.1: the engine and both addresses.
+async fn serve_both() -> (Engine, std::net::SocketAddr, std::net::SocketAddr) {
     let engine = Engine::builder(Arc::new(MemoryStore::new()))
         .insecure_dev_auth()
         .build()
@@ -28,6 +30,12 @@ async fn a_tcp_user_and_a_websocket_user_chat_with_each_other() {
     let ws_addr = ws.local_addr().expect("addr");
     tcp.serve(engine.clone());
     ws.serve(engine.clone());
+    (engine, tcp_addr, ws_addr)
+}
+
+#[tokio::test]
+async fn a_tcp_user_and_a_websocket_user_chat_with_each_other() {
+    let (engine, tcp_addr, ws_addr) = serve_both().await;
 
     let alice = Client::connect(tcp_addr, "alice", "alice-cli")
         .await
@@ -81,4 +89,55 @@ async fn a_tcp_user_and_a_websocket_user_chat_with_each_other() {
     let history = alice.pull(group("mixed"), 0, 0, 10).await.expect("pull");
     let bodies: Vec<&[u8]> = history.messages.iter().map(|m| &m.body[..]).collect();
     assert_eq!(bodies, [&b"tcp in the group"[..], &b"ws in the group"[..]]);
+}
+
+/// A WebSocket user edits and recalls; the TCP user sees both live, and a
+/// later pull shows the tombstone.
+#[tokio::test]
+async fn a_websocket_user_edits_and_recalls_for_a_tcp_user() {
+    let (_engine, tcp_addr, ws_addr) = serve_both().await;
+    let alice = Client::connect(tcp_addr, "alice", "alice-cli")
+        .await
+        .expect("alice over TCP");
+    let mut bob = WsClient::connect(ws_addr, "bob").await;
+
+    let seq = bob.say(direct("alice"), "b1", "helo").await;
+    assert_eq!(tcp_pushed_from(&alice, "bob").await.seq, seq);
+    let edited = bob
+        .request(In::Edit(pb::Edit {
+            client_msg_id: "b-e1".into(),
+            conversation: Some(direct("alice")),
+            target_seq: seq,
+            body: b"hello".to_vec().into(),
+            ..Default::default()
+        }))
+        .await;
+    assert!(matches!(edited, Out::SendAck(_)), "{edited:?}");
+    let live = tcp_pushed_from(&alice, "bob").await;
+    assert_eq!(
+        live.event.map(|e| (e.target_seq, e.edit_count)),
+        Some((seq, 1))
+    );
+    assert_eq!(&live.body[..], b"hello");
+
+    let recalled = bob
+        .request(In::Recall(pb::Recall {
+            client_msg_id: "b-r1".into(),
+            conversation: Some(direct("alice")),
+            target_seq: seq,
+        }))
+        .await;
+    assert!(matches!(recalled, Out::SendAck(_)), "{recalled:?}");
+    let live = tcp_pushed_from(&alice, "bob").await;
+    assert_eq!(
+        live.event.map(|e| e.kind),
+        Some(pb::MessageEventKind::Recall as i32)
+    );
+    let page = alice.pull(direct("bob"), 0, 0, 10).await.expect("pull");
+    let target = &page.messages[0];
+    assert!(target.recalled && target.body.is_empty(), "{target:?}");
+    assert!(
+        page.messages[1].recalled,
+        "the edit event lost its text too"
+    );
 }

@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 use im_core::cluster::Control;
+use im_core::content::{ContentType, MessageEvent};
 use im_core::store::StoredMessage;
 use im_core::{ChannelId, ConversationId, DeviceId, MessageId, Seq, UserId};
 use prost::Message;
@@ -40,6 +41,20 @@ pub(crate) struct BusMessage {
     pub(crate) body: Bytes,
     #[prost(int64, tag = "7")]
     pub(crate) server_time_ms: i64,
+    /// `im.v1.ContentType` and, for a custom type, its name.
+    #[prost(int32, tag = "8")]
+    pub(crate) content_type: i32,
+    #[prost(string, tag = "9")]
+    pub(crate) content_type_custom: String,
+    /// `MessageEvent::code` (0: none), its target and edit count.
+    #[prost(int32, tag = "10")]
+    pub(crate) event_code: i32,
+    #[prost(uint64, tag = "11")]
+    pub(crate) event_target: u64,
+    #[prost(uint32, tag = "12")]
+    pub(crate) edit_count: u32,
+    #[prost(bool, tag = "13")]
+    pub(crate) recalled: bool,
 }
 
 /// A control command.
@@ -78,14 +93,26 @@ pub(crate) fn encode_batch(conv: &ConversationId, head: Seq, msgs: &[StoredMessa
         head,
         messages: msgs
             .iter()
-            .map(|m| BusMessage {
-                seq: m.seq,
-                message_id: m.message_id.0,
-                sender: m.sender.to_string(),
-                sender_device: m.sender_device.to_string(),
-                client_msg_id: m.client_msg_id.clone(),
-                body: m.body.clone(),
-                server_time_ms: m.server_time_ms,
+            .map(|m| {
+                let (content_type, content_type_custom) = m.content_type.to_wire();
+                let (event_code, event_target) = m
+                    .event
+                    .map_or((0, 0), |e| (i32::from(e.code()), e.target()));
+                BusMessage {
+                    seq: m.seq,
+                    message_id: m.message_id.0,
+                    sender: m.sender.to_string(),
+                    sender_device: m.sender_device.to_string(),
+                    client_msg_id: m.client_msg_id.clone(),
+                    body: m.body.clone(),
+                    server_time_ms: m.server_time_ms,
+                    content_type,
+                    content_type_custom,
+                    event_code,
+                    event_target,
+                    edit_count: m.edit_count,
+                    recalled: m.recalled,
+                }
             })
             .collect(),
     }
@@ -108,6 +135,14 @@ pub(crate) fn decode_batch(payload: &[u8]) -> Option<Decoded> {
         if let Some(id) = &m.client_msg_id {
             im_core::ids::validate_client_msg_id(id).ok()?;
         }
+        let event = match m.event_code {
+            0 => None,
+            code => Some(MessageEvent::from_code(
+                i16::try_from(code).ok()?,
+                m.event_target,
+                m.edit_count,
+            )?),
+        };
         messages.push(StoredMessage {
             conversation: conversation.clone(),
             seq: m.seq,
@@ -117,6 +152,10 @@ pub(crate) fn decode_batch(payload: &[u8]) -> Option<Decoded> {
             client_msg_id: m.client_msg_id,
             body: m.body,
             server_time_ms: m.server_time_ms,
+            content_type: ContentType::from_wire(m.content_type, &m.content_type_custom).ok()?,
+            event,
+            recalled: m.recalled,
+            edit_count: m.edit_count,
         });
     }
     Some(Decoded {
@@ -184,16 +223,32 @@ mod tests {
             client_msg_id: (seq % 2 == 0).then(|| format!("c{seq}")),
             body: Bytes::from(format!("body {seq}")),
             server_time_ms: 1_700_000_000_000 + seq as i64,
+            // Every kind of message: plain, custom-typed, edited, recall events.
+            content_type: match seq % 3 {
+                0 => ContentType::Text,
+                1 => ContentType::Custom("app/poll".into()),
+                _ => ContentType::ImageRef,
+            },
+            event: match seq % 4 {
+                1 => Some(MessageEvent::Recall { target: 1 }),
+                2 => Some(MessageEvent::Edit {
+                    target: 1,
+                    edit_count: 2,
+                }),
+                _ => None,
+            },
+            recalled: seq % 5 == 0,
+            edit_count: u32::from(seq % 4 == 2) * 2,
         }
     }
 
     #[test]
     fn batches_and_controls_round_trip() {
         let conv = ConversationId::Group(ChannelId::new("g>1").expect("id"));
-        let msgs: Vec<_> = (3..6).map(|s| msg(&conv, s)).collect();
-        let d = decode_batch(&encode_batch(&conv, 5, &msgs)).expect("decodes");
+        let msgs: Vec<_> = (3..9).map(|s| msg(&conv, s)).collect();
+        let d = decode_batch(&encode_batch(&conv, 8, &msgs)).expect("decodes");
         assert_eq!(d.conversation, conv);
-        assert_eq!(d.head, 5);
+        assert_eq!(d.head, 8);
         assert_eq!(d.messages, msgs);
         for c in [
             Control::KickUser {

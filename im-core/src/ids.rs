@@ -43,7 +43,7 @@ pub enum IdError {
     MalformedKey(String),
 }
 
-fn validate(what: &'static str, s: &str) -> Result<(), IdError> {
+pub(crate) fn validate(what: &'static str, s: &str) -> Result<(), IdError> {
     if s.is_empty() {
         return Err(IdError::Empty { what });
     }

@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 
 pub mod admission;
+pub mod amend;
 pub mod auth;
 pub mod cluster;
 pub mod codec;
+pub mod content;
 pub mod directory;
 mod engine;
 pub mod error;
@@ -30,7 +32,10 @@ pub use directory::{LocalDirectory, SessionDirectory, SessionInfo};
 #[cfg(feature = "bench")]
 #[doc(hidden)]
 pub use engine::bench_support;
-pub use engine::{Engine, EngineBuilder, EngineConfig, KickPolicy, RoomStats, SendReceipt};
+pub use engine::{
+    Engine, EngineBuilder, EngineConfig, KickPolicy, MAX_INSTRUCTION_KIND_BYTES, RoomStats,
+    SendReceipt,
+};
 pub use error::{AuthError, EngineError, StoreError};
 pub use fanout::{DefaultFanoutPolicy, FanoutPolicy};
 pub use ids::{

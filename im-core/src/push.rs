@@ -9,7 +9,9 @@ use crate::store::StoredMessage;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct OfflineNotice {
-    /// The committed message.
+    /// The committed message. A recall or edit is a message too
+    /// (`message.event` is set): skip it, or update the notification it
+    /// changes.
     pub message: StoredMessage,
     /// Recipients with no live session.
     pub users: Vec<UserId>,

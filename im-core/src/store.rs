@@ -15,10 +15,24 @@
 //! value answers [`StoreError::Rejected`] (never a retryable error), and the
 //! engine then narrows a failed group commit down to the one message at fault
 //! so no other sender's message fails with it.
+//!
+//! # Event messages (recall and edit)
+//!
+//! A message whose [`StoredMessage::event`] is set changes an earlier
+//! message of its conversation (its *target*), and the store applies that
+//! change in the same append, atomically with the event message
+//! ([`apply_event`] is the reference). The append is refused as a whole with
+//! [`StoreError::Rejected`] if [`check_event`] refuses an event against the
+//! target as it stands at that point of the batch (after earlier messages of
+//! the same batch): the target is not retained (counting what the batch
+//! itself pushes out of timeline retention), is itself an event message,
+//! or (for an edit) is recalled or its edit count is not one less than the
+//! event's. Unread counts skip event messages.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use crate::content::{ContentType, MessageEvent};
 use crate::error::StoreError;
 use crate::ids::{ChannelId, ConversationId, DedupKey, DeviceId, MessageId, Seq, UserId};
 
@@ -44,6 +58,82 @@ pub struct StoredMessage {
     pub body: Bytes,
     /// Commit time, milliseconds since the Unix epoch.
     pub server_time_ms: i64,
+    /// How to read `body`.
+    pub content_type: ContentType,
+    /// Set on an event message: the change it makes to an earlier message.
+    pub event: Option<MessageEvent>,
+    /// The message was recalled (by a later event message): `body` is empty.
+    pub recalled: bool,
+    /// How many edits the message had; `body` is the latest version. 0 on
+    /// event messages (an edit event's count is in its `event`).
+    pub edit_count: u32,
+}
+
+/// Why a store refuses an event message (see the module's "Event
+/// messages"): the text of its [`StoreError::Rejected`].
+pub fn check_event(target: Option<&StoredMessage>, event: &MessageEvent) -> Result<(), String> {
+    let seq = event.target();
+    let Some(t) = target else {
+        return Err(format!("no retained message at seq {seq} to change"));
+    };
+    if t.event.is_some() {
+        return Err(format!(
+            "seq {seq} is an event message and cannot be changed"
+        ));
+    }
+    match *event {
+        MessageEvent::Recall { .. } => Ok(()),
+        MessageEvent::Edit { edit_count, .. } => {
+            if t.recalled {
+                Err(format!("seq {seq} was recalled"))
+            } else if t.edit_count.checked_add(1) != Some(edit_count) {
+                Err(format!(
+                    "seq {seq} has {} edit(s), not {}: edited concurrently",
+                    t.edit_count,
+                    edit_count.saturating_sub(1)
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Applies `event_message`'s event (checked by [`check_event`]) to its
+/// `target`: a recall empties the body and flags it; an edit takes the
+/// event message's body and content type and its count. Returns true if
+/// `target` changed. Stores that keep messages in memory use it; it is the
+/// reference for the others. A recall must also be applied to the target's
+/// earlier edit events ([`blank_recalled_edit`]).
+pub fn apply_event(target: &mut StoredMessage, event_message: &StoredMessage) -> bool {
+    match event_message.event {
+        Some(MessageEvent::Recall { .. }) => {
+            let changed = !target.recalled;
+            target.recalled = true;
+            target.body = Bytes::new();
+            changed
+        }
+        Some(MessageEvent::Edit { edit_count, .. }) => {
+            target.body = event_message.body.clone();
+            target.content_type = event_message.content_type.clone();
+            target.edit_count = edit_count;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Under a recall of `target`: empties and flags `m` if it is an edit event
+/// of `target`. Returns true if `m` changed.
+pub fn blank_recalled_edit(m: &mut StoredMessage, target: Seq) -> bool {
+    match m.event {
+        Some(MessageEvent::Edit { target: t, .. }) if t == target && !m.recalled => {
+            m.recalled = true;
+            m.body = Bytes::new();
+            true
+        }
+        _ => false,
+    }
 }
 
 impl StoredMessage {
@@ -177,7 +267,7 @@ pub struct ConversationState {
     /// The user's read cursor.
     pub read_seq: Seq,
     /// Messages from *other* senders with seq > read_seq, counted up to the
-    /// request's `unread_cap`.
+    /// request's `unread_cap`; event messages (recalls, edits) do not count.
     pub unread: u32,
     /// The newest message, if any is retained.
     pub last_message: Option<StoredMessage>,

@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 
 use im_core::error::StoreError;
 use im_core::ids::{ConversationId, DedupKey, Seq, UserId};
-use im_core::store::{AppendRequest, InboxEntry, NewMessage, StoreResult};
+use im_core::store::{
+    AppendRequest, InboxEntry, NewMessage, StoreResult, StoredMessage, apply_event, check_event,
+};
 use parking_lot::{MutexGuard, RwLockWriteGuard};
 
 use crate::MemoryStore;
@@ -76,6 +78,8 @@ impl MemoryStore {
         check_duplicates(&plan.keys, &shards)?;
         // Check 2: every conversation continues its head with no gap.
         check_seqs(&req, &plan.conv_of, &convs)?;
+        // Check 3: every event message applies to its target.
+        check_events(&req, &plan.conv_of, &convs, self.config.timeline_capacity)?;
 
         // Write.
         let before: Vec<(Option<u64>, usize)> =
@@ -110,7 +114,11 @@ impl MemoryStore {
             let conv = &mut convs[c];
             let committed = stamp + i as u64 + 1;
             conv.activity = committed;
+            let event = message.event.is_some();
             conv.push(message, committed);
+            if event {
+                conv.apply_newest_event();
+            }
         }
         if let Some(cap) = self.config.timeline_capacity {
             self.trim_timelines(cap, &mut convs, &mut shards);
@@ -315,6 +323,48 @@ fn check_seqs(
             });
         }
         heads[c] = m.message.seq;
+    }
+    Ok(())
+}
+
+/// Refuses the batch at its first event message that does not apply to its
+/// target as the target stands at that point of the batch (`store::check_event`);
+/// a target the batch pushes out of the timeline `capacity` counts as not
+/// retained.
+fn check_events(
+    req: &AppendRequest,
+    conv_of: &[usize],
+    convs: &[RwLockWriteGuard<'_, Conversation>],
+    capacity: Option<usize>,
+) -> StoreResult<()> {
+    if req.messages.iter().all(|m| m.message.event.is_none()) {
+        return Ok(());
+    }
+    // The heads after the batch (seqs were checked to continue them).
+    let mut heads: Vec<Seq> = convs.iter().map(|c| c.head).collect();
+    for (m, &c) in req.messages.iter().zip(conv_of) {
+        heads[c] = m.message.seq;
+    }
+    let retained =
+        |c: usize, seq: Seq| capacity.is_none_or(|cap| seq.saturating_add(cap as Seq) > heads[c]);
+    // Targets as earlier messages of the batch leave them.
+    let mut changed: HashMap<(usize, Seq), StoredMessage> = HashMap::new();
+    for (m, &c) in req.messages.iter().zip(conv_of) {
+        let m = &m.message;
+        if let Some(event) = &m.event {
+            let key = (c, event.target());
+            let current = match changed.get(&key) {
+                Some(t) => Some(t.clone()),
+                None => convs[c].get(event.target()).cloned(),
+            }
+            .filter(|_| retained(c, event.target()));
+            check_event(current.as_ref(), event).map_err(StoreError::Rejected)?;
+            if let Some(mut t) = current {
+                apply_event(&mut t, m);
+                changed.insert(key, t);
+            }
+        }
+        changed.insert((c, m.seq), m.clone());
     }
     Ok(())
 }

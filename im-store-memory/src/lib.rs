@@ -236,7 +236,8 @@ impl MemoryStore {
 
     /// What the retained messages of every conversation are charged against
     /// [`MemoryStoreConfig::max_total_bytes`]: per message, its body, its
-    /// ids (sender, device, client id) and a fixed overhead of about 260
+    /// ids (sender, device, client id, a custom content type's name) and a
+    /// fixed overhead of about 260
     /// bytes for the structures that keep it.
     pub fn retained_bytes(&self) -> usize {
         self.retained_bytes.load(Ordering::Relaxed)

@@ -39,7 +39,7 @@ const MESSAGE_OVERHEAD: usize = std::mem::size_of::<StoredMessage>()
 
 /// What a retained message is charged against
 /// [`max_total_bytes`](crate::MemoryStoreConfig::max_total_bytes): its body,
-/// its ids and a fixed overhead for the structures that keep it. An
+/// its ids (and a custom content type's name) and a fixed overhead for the structures that keep it. An
 /// estimate of the memory it holds, not an allocator's measure (ids shared
 /// with other messages are counted for each).
 pub(crate) fn charge(m: &StoredMessage) -> usize {
@@ -48,6 +48,7 @@ pub(crate) fn charge(m: &StoredMessage) -> usize {
         + m.sender_device.as_str().len()
         // The key's copy of the client id, and the message's.
         + m.client_msg_id.as_ref().map_or(0, |c| 2 * c.len())
+        + m.content_type.custom_name().map_or(0, str::len)
         + MESSAGE_OVERHEAD
 }
 
@@ -89,15 +90,50 @@ impl Conversation {
             .and_then(|i| self.messages.get(i))
     }
 
+    /// Applies the event of the newest message (just pushed) to its
+    /// target, which [`check_event`](im_core::store::check_event) accepted:
+    /// the target (and, for a recall, its edit events) change in place and
+    /// their charges with them.
+    pub(crate) fn apply_newest_event(&mut self) {
+        let Some(event_message) = self.messages.back().cloned() else {
+            return;
+        };
+        let Some(event) = event_message.event else {
+            return;
+        };
+        let target = event.target();
+        let first = self.first_retained();
+        if target < first {
+            return;
+        }
+        let start = usize::try_from(target - first).unwrap_or(usize::MAX);
+        let mut bytes = self.bytes;
+        for (k, m) in self.messages.iter_mut().enumerate().skip(start) {
+            let before = charge(m);
+            let changed = if k == start {
+                im_core::store::apply_event(m, &event_message)
+            } else if matches!(event, im_core::store::MessageEvent::Recall { .. }) {
+                im_core::store::blank_recalled_edit(m, target)
+            } else {
+                break;
+            };
+            if changed {
+                bytes = bytes - before + charge(m);
+            }
+        }
+        self.bytes = bytes;
+    }
+
     /// Messages from others with seq > `read_seq`, counted up to `cap`,
-    /// scanning from the head backwards. Only retained messages count.
+    /// scanning from the head backwards. Only retained messages count, and
+    /// event messages (recalls, edits) do not.
     pub(crate) fn unread(&self, user: &UserId, read_seq: Seq, cap: u32) -> u32 {
         let mut n = 0u32;
         for m in self.messages.iter().rev() {
             if n >= cap || m.seq <= read_seq {
                 break;
             }
-            if m.sender != *user {
+            if m.sender != *user && m.event.is_none() {
                 n += 1;
             }
         }

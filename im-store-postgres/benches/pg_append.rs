@@ -64,6 +64,10 @@ fn batch(w: u64, n: u64) -> AppendRequest {
                     client_msg_id: Some(format!("{c}-{seq}")),
                     body: Bytes::from_static(BODY),
                     server_time_ms: 1_700_000_000_000,
+                    content_type: im_core::store::ContentType::Text,
+                    event: None,
+                    recalled: false,
+                    edit_count: 0,
                 },
                 inbox_recipients: vec![sender.clone(), peer.clone()],
             });

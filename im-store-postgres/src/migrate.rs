@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "copy_append",
         include_str!("migrations/0004_copy_append.sql"),
     ),
+    (
+        5,
+        "message_events",
+        include_str!("migrations/0005_message_events.sql"),
+    ),
 ];
 
 /// Advisory lock key for `schema`: a stable 64-bit FNV-1a hash, so every

@@ -194,6 +194,10 @@ async fn build_append(mem: &MemoryStore, specs: &[MsgSpec], next_id: &mut u64) -
                     client_msg_id: s.cmid.map(|c| format!("m{c}")),
                     body: Bytes::from(format!("body {next_id}")),
                     server_time_ms: i64::try_from(*next_id).unwrap_or(0),
+                    content_type: im_core::store::ContentType::Text,
+                    event: None,
+                    recalled: false,
+                    edit_count: 0,
                 },
                 inbox_recipients: users_of(&s.recipients),
             }

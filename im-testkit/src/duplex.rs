@@ -295,6 +295,7 @@ impl MemClient {
                 client_msg_id: client_msg_id.to_owned(),
                 conversation: Some(conversation),
                 body: body.into(),
+                ..Default::default()
             }))
             .await?
         {

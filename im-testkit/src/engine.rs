@@ -1405,6 +1405,7 @@ impl Harness {
                         client_msg_id: cmid.clone(),
                         conversation: Some(to.wire()),
                         body: body.clone(),
+                        ..Default::default()
                     })),
                 })
                 .await

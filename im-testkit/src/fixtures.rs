@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use im_core::ids::{ChannelId, ConversationId, DedupKey, DeviceId, MessageId, Seq, UserId};
-use im_core::store::{NewMessage, StoredMessage};
+use im_core::store::{MessageEvent, NewMessage, StoredMessage};
 
 /// Source of distinct message ids within one test process.
 static NEXT_MESSAGE_ID: AtomicU64 = AtomicU64::new(1);
@@ -78,6 +78,10 @@ pub fn message(
         client_msg_id: client_msg_id.map(str::to_owned),
         body: Bytes::from(format!("{conversation} #{seq} from {sender}")),
         server_time_ms: 1_700_000_000_000 + seq as i64,
+        content_type: im_core::store::ContentType::Text,
+        event: None,
+        recalled: false,
+        edit_count: 0,
     }
 }
 
@@ -86,5 +90,22 @@ pub fn new_message(message: StoredMessage, recipients: &[&str]) -> NewMessage {
     NewMessage {
         message,
         inbox_recipients: users(recipients),
+    }
+}
+
+/// An event message at `seq` from `sender` (device `"dev"`) making `event`
+/// to an earlier message, with `body` (empty for a recall, the new version
+/// for an edit).
+pub fn event_message(
+    conversation: &ConversationId,
+    seq: Seq,
+    sender: &str,
+    event: MessageEvent,
+    body: &str,
+) -> StoredMessage {
+    StoredMessage {
+        body: Bytes::from(body.to_owned()),
+        event: Some(event),
+        ..message(conversation, seq, sender, None)
     }
 }

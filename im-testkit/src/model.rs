@@ -23,8 +23,8 @@ use im_core::error::StoreError;
 use im_core::ids::{ChannelId, ConversationId, DedupKey, DeviceId, MessageId, Seq, UserId};
 use im_core::store::{
     AppendRequest, ConversationState, ConversationStatesRequest, CursorUpdate, InboxEntry,
-    InboxPage, InboxRequest, NewMessage, RangePage, RangeRequest, Store, StoreResult,
-    StoredMessage,
+    InboxPage, InboxRequest, MessageEvent, NewMessage, RangePage, RangeRequest, Store, StoreResult,
+    StoredMessage, apply_event, blank_recalled_edit, check_event,
 };
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 
@@ -46,6 +46,20 @@ pub struct MsgSpec {
     /// Added to head + 1 (plus the batch's earlier messages for the same
     /// conversation) to get the seq; non-zero provokes a `SeqConflict`.
     pub seq_skew: i8,
+    /// Makes it an event message (a recall or an edit of an earlier one).
+    pub event: Option<EventSpec>,
+}
+
+/// The event of an event message in an [`Op::Append`].
+#[derive(Debug, Clone)]
+pub struct EventSpec {
+    /// A recall (else an edit).
+    pub recall: bool,
+    /// The target, mapped into `1..seq`.
+    pub target: u8,
+    /// For an edit: added to the target's next edit count as the model
+    /// knows it before the batch; non-zero provokes a `Rejected`.
+    pub count_skew: i8,
 }
 
 /// One cursor move of an [`Op::UpdateCursors`]; seqs are picks, mapped into
@@ -194,6 +208,9 @@ pub enum AppendOutcome {
     SeqConflict(BTreeSet<ConversationId>),
     /// Refused for both reasons; a store may report either.
     Either(Vec<DedupKey>, BTreeSet<ConversationId>),
+    /// Refused: an event message does not apply to its target (no
+    /// duplicate or seq conflict either).
+    Rejected,
 }
 
 /// The reference model of a store: the semantics of `im_core::store`, in
@@ -253,11 +270,45 @@ impl StoreModel {
             *h = m.message.seq;
         }
         match (dups.is_empty(), conflicts.is_empty()) {
+            (true, true) if !self.events_apply(req, &heads) => AppendOutcome::Rejected,
             (true, true) => AppendOutcome::Ok,
             (false, true) => AppendOutcome::Duplicate(dups),
             (true, false) => AppendOutcome::SeqConflict(conflicts),
             (false, false) => AppendOutcome::Either(dups, conflicts),
         }
+    }
+
+    /// Whether every event message of `req` applies to its target as the
+    /// target stands at that point of the batch (`heads`: the heads after
+    /// the batch; a target the batch pushes out of retention is gone).
+    fn events_apply(&self, req: &AppendRequest, heads: &HashMap<&ConversationId, Seq>) -> bool {
+        let mut changed: HashMap<(&ConversationId, Seq), StoredMessage> = HashMap::new();
+        for m in &req.messages {
+            let m = &m.message;
+            if let Some(event) = &m.event {
+                let c = &m.conversation;
+                let t = event.target();
+                let head = heads.get(c).copied().unwrap_or(0);
+                let retained = self
+                    .cfg
+                    .timeline_capacity
+                    .is_none_or(|cap| t.saturating_add(cap as Seq) > head);
+                let current = changed
+                    .get(&(c, t))
+                    .cloned()
+                    .or_else(|| self.convs.get(c)?.get(t).cloned())
+                    .filter(|_| retained);
+                if check_event(current.as_ref(), event).is_err() {
+                    return false;
+                }
+                if let Some(mut target) = current {
+                    apply_event(&mut target, m);
+                    changed.insert((c, t), target);
+                }
+            }
+            changed.insert((&m.conversation, m.seq), m.clone());
+        }
+        true
     }
 
     /// Applies an append the model accepts ([`AppendOutcome::Ok`]).
@@ -295,6 +346,21 @@ impl StoreModel {
             conv.head = message.seq;
             conv.activity = self.appends;
             conv.messages.push_back(message.clone());
+            if let Some(event) = message.event {
+                let target = event.target();
+                let first = conv.first_retained();
+                for m in conv
+                    .messages
+                    .iter_mut()
+                    .skip((target.max(first) - first) as usize)
+                {
+                    if m.seq == target {
+                        apply_event(m, message);
+                    } else if matches!(event, MessageEvent::Recall { .. }) {
+                        blank_recalled_edit(m, target);
+                    }
+                }
+            }
             if let Some(cap) = self.cfg.timeline_capacity {
                 while conv.messages.len() > cap {
                     if let Some(old) = conv.messages.pop_front()
@@ -412,7 +478,7 @@ impl StoreModel {
             let n = conv
                 .messages
                 .iter()
-                .filter(|m| m.seq > read && &m.sender != user)
+                .filter(|m| m.seq > read && &m.sender != user && m.event.is_none())
                 .count();
             (n.min(cap as usize)) as u32
         });
@@ -596,6 +662,10 @@ impl Runner {
                 }
             }
             self.next_body += 1;
+            let event = s
+                .event
+                .as_ref()
+                .and_then(|e| self.concretize_event(e, &s.conversation, seq));
             let mut recipients = Vec::new();
             for r in &s.recipients {
                 if !recipients.contains(r) {
@@ -610,13 +680,50 @@ impl Runner {
                     sender: s.sender.clone(),
                     sender_device: s.device.clone(),
                     client_msg_id,
-                    body: Bytes::from(format!("body {}", self.next_body)),
+                    body: if matches!(event, Some(MessageEvent::Recall { .. })) {
+                        Bytes::new()
+                    } else {
+                        Bytes::from(format!("body {}", self.next_body))
+                    },
                     server_time_ms: 1_700_000_000_000 + self.next_body as i64,
+                    content_type: im_core::store::ContentType::Text,
+                    event,
+                    recalled: false,
+                    edit_count: 0,
                 },
                 inbox_recipients: recipients,
             });
         }
         AppendRequest { messages }
+    }
+
+    /// The event of a message at `seq`: a target in `1..seq` and, for an
+    /// edit, the count the model expects plus the skew. `None` at seq 1.
+    fn concretize_event(
+        &self,
+        e: &EventSpec,
+        c: &ConversationId,
+        seq: Seq,
+    ) -> Option<MessageEvent> {
+        if seq < 2 {
+            return None;
+        }
+        let target = 1 + pick(e.target, seq - 2);
+        if e.recall {
+            return Some(MessageEvent::Recall { target });
+        }
+        let count = self
+            .model
+            .convs
+            .get(c)
+            .and_then(|conv| conv.get(target))
+            .map_or(0, |m| m.edit_count);
+        let edit_count =
+            (i64::from(count) + 1 + i64::from(e.count_skew)).clamp(0, i64::from(u32::MAX));
+        Some(MessageEvent::Edit {
+            target,
+            edit_count: edit_count as u32,
+        })
     }
 
     async fn step(&mut self, store: &dyn Store, op: &Op) -> Result<String, String> {
@@ -647,6 +754,7 @@ impl Runner {
                 };
                 match (&want, &got) {
                     (AppendOutcome::Ok, Ok(())) => m.apply_append(&req),
+                    (AppendOutcome::Rejected, Err(StoreError::Rejected(_))) => {}
                     (AppendOutcome::Duplicate(d), Err(StoreError::Duplicate(l)))
                     | (AppendOutcome::Either(d, _), Err(StoreError::Duplicate(l))) => {
                         ok_dups(l, d).map_err(|e| format!("append: {e}"))?;

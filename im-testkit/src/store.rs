@@ -30,18 +30,18 @@ use crate::fixtures::{
 };
 
 /// Unwraps a store result, failing the check with `what` on an error.
-fn ok<T>(r: StoreResult<T>, what: &str) -> T {
+pub(crate) fn ok<T>(r: StoreResult<T>, what: &str) -> T {
     match r {
         Ok(v) => v,
         Err(e) => panic!("{what}: unexpected error: {e} ({e:?})"),
     }
 }
 
-async fn append(store: &dyn Store, messages: Vec<NewMessage>) -> StoreResult<()> {
+pub(crate) async fn append(store: &dyn Store, messages: Vec<NewMessage>) -> StoreResult<()> {
     store.append(AppendRequest { messages }).await
 }
 
-async fn range(
+pub(crate) async fn range(
     store: &dyn Store,
     conversation: &ConversationId,
     after_seq: Seq,
@@ -63,7 +63,12 @@ async fn range(
     )
 }
 
-async fn inbox(store: &dyn Store, u: &str, after_version: u64, limit: usize) -> InboxPage {
+pub(crate) async fn inbox(
+    store: &dyn Store,
+    u: &str,
+    after_version: u64,
+    limit: usize,
+) -> InboxPage {
     ok(
         store
             .read_inbox(InboxRequest {
@@ -76,7 +81,7 @@ async fn inbox(store: &dyn Store, u: &str, after_version: u64, limit: usize) -> 
     )
 }
 
-async fn states(
+pub(crate) async fn states(
     store: &dyn Store,
     u: &str,
     only: Option<Vec<ConversationId>>,
@@ -96,13 +101,13 @@ async fn states(
     )
 }
 
-async fn head(store: &dyn Store, c: &ConversationId) -> Seq {
+pub(crate) async fn head(store: &dyn Store, c: &ConversationId) -> Seq {
     // One item asked, one answered: `head_seq` reports any other count as
     // an error, which fails the check.
     ok(store.head_seq(c).await, &format!("head_seqs of {c}"))
 }
 
-fn seqs(messages: &[StoredMessage]) -> Vec<Seq> {
+pub(crate) fn seqs(messages: &[StoredMessage]) -> Vec<Seq> {
     messages.iter().map(|m| m.seq).collect()
 }
 
@@ -116,7 +121,7 @@ fn entries(page: &InboxPage) -> Vec<(u64, ConversationId, Seq)> {
 /// True if the configured store retains at least `inbox` entries per user
 /// and `timeline` messages per conversation; otherwise says the check is
 /// skipped. Checks that need history skip on stores configured too small.
-fn retains(cfg: &ConformanceConfig, check: &str, inbox: usize, timeline: usize) -> bool {
+pub(crate) fn retains(cfg: &ConformanceConfig, check: &str, inbox: usize, timeline: usize) -> bool {
     let ok = cfg.inbox_capacity.is_none_or(|c| c >= inbox)
         && cfg.timeline_capacity.is_none_or(|c| c >= timeline);
     if !ok {
@@ -193,7 +198,17 @@ checks!(
     membership,
     concurrent_appends_keep_inboxes_continuous,
     concurrent_writers_of_one_conversation,
+    content_types_are_kept,
+    recall_leaves_a_tombstone,
+    edits_count_up_and_refuse_races,
+    events_are_all_or_nothing,
 );
+
+mod events;
+pub use events::{
+    content_types_are_kept, edits_count_up_and_refuse_races, events_are_all_or_nothing,
+    recall_leaves_a_tombstone,
+};
 
 /// Runs every check of the suite, each against a fresh store from `factory`,
 /// and panics listing every check that failed (name and message).

@@ -17,7 +17,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use crate::fixtures::{channel, device, user};
-use crate::model::{CursorSpec, MsgSpec, Op};
+use crate::model::{CursorSpec, EventSpec, MsgSpec, Op};
 
 /// Users `u0` … `u4`.
 pub fn arb_user() -> impl Strategy<Value = UserId> {
@@ -74,17 +74,34 @@ pub fn arb_msg_spec() -> impl Strategy<Value = MsgSpec> {
         arb_client_msg_id(),
         arb_users(4),
         prop_oneof![12 => Just(0i8), 1 => Just(-1i8), 1 => Just(1i8), 1 => Just(2i8)],
+        prop_oneof![5 => Just(None), 1 => arb_event_spec().prop_map(Some)],
     )
         .prop_map(
-            |(conversation, sender, device, client_msg_id, recipients, seq_skew)| MsgSpec {
+            |(conversation, sender, device, client_msg_id, recipients, seq_skew, event)| MsgSpec {
                 conversation,
                 sender,
                 device,
                 client_msg_id,
                 recipients,
                 seq_skew,
+                event,
             },
         )
+}
+
+/// A recall or an edit of an earlier message; an edit's count is mostly
+/// the right one.
+pub fn arb_event_spec() -> impl Strategy<Value = EventSpec> {
+    (
+        any::<bool>(),
+        any::<u8>(),
+        prop_oneof![8 => Just(0i8), 1 => Just(-1i8), 1 => Just(1i8)],
+    )
+        .prop_map(|(recall, target, count_skew)| EventSpec {
+            recall,
+            target,
+            count_skew,
+        })
 }
 
 /// A cursor move; seqs are picks mapped into `0..=head` when applied.
@@ -202,8 +219,7 @@ pub fn arb_client_body() -> BoxedStrategy<Option<In>> {
         6 => (prop_oneof![4 => (0u8..8).prop_map(|i| format!("m{i}")), 1 => arb_wire_id()],
               arb_opt_ref(), arb_body_bytes())
             .prop_map(|(client_msg_id, conversation, body)| In::Send(pb::Send {
-                client_msg_id, conversation, body,
-            })),
+                client_msg_id, conversation, body, ..Default::default() })),
         3 => (arb_opt_ref(), edgy_u64(), edgy_u64(), edgy_u32(), any::<bool>()).prop_map(
             |(conversation, after_seq, until_seq, limit, newest)| In::Pull(pb::Pull {
                 conversation, after_seq, until_seq, limit, newest,
@@ -254,6 +270,7 @@ fn arb_message() -> BoxedStrategy<pb::Message> {
                     client_msg_id,
                     body,
                     server_time_ms,
+                    ..Default::default()
                 }
             },
         )

@@ -266,6 +266,7 @@ impl Client {
                 client_msg_id: client_msg_id.to_owned(),
                 conversation: Some(conversation),
                 body: body.into(),
+                ..Default::default()
             }))
             .await?
         {

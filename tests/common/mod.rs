@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod gated;
+pub mod pg_schema;
 #[cfg(feature = "ws")]
 pub mod ws;
 

@@ -110,23 +110,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsClient<S> {
 
     /// Sends a message and returns its seq from the SendAck.
     pub async fn say(&mut self, to: pb::ConversationRef, id: &str, text: &str) -> u64 {
-        let request_id = self
-            .send_body(In::Send(pb::Send {
+        let answer = self
+            .request(In::Send(pb::Send {
                 client_msg_id: id.to_owned(),
                 conversation: Some(to),
                 body: text.as_bytes().to_vec().into(),
+                ..Default::default()
             }))
             .await;
+        match answer {
+            Out::SendAck(a) => a.seq,
+            other => panic!("expected SendAck, got {other:?}"),
+        }
+    }
+
+    /// Sends a request and returns its answer, keeping other frames for later.
+    pub async fn request(&mut self, body: In) -> Out {
+        let request_id = self.send_body(body).await;
         loop {
             let frame = self.read_frame().await;
-            if frame.request_id != request_id {
-                self.backlog.push_back(frame);
-                continue;
+            if frame.request_id == request_id {
+                return frame.body.expect("an answer");
             }
-            match frame.body {
-                Some(Out::SendAck(a)) => return a.seq,
-                other => panic!("expected SendAck, got {other:?}"),
-            }
+            self.backlog.push_back(frame);
         }
     }
 

@@ -675,6 +675,7 @@ impl ClientCore {
                     client_msg_id: send.client_msg_id.clone(),
                     body: send.body,
                     server_time_ms: a.server_time_ms,
+                    ..Default::default()
                 };
                 self.offer(own, touched);
                 self.events.push_back(Event::SendAcked {
@@ -821,6 +822,7 @@ impl ClientCore {
                     client_msg_id: send.client_msg_id,
                     conversation: Some(send.conversation.to_wire()),
                     body: send.body,
+                    ..Default::default()
                 })),
             });
         }

@@ -96,6 +96,10 @@ impl RoomFanoutBench {
                         client_msg_id: Some(format!("c{i}")),
                         body: Bytes::from(vec![b'x'; body_len]),
                         server_time_ms: 0,
+                        content_type: crate::store::ContentType::Text,
+                        event: None,
+                        recalled: false,
+                        edit_count: 0,
                     },
                     &sender,
                 )

@@ -112,6 +112,10 @@ pub struct EngineConfig {
     ///
     /// Default: 5 s.
     pub shutdown_grace: Duration,
+    /// How long after its commit a sender may recall a message (`Recall`).
+    /// The host recalls at any time (`Engine::recall` with `Actor::Host`).
+    /// Default 2 minutes.
+    pub recall_window: Duration,
     /// Most rooms one session may be in at once (each joined room costs
     /// server memory, so a client cannot create rooms without bound).
     ///
@@ -273,6 +277,7 @@ impl Default for EngineConfig {
             sync_page_max: 500,
             list_max: 500,
             shutdown_grace: Duration::from_secs(5),
+            recall_window: Duration::from_secs(120),
             max_rooms_per_session: 16,
             offline_push_in_flight: 1024,
             max_pending_handshakes: 1024,

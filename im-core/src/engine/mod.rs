@@ -202,6 +202,7 @@
 //! delivering to one sub-room (at most `room_sub_room_capacity` sessions by
 //! default, though a redirected join may exceed it).
 
+mod amend;
 #[cfg(feature = "bench")]
 pub mod bench_support;
 mod builder;
@@ -209,6 +210,7 @@ mod cluster;
 mod commit;
 mod config;
 mod group_lane;
+mod instruction;
 mod offline;
 mod registry;
 mod rooms;
@@ -241,6 +243,7 @@ use crate::transport::Connection;
 pub use builder::EngineBuilder;
 pub use cluster::ClusterInbound;
 pub use config::{EngineConfig, KickPolicy};
+pub use instruction::MAX_INSTRUCTION_KIND_BYTES;
 pub use shard::SendReceipt;
 
 use registry::Registry;
@@ -448,6 +451,8 @@ impl Engine {
             device,
             client_msg_id: idempotency_key,
             body,
+            content_type: crate::store::ContentType::Text,
+            event: None,
             check_membership: false,
             reply: Reply::Host(tx),
         })

@@ -84,7 +84,7 @@ impl Reply {
     }
 
     /// Answers a committed send.
-    fn ok(self, msg: &StoredMessage, duplicate: bool) {
+    pub(crate) fn ok(self, msg: &StoredMessage, duplicate: bool) {
         match self {
             Reply::Session {
                 session,

@@ -27,6 +27,7 @@ pub(crate) fn error_code(err: &EngineError) -> pb::ErrorCode {
 
 /// A stored message as `viewer` sees it on the wire.
 pub(crate) fn message_to_wire(m: &StoredMessage, viewer: &UserId) -> pb::Message {
+    let (content_type, custom_content_type) = m.content_type.to_wire();
     pb::Message {
         conversation: Some(m.conversation.to_wire(viewer)),
         seq: m.seq,
@@ -36,6 +37,11 @@ pub(crate) fn message_to_wire(m: &StoredMessage, viewer: &UserId) -> pb::Message
         client_msg_id: m.client_msg_id.clone().unwrap_or_default(),
         body: m.body.clone(),
         server_time_ms: m.server_time_ms,
+        content_type,
+        custom_content_type,
+        recalled: m.recalled,
+        edit_count: m.edit_count,
+        event: m.event.as_ref().map(crate::content::MessageEvent::to_wire),
     }
 }
 

@@ -31,6 +31,35 @@ pub struct Message {
     /// Commit time, milliseconds since the Unix epoch.
     #[prost(int64, tag = "8")]
     pub server_time_ms: i64,
+    /// How to read `body`; unspecified (0) means text.
+    #[prost(enumeration = "ContentType", tag = "20")]
+    pub content_type: i32,
+    /// The application's own type name when `content_type` is CUSTOM.
+    #[prost(string, tag = "21")]
+    pub custom_content_type: ::prost::alloc::string::String,
+    /// This message was recalled: `body` is empty (see "Recall and edit").
+    #[prost(bool, tag = "22")]
+    pub recalled: bool,
+    /// How many times this message was edited; `body` is the latest version.
+    #[prost(uint32, tag = "23")]
+    pub edit_count: u32,
+    /// Set on an event message: what it does to an earlier message.
+    #[prost(message, optional, tag = "24")]
+    pub event: ::core::option::Option<MessageEvent>,
+}
+/// An event message's effect on an earlier message of the same conversation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MessageEvent {
+    #[prost(enumeration = "MessageEventKind", tag = "1")]
+    pub kind: i32,
+    /// The seq of the message it changes.
+    #[prost(uint64, tag = "2")]
+    pub target_seq: u64,
+    /// For EDIT: the target's edit count after this edit (1 for the first).
+    /// Keep the larger of this and what you have: a `Pull` of the target may
+    /// already show a later edit.
+    #[prost(uint32, tag = "3")]
+    pub edit_count: u32,
 }
 /// Every frame a client sends.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -40,7 +69,7 @@ pub struct ClientFrame {
     pub request_id: u64,
     #[prost(
         oneof = "client_frame::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 40"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 30, 31, 40"
     )]
     pub body: ::core::option::Option<client_frame::Body>,
 }
@@ -68,6 +97,10 @@ pub mod client_frame {
         Ping(super::Ping),
         #[prost(message, tag = "19")]
         ListConversations(super::ListConversations),
+        #[prost(message, tag = "30")]
+        Recall(super::Recall),
+        #[prost(message, tag = "31")]
+        Edit(super::Edit),
         #[prost(message, tag = "40")]
         Typing(super::Typing),
     }
@@ -110,6 +143,43 @@ pub struct Send {
     pub conversation: ::core::option::Option<ConversationRef>,
     #[prost(bytes = "bytes", tag = "3")]
     pub body: ::prost::bytes::Bytes,
+    /// How to read `body`; unspecified means text.
+    #[prost(enumeration = "ContentType", tag = "20")]
+    pub content_type: i32,
+    /// The application's own type name when `content_type` is CUSTOM.
+    #[prost(string, tag = "21")]
+    pub custom_content_type: ::prost::alloc::string::String,
+}
+/// Recall (delete for everyone) the message at `target_seq`. Answered by
+/// `SendAck` for the recall's event message, or `Error`. See "Recall and edit".
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Recall {
+    /// As in `Send`: a retry with the same id returns the original `SendAck`.
+    #[prost(string, tag = "1")]
+    pub client_msg_id: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "2")]
+    pub conversation: ::core::option::Option<ConversationRef>,
+    #[prost(uint64, tag = "3")]
+    pub target_seq: u64,
+}
+/// Replace the body of the message at `target_seq` (the sender's own).
+/// Answered by `SendAck` for the edit's event message, or `Error`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Edit {
+    /// As in `Send`: a retry with the same id returns the original `SendAck`.
+    #[prost(string, tag = "1")]
+    pub client_msg_id: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "2")]
+    pub conversation: ::core::option::Option<ConversationRef>,
+    #[prost(uint64, tag = "3")]
+    pub target_seq: u64,
+    /// The new body and its type.
+    #[prost(bytes = "bytes", tag = "4")]
+    pub body: ::prost::bytes::Bytes,
+    #[prost(enumeration = "ContentType", tag = "5")]
+    pub content_type: i32,
+    #[prost(string, tag = "6")]
+    pub custom_content_type: ::prost::alloc::string::String,
 }
 /// Read committed messages with after_seq < seq <= until_seq, in seq order.
 /// Answered by `PullResult`.
@@ -146,7 +216,8 @@ pub struct Sync {
 /// unless it fails. In a session with `push_acks` it also acknowledges every
 /// pushed message of the conversation up to `seq`: send one after each `Push`
 /// (one `Ack` per conversation the push held, with the highest seq you have
-/// without a gap).
+/// without a gap); there the delivered cursor is written in batches, a moment
+/// later.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Ack {
     #[prost(message, optional, tag = "1")]
@@ -210,7 +281,7 @@ pub struct ServerFrame {
     pub request_id: u64,
     #[prost(
         oneof = "server_frame::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 40"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 30, 40"
     )]
     pub body: ::core::option::Option<server_frame::Body>,
 }
@@ -244,9 +315,22 @@ pub mod server_frame {
         RoomLeft(super::RoomLeft),
         #[prost(message, tag = "22")]
         ConversationList(super::ConversationList),
+        #[prost(message, tag = "30")]
+        Instruction(super::Instruction),
         #[prost(message, tag = "40")]
         Typing(super::TypingEvent),
     }
+}
+/// An instruction from the host application to this user's devices (see
+/// "Instructions"): not a chat message, not stored. Sent with request_id 0.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Instruction {
+    /// What to do, named by the application (e.g. "full_sync").
+    #[prost(string, tag = "1")]
+    pub kind: ::prost::alloc::string::String,
+    /// Its parameters, opaque to the server.
+    #[prost(bytes = "bytes", tag = "2")]
+    pub payload: ::prost::bytes::Bytes,
 }
 /// The connection is authenticated.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -362,8 +446,9 @@ pub struct SyncResult {
     pub full_sync_required: bool,
     /// Only when the request set `include_heads`, in the first page: every
     /// read-diffusion conversation of the user (groups with more members than
-    /// the server writes inbox entries for). Pull (your seq, head_seq] of each
-    /// one you are behind on.
+    /// the server writes inbox entries for), most recently active first, up to
+    /// a server limit (500 by default; `ListConversations` shows the rest).
+    /// Pull (your seq, head_seq] of each one you are behind on.
     #[prost(message, repeated, tag = "6")]
     pub heads: ::prost::alloc::vec::Vec<ConversationHead>,
 }
@@ -547,6 +632,79 @@ impl DeviceKind {
             "DEVICE_KIND_WEB" => Some(Self::Web),
             "DEVICE_KIND_TABLET" => Some(Self::Tablet),
             "DEVICE_KIND_BOT" => Some(Self::Bot),
+            _ => None,
+        }
+    }
+}
+/// How to read a message body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ContentType {
+    /// Text (what a client that never sets a type sends).
+    Unspecified = 0,
+    Text = 1,
+    /// A reference to an image (e.g. a URL or an upload id) chosen by the app.
+    ImageRef = 2,
+    /// A reference to a file.
+    FileRef = 3,
+    /// The application's own type, named in `custom_content_type`.
+    Custom = 4,
+}
+impl ContentType {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "CONTENT_TYPE_UNSPECIFIED",
+            Self::Text => "CONTENT_TYPE_TEXT",
+            Self::ImageRef => "CONTENT_TYPE_IMAGE_REF",
+            Self::FileRef => "CONTENT_TYPE_FILE_REF",
+            Self::Custom => "CONTENT_TYPE_CUSTOM",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "CONTENT_TYPE_UNSPECIFIED" => Some(Self::Unspecified),
+            "CONTENT_TYPE_TEXT" => Some(Self::Text),
+            "CONTENT_TYPE_IMAGE_REF" => Some(Self::ImageRef),
+            "CONTENT_TYPE_FILE_REF" => Some(Self::FileRef),
+            "CONTENT_TYPE_CUSTOM" => Some(Self::Custom),
+            _ => None,
+        }
+    }
+}
+/// What kind of change an event message makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum MessageEventKind {
+    Unspecified = 0,
+    /// The target was recalled: drop its body.
+    Recall = 1,
+    /// The target was edited: this event message's body (and content type) is
+    /// the target's new version number `edit_count`.
+    Edit = 2,
+}
+impl MessageEventKind {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "MESSAGE_EVENT_KIND_UNSPECIFIED",
+            Self::Recall => "MESSAGE_EVENT_KIND_RECALL",
+            Self::Edit => "MESSAGE_EVENT_KIND_EDIT",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "MESSAGE_EVENT_KIND_UNSPECIFIED" => Some(Self::Unspecified),
+            "MESSAGE_EVENT_KIND_RECALL" => Some(Self::Recall),
+            "MESSAGE_EVENT_KIND_EDIT" => Some(Self::Edit),
             _ => None,
         }
     }

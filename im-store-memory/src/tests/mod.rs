@@ -43,6 +43,10 @@ fn msg(conversation: &ConversationId, seq: Seq, sender: &str, cmid: Option<&str>
         client_msg_id: cmid.map(str::to_owned),
         body: Bytes::from(format!("{conversation} #{seq}")),
         server_time_ms: 0,
+        content_type: im_core::store::ContentType::Text,
+        event: None,
+        recalled: false,
+        edit_count: 0,
     }
 }
 

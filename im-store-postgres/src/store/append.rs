@@ -7,15 +7,18 @@ use std::collections::{HashMap, HashSet};
 use deadpool_postgres::ClientWrapper;
 use im_core::error::StoreError;
 use im_core::ids::{ConversationId, DedupKey, DeviceId, Seq};
-use im_core::store::{AppendRequest, StoreResult, Timeline};
+use im_core::store::{AppendRequest, MessageEvent, StoreResult, Timeline, check_event};
 use tokio_postgres::Row;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use super::batch::{Batch, duplicate_list, seq_conflict};
-use super::sql::{APPEND_BEGIN, CHUNK_TYPES, COPY_CHUNKS, COPY_MESSAGES, MESSAGE_TYPES};
-use super::{corrupt, to_u64, user_from};
+use super::sql::{
+    APPEND_BEGIN, APPLY_EDIT, APPLY_RECALL, CHUNK_TYPES, COPY_CHUNKS, COPY_MESSAGES, EVENT_TARGET,
+    MESSAGE_TYPES,
+};
+use super::{corrupt, message_from_row, to_u64, user_from};
 use crate::error::PgStoreError;
 use crate::{AttemptError, PgStore, Retry};
 
@@ -25,6 +28,9 @@ enum WriteError {
     Pg(tokio_postgres::Error),
     /// `im_append_begin` answered something the batch cannot use.
     Store(PgStoreError),
+    /// An event message cannot be applied to its target
+    /// (`store::check_event`): the batch is refused with `Rejected`.
+    Refused(String),
 }
 
 impl From<tokio_postgres::Error> for WriteError {
@@ -56,6 +62,11 @@ async fn write_batch(
                 &b.cmid[i],
                 &b.body[i],
                 &b.time[i],
+                &b.content[i],
+                &b.custom[i],
+                &b.event_kind[i],
+                &b.event_target[i],
+                &b.edit_count[i],
             ])
             .await?;
     }
@@ -173,6 +184,61 @@ impl BeginReport {
 }
 
 impl PgStore {
+    /// Applies the batch's event messages (recalls, edits) to their
+    /// targets, in batch order, inside the append's transaction (after the
+    /// COPY, so a target earlier in the same batch is there). Each target
+    /// is read and locked, checked with `store::check_event` (the memory
+    /// store's rule, word for word), then changed. Ordinary batches skip
+    /// this entirely.
+    async fn apply_events(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        req: &AppendRequest,
+        b: &Batch<'_>,
+    ) -> Result<(), WriteError> {
+        if b.events.is_empty() {
+            return Ok(());
+        }
+        let target_stmt = tx.prepare_cached(EVENT_TARGET).await?;
+        let cap = self.timeline_cap();
+        for &i in &b.events {
+            let m = &req.messages[i].message;
+            let Some(event) = m.event else { continue };
+            let Some(target) = b.event_target[i] else {
+                continue;
+            };
+            let conv = &b.conv[i];
+            let rows = tx.query(&target_stmt, &[conv, &target, &cap]).await?;
+            let found = match rows.first() {
+                Some(row) => Some(message_from_row(row, 0).map_err(WriteError::Store)?),
+                None => None,
+            };
+            check_event(found.as_ref(), &event).map_err(WriteError::Refused)?;
+            match event {
+                MessageEvent::Recall { .. } => {
+                    let stmt = tx.prepare_cached(APPLY_RECALL).await?;
+                    tx.execute(&stmt, &[conv, &target]).await?;
+                }
+                MessageEvent::Edit { .. } => {
+                    let stmt = tx.prepare_cached(APPLY_EDIT).await?;
+                    tx.execute(
+                        &stmt,
+                        &[
+                            conv,
+                            &target,
+                            &b.body[i],
+                            &b.content[i],
+                            &b.custom[i],
+                            &b.edit_count[i],
+                        ],
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// One attempt at the group commit: one transaction of
     /// `im_append_begin` (checks, heads, inbox counters), a binary COPY of
     /// the messages and one of the inbox chunks, then COMMIT.
@@ -211,7 +277,12 @@ impl PgStore {
         let rows = tx.query(&begin, &params).await?;
         let report = BeginReport::read(&rows, b.uuser.len())?;
         if report.committed.is_empty() && report.heads.is_empty() {
-            return match write_batch(&tx, &copy_messages, &copy_chunks, b, &report.versions).await {
+            let written =
+                match write_batch(&tx, &copy_messages, &copy_chunks, b, &report.versions).await {
+                    Ok(()) => self.apply_events(&tx, req, b).await,
+                    Err(e) => Err(e),
+                };
+            return match written {
                 Ok(()) => {
                     // `Ok` only once COMMIT has returned.
                     tx.commit().await?;
@@ -230,6 +301,10 @@ impl PgStore {
                 }
                 Err(WriteError::Pg(e)) => Err(e.into()),
                 Err(WriteError::Store(e)) => Err(e.into()),
+                Err(WriteError::Refused(reason)) => {
+                    tx.rollback().await?;
+                    Err(StoreError::Rejected(reason).into())
+                }
             };
         }
         tx.rollback().await?;

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use im_core::error::StoreError;
 use im_core::ids::{ConversationId, DedupKey, Seq};
-use im_core::store::{AppendRequest, StoredMessage};
+use im_core::store::{AppendRequest, MessageEvent, StoredMessage};
 
 use super::to_i64;
 use crate::error::PgStoreError;
@@ -32,6 +32,19 @@ pub(super) struct Batch<'a> {
     pub(super) body: Vec<&'a [u8]>,
     /// Each message's server time (ms).
     pub(super) time: Vec<i64>,
+    /// Each message's content type code (`ContentType::code`).
+    pub(super) content: Vec<i16>,
+    /// Each message's custom content type name, if any.
+    pub(super) custom: Vec<Option<&'a str>>,
+    /// Each message's event code (`MessageEvent::code`, 0: none).
+    pub(super) event_kind: Vec<i16>,
+    /// Each event message's target seq.
+    pub(super) event_target: Vec<Option<i64>>,
+    /// Each message's edit count column: an edit event's resulting count,
+    /// else 0.
+    pub(super) edit_count: Vec<i32>,
+    /// Batch indexes of the event messages, in batch order.
+    pub(super) events: Vec<usize>,
     /// Conversations, sorted by key.
     pub(super) cconv: Vec<String>,
     /// Each conversation's first seq in the batch.
@@ -114,6 +127,12 @@ impl<'a> Batch<'a> {
             cmid: Vec::with_capacity(n),
             body: Vec::with_capacity(n),
             time: Vec::with_capacity(n),
+            content: Vec::with_capacity(n),
+            custom: Vec::with_capacity(n),
+            event_kind: Vec::with_capacity(n),
+            event_target: Vec::with_capacity(n),
+            edit_count: Vec::with_capacity(n),
+            events: Vec::new(),
             cconv: Vec::new(),
             cfirst: Vec::new(),
             ccount: Vec::new(),
@@ -138,6 +157,23 @@ impl<'a> Batch<'a> {
         self.device.push(m.sender_device.as_str());
         self.cmid.push(m.client_msg_id.as_deref());
         self.body.push(m.body.as_ref());
+        self.content.push(m.content_type.code());
+        self.custom.push(m.content_type.custom_name());
+        self.event_kind
+            .push(m.event.as_ref().map_or(0, MessageEvent::code));
+        self.event_target.push(match &m.event {
+            Some(e) => Some(to_i64(e.target(), "event target")?),
+            None => None,
+        });
+        let count = match m.event {
+            Some(MessageEvent::Edit { edit_count, .. }) => edit_count,
+            _ => m.edit_count,
+        };
+        self.edit_count
+            .push(i32::try_from(count).map_err(|_| PgStoreError::OutOfRange("edit count"))?);
+        if m.event.is_some() {
+            self.events.push(self.conv.len() - 1);
+        }
         self.time.push(m.server_time_ms);
         Ok(())
     }
@@ -251,6 +287,10 @@ mod tests {
                 client_msg_id: cmid.map(str::to_owned),
                 body: Bytes::from_static(b"x"),
                 server_time_ms: 0,
+                content_type: im_core::store::ContentType::Text,
+                event: None,
+                recalled: false,
+                edit_count: 0,
             },
             inbox_recipients: vec![u("a"), u("b"), u("a")],
         }

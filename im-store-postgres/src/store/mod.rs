@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use im_core::ids::{ConversationId, DeviceId, MessageId, UserId};
-use im_core::store::StoredMessage;
+use im_core::store::{ContentType, MessageEvent, StoredMessage};
 use tokio_postgres::Row;
 
 use crate::PgStore;
@@ -47,7 +47,9 @@ fn user_from(s: &str) -> Result<UserId, PgStoreError> {
 }
 
 /// Reads a message from `row` starting at column `at`: conv, seq,
-/// message_id, sender, device, client_msg_id, body, server_time_ms.
+/// message_id, sender, device, client_msg_id, body, server_time_ms,
+/// content_type, content_custom, event_kind, event_target, edit_count,
+/// recalled (`recalled_at IS NOT NULL`).
 fn message_from_row(row: &Row, at: usize) -> Result<StoredMessage, PgStoreError> {
     let conv: &str = row.try_get(at).map_err(|e| corrupt("conv", e))?;
     let seq: i64 = row.try_get(at + 1).map_err(|e| corrupt("seq", e))?;
@@ -57,6 +59,29 @@ fn message_from_row(row: &Row, at: usize) -> Result<StoredMessage, PgStoreError>
     let client_msg_id: Option<String> = row.try_get(at + 5).map_err(|e| corrupt("cmid", e))?;
     let body: Vec<u8> = row.try_get(at + 6).map_err(|e| corrupt("body", e))?;
     let server_time_ms: i64 = row.try_get(at + 7).map_err(|e| corrupt("time", e))?;
+    let content: i16 = row
+        .try_get(at + 8)
+        .map_err(|e| corrupt("content_type", e))?;
+    let custom: Option<&str> = row
+        .try_get(at + 9)
+        .map_err(|e| corrupt("content_custom", e))?;
+    let event_kind: i16 = row.try_get(at + 10).map_err(|e| corrupt("event_kind", e))?;
+    let event_target: Option<i64> = row
+        .try_get(at + 11)
+        .map_err(|e| corrupt("event_target", e))?;
+    let edit_count: i32 = row.try_get(at + 12).map_err(|e| corrupt("edit_count", e))?;
+    let recalled: bool = row.try_get(at + 13).map_err(|e| corrupt("recalled", e))?;
+    let content_type =
+        ContentType::from_code(content, custom).ok_or_else(|| corrupt("content_type", content))?;
+    let edit_count = u32::try_from(edit_count).map_err(|e| corrupt("edit_count", e))?;
+    let event = match (event_kind, event_target) {
+        (0, _) => None,
+        (kind, Some(target)) => Some(
+            MessageEvent::from_code(kind, to_u64(target, "event_target")?, edit_count)
+                .ok_or_else(|| corrupt("event_kind", kind))?,
+        ),
+        (kind, None) => return Err(corrupt("event_target", format!("missing for kind {kind}"))),
+    };
     Ok(StoredMessage {
         conversation: ConversationId::from_key(conv).map_err(|e| corrupt("conversation", e))?,
         seq: to_u64(seq, "seq")?,
@@ -67,6 +92,11 @@ fn message_from_row(row: &Row, at: usize) -> Result<StoredMessage, PgStoreError>
         client_msg_id,
         body: Bytes::from(body),
         server_time_ms,
+        content_type,
+        recalled,
+        // An edit event's column holds the count it produced (in `event`).
+        edit_count: if event.is_some() { 0 } else { edit_count },
+        event,
     })
 }
 

@@ -23,10 +23,11 @@ pub(super) const APPEND_BEGIN: &str = "SELECT o_kind, o_conv, o_sender, o_device
 
 /// Binary COPY of a batch's messages.
 pub(super) const COPY_MESSAGES: &str = "COPY messages \
-    (conv, seq, message_id, sender, device, client_msg_id, body, server_time_ms) FROM STDIN BINARY";
+    (conv, seq, message_id, sender, device, client_msg_id, body, server_time_ms, \
+     content_type, content_custom, event_kind, event_target, edit_count) FROM STDIN BINARY";
 
 /// Column types of [`COPY_MESSAGES`], in its column order.
-pub(super) const MESSAGE_TYPES: [Type; 8] = [
+pub(super) const MESSAGE_TYPES: [Type; 13] = [
     Type::TEXT,
     Type::INT8,
     Type::INT8,
@@ -35,7 +36,35 @@ pub(super) const MESSAGE_TYPES: [Type; 8] = [
     Type::TEXT,
     Type::BYTEA,
     Type::INT8,
+    Type::INT2,
+    Type::TEXT,
+    Type::INT2,
+    Type::INT8,
+    Type::INT4,
 ];
+
+/// The retained target of an event message (`$1` conversation, `$2` seq,
+/// `$3` timeline capacity), locked for the rest of the append.
+pub(super) const EVENT_TARGET: &str = concat!(
+    "SELECT m.conv, m.seq, m.message_id, m.sender, m.device, m.client_msg_id, m.body, m.server_time_ms, \
+     m.content_type, m.content_custom, m.event_kind, m.event_target, m.edit_count, m.recalled_at IS NOT NULL \
+     FROM messages m JOIN conversations c ON c.conv = m.conv \
+     WHERE m.conv = $1 AND m.seq = $2 AND m.seq >= ",
+    first_seq!("$3"),
+    " FOR UPDATE OF m"
+);
+
+/// A recall (checked): empties and flags the target `$2` of conversation
+/// `$1` and its edit events.
+pub(super) const APPLY_RECALL: &str = "UPDATE messages \
+    SET body = ''::bytea, recalled_at = coalesce(recalled_at, now()) \
+    WHERE conv = $1 AND (seq = $2 OR (seq > $2 AND event_kind = 2 AND event_target = $2))";
+
+/// An edit (checked): the target `$2` of conversation `$1` takes body `$3`,
+/// content type `$4`/`$5` and edit count `$6`.
+pub(super) const APPLY_EDIT: &str = "UPDATE messages \
+    SET body = $3, content_type = $4, content_custom = $5, edit_count = $6 \
+    WHERE conv = $1 AND seq = $2";
 
 /// Binary COPY of a batch's inbox chunks, one per recipient.
 pub(super) const COPY_CHUNKS: &str = "COPY inbox_chunks \
@@ -58,7 +87,7 @@ pub(super) const HEAD_SEQS: &str = "SELECT coalesce(c.head, 0) \
 /// A retained range from its low end: head, first retained seq, then the
 /// messages (`$2` timeline capacity, `$3` after, `$4` until, `$5` limit).
 pub(super) const RANGE_OLDEST: &str = concat!(
-    "SELECT c.head, c.first, m.conv, m.seq, m.message_id, m.sender, m.device, m.client_msg_id, m.body, m.server_time_ms \
+    "SELECT c.head, c.first, m.conv, m.seq, m.message_id, m.sender, m.device, m.client_msg_id, m.body, m.server_time_ms, m.content_type, m.content_custom, m.event_kind, m.event_target, m.edit_count, m.recalled_at IS NOT NULL \
      FROM (SELECT c.head, ",
     first_seq!("$2"),
     " AS first FROM conversations c WHERE c.conv = $1) c \
@@ -69,7 +98,7 @@ pub(super) const RANGE_OLDEST: &str = concat!(
 
 /// As [`RANGE_OLDEST`], but the newest messages of the range.
 pub(super) const RANGE_NEWEST: &str = concat!(
-    "SELECT c.head, c.first, m.conv, m.seq, m.message_id, m.sender, m.device, m.client_msg_id, m.body, m.server_time_ms \
+    "SELECT c.head, c.first, m.conv, m.seq, m.message_id, m.sender, m.device, m.client_msg_id, m.body, m.server_time_ms, m.content_type, m.content_custom, m.event_kind, m.event_target, m.edit_count, m.recalled_at IS NOT NULL \
      FROM (SELECT c.head, ",
     first_seq!("$2"),
     " AS first FROM conversations c WHERE c.conv = $1) c \
@@ -81,7 +110,7 @@ pub(super) const RANGE_NEWEST: &str = concat!(
 /// Retained messages at (`$1` conversation, `$2` seq), in input order;
 /// missing ones are skipped.
 pub(super) const GET_MESSAGES: &str = concat!(
-    "SELECT m.conv, m.seq, m.message_id, m.sender, m.device, m.client_msg_id, m.body, m.server_time_ms \
+    "SELECT m.conv, m.seq, m.message_id, m.sender, m.device, m.client_msg_id, m.body, m.server_time_ms, m.content_type, m.content_custom, m.event_kind, m.event_target, m.edit_count, m.recalled_at IS NOT NULL \
      FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS x(cv, s, ord) \
      JOIN conversations c ON c.conv = x.cv \
      JOIN messages m ON m.conv = x.cv AND m.seq = x.s \
@@ -93,7 +122,7 @@ pub(super) const GET_MESSAGES: &str = concat!(
 /// Retained messages by idempotency key (`$1` sender, `$2` device, `$3`
 /// client id), each with its 1-based position in the input.
 pub(super) const FIND_BY_DEDUP: &str = concat!(
-    "SELECT x.ord, m.conv, m.seq, m.message_id, m.sender, m.device, m.client_msg_id, m.body, m.server_time_ms \
+    "SELECT x.ord, m.conv, m.seq, m.message_id, m.sender, m.device, m.client_msg_id, m.body, m.server_time_ms, m.content_type, m.content_custom, m.event_kind, m.event_target, m.edit_count, m.recalled_at IS NOT NULL \
      FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS x(s, d, k, ord) \
      JOIN messages m ON m.client_msg_id IS NOT NULL \
          AND m.sender = x.s AND m.device = x.d AND m.client_msg_id = x.k \
@@ -135,10 +164,10 @@ macro_rules! states_tail {
                (SELECT count(*) FROM (SELECT 1 FROM messages m WHERE m.conv = x.cv \
                    AND m.seq > coalesce(cu.read, 0) AND m.seq >= ",
             first_seq!($cap),
-            " AND m.sender <> $1 LIMIT ",
+            " AND m.sender <> $1 AND m.event_kind = 0 LIMIT ",
             $unread_cap,
             ") z), \
-               m.conv, m.seq, m.message_id, m.sender, m.device, m.client_msg_id, m.body, m.server_time_ms \
+               m.conv, m.seq, m.message_id, m.sender, m.device, m.client_msg_id, m.body, m.server_time_ms, m.content_type, m.content_custom, m.event_kind, m.event_target, m.edit_count, m.recalled_at IS NOT NULL \
              FROM keys x \
              LEFT JOIN conversations c ON c.conv = x.cv \
              LEFT JOIN cursors cu ON cu.user_id = $1 AND cu.conv = x.cv \

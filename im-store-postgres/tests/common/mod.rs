@@ -186,6 +186,10 @@ pub fn message(
             client_msg_id: cmid.map(str::to_owned),
             body: Bytes::from(format!("{conv} #{seq} from {sender}")),
             server_time_ms: 1_700_000_000_000 + seq as i64,
+            content_type: im_core::store::ContentType::Text,
+            event: None,
+            recalled: false,
+            edit_count: 0,
         },
         inbox_recipients: recipients.iter().map(|r| user(r)).collect(),
     }

@@ -166,6 +166,7 @@ pub fn text_send(id: &str, to: Option<pb::ConversationRef>, body: impl Into<Byte
         client_msg_id: id.to_owned(),
         conversation: to,
         body: body.into(),
+        ..Default::default()
     })
 }
 

@@ -315,6 +315,10 @@ impl<R> CommitBatch<R> {
                 client_msg_id: s.client_msg_id.clone(),
                 body: s.body.clone(),
                 server_time_ms: self.now_ms,
+                content_type: s.content_type.clone(),
+                event: s.event,
+                recalled: false,
+                edit_count: 0,
             };
             let inbox_recipients = self.inbox_recipients(&s.conversation);
             req.messages.push(NewMessage {

@@ -10,7 +10,7 @@ use crate::error::{EngineError, StoreError};
 use crate::fanout::Diffusion;
 use crate::fast_hash::FastMap;
 use crate::ids::{ChannelId, ConversationId, DedupKey, DeviceId, Seq, UserId};
-use crate::store::{AppendRequest, StoredMessage};
+use crate::store::{AppendRequest, ContentType, MessageEvent, StoredMessage};
 
 /// A send waiting for its commit; `R` says where its outcome goes.
 pub(crate) struct PendingSend<R> {
@@ -24,6 +24,11 @@ pub(crate) struct PendingSend<R> {
     pub(crate) client_msg_id: Option<String>,
     /// The opaque body.
     pub(crate) body: Bytes,
+    /// How to read the body.
+    pub(crate) content_type: ContentType,
+    /// For a recall or an edit: the change it makes (checked by the store
+    /// at commit, see `store.rs`).
+    pub(crate) event: Option<MessageEvent>,
     /// False for sends by the host, which may send anywhere.
     pub(crate) check_membership: bool,
     /// Where the outcome goes.

@@ -187,6 +187,8 @@ fn build(specs: &[SendSpec]) -> Vec<PendingSend<usize>> {
             } else {
                 format!("m{i}").into()
             },
+            content_type: crate::store::ContentType::Text,
+            event: None,
             check_membership: true,
             reply: i,
         })

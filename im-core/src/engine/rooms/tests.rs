@@ -77,6 +77,10 @@ fn message(room: &ChannelId, seq: u64) -> StoredMessage {
         client_msg_id: None,
         body: Bytes::from(vec![b'x'; BODY]),
         server_time_ms: 0,
+        content_type: crate::store::ContentType::Text,
+        event: None,
+        recalled: false,
+        edit_count: 0,
     }
 }
 

@@ -18,6 +18,7 @@ use crate::transport::{
 
 use super::{Engine, Shared};
 
+mod amend;
 mod cursors;
 mod handle;
 mod handshake;
@@ -342,6 +343,8 @@ impl Session {
             Some(In::LeaveRoom(l)) => self.on_leave(id, l),
             Some(In::ListConversations(l)) => self.on_list(id, l).await,
             Some(In::Typing(t)) => self.on_typing(t).await,
+            Some(In::Recall(r)) => self.on_recall(id, r).await,
+            Some(In::Edit(e)) => self.on_edit(id, e).await,
             Some(In::Ping(p)) => {
                 self.reply(
                     id,

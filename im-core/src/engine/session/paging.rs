@@ -200,6 +200,10 @@ mod tests {
             client_msg_id: None,
             body: Bytes::from(vec![0; body_len]),
             server_time_ms: 0,
+            content_type: crate::store::ContentType::Text,
+            event: None,
+            recalled: false,
+            edit_count: 0,
         }
     }
 

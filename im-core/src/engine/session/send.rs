@@ -3,6 +3,7 @@
 use crate::engine::shard::{PendingSend, Reply};
 use crate::ids::ConversationId;
 use crate::pb;
+use crate::store::ContentType;
 
 use super::{RequestError, RequestResult, Session};
 
@@ -23,6 +24,7 @@ impl Session {
                 ),
             ));
         }
+        let content_type = ContentType::from_wire(s.content_type, &s.custom_content_type)?;
         let conversation = self.conversation(s.conversation)?;
         if let ConversationId::Room(r) = &conversation {
             if !self.handle.rooms.lock().contains(r) {
@@ -40,6 +42,8 @@ impl Session {
                 device: self.handle.device.clone(),
                 client_msg_id: Some(s.client_msg_id),
                 body: s.body,
+                content_type,
+                event: None,
                 check_membership: true,
                 reply: Reply::Session {
                     session: self.handle.clone(),

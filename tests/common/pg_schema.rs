@@ -1,0 +1,32 @@
+//! A PostgreSQL schema of the shared test server that a test uses alone,
+//! dropped with everything in it when the guard is dropped.
+#![allow(dead_code)]
+
+use std::process::Command;
+
+#[path = "../../im-store-postgres/tests/common/throwaway.rs"]
+mod throwaway;
+
+/// The shared test server.
+pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Drops schema `.0` of [`PG_URL`] when dropped (even if the test panicked).
+pub struct Schema(pub String);
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        // Cleanup only: without psql the schema stays (and says so).
+        let Some(psql) = throwaway::pg_tool("psql") else {
+            eprintln!("psql not found: schema {} left in place", self.0);
+            return;
+        };
+        let _ = Command::new(psql)
+            .args([
+                PG_URL,
+                "-qc",
+                &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0),
+            ])
+            .env("PGOPTIONS", "--client-min-messages=warning")
+            .status();
+    }
+}
