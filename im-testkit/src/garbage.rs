@@ -1,7 +1,7 @@
 //! Checks of an engine session fed arbitrary frames, over the in-memory
 //! connection ([`crate::duplex`]): every frame read is answered (its answer,
-//! an `Error`, or a close with a reason; an `Ack` only when it fails), and a
-//! well-behaved session beside it is still served afterwards. The stable
+//! an `Error`, or a close with a reason; an `Ack` or a `Typing` only when it
+//! fails), and a well-behaved session beside it is still served afterwards. The stable
 //! property test (`im-core/tests/session_garbage.rs`) and the `session`
 //! fuzz target (`fuzz/`) both drive these; run them on a paused clock.
 
@@ -56,7 +56,8 @@ pub async fn garbage_engine(store: Arc<dyn Store>, max_frame: usize) -> Engine {
 struct Expected {
     /// Answers that must come, by request id.
     required: HashMap<u64, usize>,
-    /// Answers that may come (an `Ack` is answered only when it fails).
+    /// Answers that may come (an `Ack` or a `Typing` is answered only when
+    /// it fails).
     optional: HashMap<u64, usize>,
     /// The close the frames call for, if any; frames after it are unread.
     close: Option<CloseCode>,
@@ -86,7 +87,7 @@ fn expected(frames: &[Vec<u8>], max_frame: usize) -> Expected {
             }
             Ok(pb::ClientFrame {
                 request_id,
-                body: Some(In::Ack(_)),
+                body: Some(In::Ack(_) | In::Typing(_)),
             }) => *e.optional.entry(request_id).or_default() += 1,
             Ok(f) => *e.required.entry(f.request_id).or_default() += 1,
         }

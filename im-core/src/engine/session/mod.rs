@@ -288,13 +288,14 @@ impl Session {
     }
 
     /// Answers a request read after shutdown began with a retryable
-    /// `SHUTTING_DOWN` (an `Ack`, which has no answer, is dropped): the
+    /// `SHUTTING_DOWN` (an `Ack` or a `Typing`, which have no answer, is
+    /// dropped): the
     /// client resends it to another server, with the same `client_msg_id`.
     fn refuse_while_draining(&self, bytes: &[u8]) {
         let Ok(frame) = decode_client_frame(bytes) else {
             return;
         };
-        if matches!(frame.body, None | Some(In::Ack(_))) {
+        if matches!(frame.body, None | Some(In::Ack(_) | In::Typing(_))) {
             return;
         }
         let reply = error_frame(
