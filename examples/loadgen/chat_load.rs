@@ -6,10 +6,14 @@
 //! `--push-acks` it connects with `Connect.push_acks` and acks each push.
 //! The server's CPU time is read from `/proc/<pid>/stat` around the load.
 //! Run it twice, with and without `--push-acks`, to get the cost of acks.
+//! With `--sdk` every client is an `im-client` SDK client (which acks
+//! pushes, dedups and pulls on gaps by itself): the figures are what an
+//! application on the SDK sees.
 //!
 //! ```text
 //! cargo run --release --example loadgen -- chat --pairs 200 --rate 20 --duration 10
 //! cargo run --release --example loadgen -- chat --pairs 200 --rate 20 --duration 10 --push-acks
+//! cargo run --release --example loadgen -- chat --pairs 200 --rate 20 --duration 10 --sdk
 //! ```
 
 use std::collections::HashSet;
@@ -50,6 +54,9 @@ pub(super) struct ChatArgs {
     /// Receivers connect with `push_acks` and ack every push.
     #[arg(long)]
     push_acks: bool,
+    /// Every client is an `im-client` SDK client (with push acks).
+    #[arg(long, conflicts_with = "push_acks")]
+    sdk: bool,
     /// Where to write chat.json (chat-acks.json with `--push-acks`).
     #[arg(long, default_value = "target/loadgen")]
     out: std::path::PathBuf,
@@ -69,6 +76,21 @@ struct Received {
     latency: Mutex<Histogram<u64>>,
     /// Commit-to-ack latency, ms + 1 (so 0 ms is recordable).
     commit_to_ack: Mutex<Histogram<u64>>,
+}
+
+impl Received {
+    /// Counts message `m`, which arrived at `now` (µs): a repeat of a seq in
+    /// `seen`, or a new message with its send-to-arrival latency.
+    fn arrived(&self, seen: &mut HashSet<u64>, m: &pb::Message, now: u64) {
+        if !seen.insert(m.seq) {
+            self.repeats.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = sent_at(&m.body) {
+            let _ = self.latency.lock().record(now.saturating_sub(t).max(1));
+        }
+    }
 }
 
 /// Server CPU time (user + system) in clock ticks, from `/proc/<pid>/stat`.
@@ -102,6 +124,14 @@ pub(super) async fn run(args: ChatArgs) -> Result<(), AnyError> {
         commit_to_ack: Mutex::new(histogram()),
     });
     let total = args.rate * args.duration;
+    if args.sdk {
+        return finish(
+            &args,
+            sdk::run(&args, addr, total, received.clone(), pid).await?,
+            &received,
+            child,
+        );
+    }
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
     for i in 0..args.pairs {
@@ -143,12 +173,41 @@ pub(super) async fn run(args: ChatArgs) -> Result<(), AnyError> {
     for r in receivers {
         r.await?;
     }
-    let secs = t.elapsed().as_secs_f64();
-    let cpu = match (cpu_before, pid.and_then(cpu_ticks)) {
+    let measured = Measured {
+        seconds: t.elapsed().as_secs_f64(),
+        cpu: cpu_seconds(cpu_before, pid),
+        sent: total * args.pairs as u64,
+    };
+    finish(&args, measured, &received, child)
+}
+
+/// The load's duration, the server's CPU time over it and the messages sent.
+struct Measured {
+    seconds: f64,
+    cpu: Option<f64>,
+    sent: u64,
+}
+
+/// The server's CPU seconds since `before` (ticks), if it is a child.
+fn cpu_seconds(before: Option<u64>, pid: Option<u32>) -> Option<f64> {
+    match (before, pid.and_then(cpu_ticks)) {
         (Some(a), Some(b)) => Some((b - a) as f64 / TICKS_PER_SEC),
         _ => None,
-    };
-    let sent = total * args.pairs as u64;
+    }
+}
+
+/// Prints and writes the report, then stops the child server.
+fn finish(
+    args: &ChatArgs,
+    measured: Measured,
+    received: &Received,
+    child: Option<tokio::process::Child>,
+) -> Result<(), AnyError> {
+    let Measured {
+        seconds: secs,
+        cpu,
+        sent,
+    } = measured;
     let got = received.messages.load(Ordering::Relaxed);
     let acks = received.acks.load(Ordering::Relaxed);
     let h = received.latency.lock().clone();
@@ -156,7 +215,8 @@ pub(super) async fn run(args: ChatArgs) -> Result<(), AnyError> {
     // Recorded as ms + 1.
     let ack_ms = |q: f64| (c.value_at_quantile(q) as f64 - 1.0).max(0.0);
     let report = serde_json::json!({
-        "push_acks": args.push_acks,
+        "push_acks": args.push_acks || args.sdk,
+        "sdk": args.sdk,
         "pairs": args.pairs,
         "rate_per_pair": args.rate,
         "seconds": secs,
@@ -164,19 +224,20 @@ pub(super) async fn run(args: ChatArgs) -> Result<(), AnyError> {
         "received": got,
         "arrival_rate": got as f64 / sent.max(1) as f64,
         "repeats": received.repeats.load(Ordering::Relaxed),
-        "acks_per_sec": acks as f64 / secs,
+        // The SDK acks by itself: not counted from outside.
+        "acks_per_sec": (!args.sdk).then(|| acks as f64 / secs),
         "notifies": received.notifies.load(Ordering::Relaxed),
         "latency_ms": { "p50": pct(&h, 0.5), "p99": pct(&h, 0.99), "max": h.max() as f64 / 1000.0 },
-        "commit_to_ack_ms": { "p50": ack_ms(0.5), "p99": ack_ms(0.99), "samples": c.len(), "measured": "client clock at the ack minus the message's server_time_ms (ms resolution)" },
+        "commit_to_ack_ms": (!args.sdk).then(|| serde_json::json!({ "p50": ack_ms(0.5), "p99": ack_ms(0.99), "samples": c.len(), "measured": "client clock at the ack minus the message's server_time_ms (ms resolution)" })),
         "server_cpu_seconds": cpu,
         "server_cpu_share": cpu.map(|c| c / secs),
         "server_cpu_us_per_message": cpu.map(|c| c * 1e6 / sent.max(1) as f64),
     });
     let json = serde_json::to_string_pretty(&report)?;
-    let name = if args.push_acks {
-        "chat-acks.json"
-    } else {
-        "chat.json"
+    let name = match (args.sdk, args.push_acks) {
+        (true, _) => "chat-sdk.json",
+        (false, true) => "chat-acks.json",
+        (false, false) => "chat.json",
     };
     std::fs::write(args.out.join(name), &json)?;
     println!("{json}");
@@ -210,14 +271,7 @@ async fn receive(b: Client, peer: String, total: u64, push_acks: bool, out: Arc<
         for m in &messages {
             // Seqs arrive in order; a repeat never lowers what we have.
             have = have.max(m.seq);
-            if !seen.insert(m.seq) {
-                out.repeats.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            out.messages.fetch_add(1, Ordering::Relaxed);
-            if let Some(t) = sent_at(&m.body) {
-                let _ = out.latency.lock().record(now.saturating_sub(t).max(1));
-            }
+            out.arrived(&mut seen, m, now);
         }
         if push_acks && b.ack(direct(&peer), have).await.is_ok() {
             out.acks.fetch_add(1, Ordering::Relaxed);
@@ -228,5 +282,102 @@ async fn receive(b: Client, peer: String, total: u64, push_acks: bool, out: Arc<
                 let _ = h.record(ms.saturating_sub(m.server_time_ms).max(0) as u64 + 1);
             }
         }
+    }
+}
+
+/// `--sdk`: the same pairs as `im-client` SDK clients.
+mod sdk {
+    use super::*;
+    use im_client::{ClientConfig, ConversationKey, Event};
+
+    /// Starts an SDK client of `user`.
+    fn start(
+        addr: SocketAddr,
+        user: &str,
+    ) -> Result<(im_client::Client, im_client::Events), AnyError> {
+        let config = ClientConfig::new(addr.to_string(), format!("{user}:d"), "d");
+        Ok(im_client::Client::start(config)?)
+    }
+
+    /// Runs the load with SDK clients; fills `out` as the raw receivers do
+    /// (the SDK acks by itself, so acks and commit-to-ack are not counted).
+    pub(super) async fn run(
+        args: &ChatArgs,
+        addr: SocketAddr,
+        total: u64,
+        out: Arc<Received>,
+        pid: Option<u32>,
+    ) -> Result<Measured, AnyError> {
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for i in 0..args.pairs {
+            let (a, a_events) = start(addr, &format!("ca{i}"))?;
+            let (b, b_events) = start(addr, &format!("cb{i}"))?;
+            receivers.push(tokio::spawn(receive(b, b_events, total, out.clone())));
+            senders.push((a, a_events));
+        }
+        let cpu_before = pid.and_then(cpu_ticks);
+        let t = Instant::now();
+        let mut sending = Vec::new();
+        for (i, (a, events)) in senders.into_iter().enumerate() {
+            let (rate, size) = (args.rate, args.body);
+            // The SDK waits when its events are not read: count the acks.
+            let acked = tokio::spawn(count_acks(events, total));
+            sending.push(tokio::spawn(async move {
+                let mut tick =
+                    tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+                for _ in 0..total {
+                    tick.tick().await;
+                    a.send(ConversationKey::direct(format!("cb{i}")), body(size))
+                        .await?;
+                }
+                acked.await?;
+                a.close().await;
+                Ok::<_, AnyError>(())
+            }));
+        }
+        for s in sending {
+            s.await??;
+        }
+        for r in receivers {
+            r.await?;
+        }
+        Ok(Measured {
+            seconds: t.elapsed().as_secs_f64(),
+            cpu: cpu_seconds(cpu_before, pid),
+            sent: total * args.pairs as u64,
+        })
+    }
+
+    /// Reads a sender's events until `total` of its sends were acked (or
+    /// 10 s of silence).
+    async fn count_acks(mut events: im_client::Events, total: u64) {
+        let mut acked = 0;
+        while acked < total {
+            match tokio::time::timeout(Duration::from_secs(10), events.next()).await {
+                Ok(Some(Event::SendAcked { .. })) => acked += 1,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+
+    /// Takes the SDK's messages until `total` arrived (or 5 s of silence).
+    async fn receive(
+        b: im_client::Client,
+        mut events: im_client::Events,
+        total: u64,
+        out: Arc<Received>,
+    ) {
+        let mut seen = HashSet::new();
+        while (seen.len() as u64) < total {
+            let m = match tokio::time::timeout(Duration::from_secs(5), events.next()).await {
+                Ok(Some(Event::Message(m))) => m,
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break,
+            };
+            out.arrived(&mut seen, &m, now_us());
+        }
+        b.close().await;
     }
 }
