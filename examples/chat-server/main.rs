@@ -39,8 +39,11 @@ struct Args {
     /// Address of the TCP listener.
     #[arg(long, default_value = "127.0.0.1:7000", env = "IM_LISTEN")]
     listen: SocketAddr,
-    /// Address of the Prometheus `/metrics` endpoint.
-    #[arg(long, default_value = "127.0.0.1:9100", env = "IM_METRICS")]
+    /// Address of the Prometheus `/metrics` endpoint. The default port, 7090,
+    /// sits next to the chat port and outside 9090-9999, the range the
+    /// Prometheus "default port allocations" list has fully handed out to
+    /// exporters (node_exporter is 9100), so it clashes with none of them.
+    #[arg(long, default_value = "127.0.0.1:7090", env = "IM_METRICS")]
     metrics: SocketAddr,
     /// Largest frame accepted from a client, in bytes.
     #[arg(long, default_value_t = 256 * 1024)]

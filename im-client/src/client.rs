@@ -374,15 +374,13 @@ impl Driver {
             if let Some(reason) = self.core.take_close() {
                 return Ended::Lost(reason);
             }
-            if !was_connected {
-                if let Some(c) = self.core.connected() {
-                    was_connected = true;
-                    self.backoff.reset();
-                    let server = Duration::from_millis(u64::from(c.heartbeat_interval_ms.max(200)));
-                    ping_every = self.config.heartbeat.unwrap_or(server / 2);
-                    idle = self.config.idle_timeout.unwrap_or(ping_every * 3);
-                    next_ping = Instant::now() + ping_every;
-                }
+            if !was_connected && let Some(c) = self.core.connected() {
+                was_connected = true;
+                self.backoff.reset();
+                let server = Duration::from_millis(u64::from(c.heartbeat_interval_ms.max(200)));
+                ping_every = self.config.heartbeat.unwrap_or(server / 2);
+                idle = self.config.idle_timeout.unwrap_or(ping_every * 3);
+                next_ping = Instant::now() + ping_every;
             }
             let retry = self.core.wants_retry_tick();
             tokio::select! {

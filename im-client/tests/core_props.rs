@@ -120,11 +120,10 @@ proptest! {
         for (pick, what) in events {
             match what {
                 // An answer (ack or final error) to one in-flight request.
-                0 => if let Some((id, _)) = written.get(pick % written.len().max(1)).cloned() {
-                    if let Some(s) = q.finish(id) {
+                0 => if let Some((id, _)) = written.get(pick % written.len().max(1)).cloned()
+                    && let Some(s) = q.finish(id) {
                         prop_assert!(finished.insert(s.client_msg_id), "finished twice");
-                    }
-                },
+                    },
                 // A retryable error.
                 1 => if let Some((id, _)) = written.get(pick % written.len().max(1)).cloned() {
                     q.back_off(id);

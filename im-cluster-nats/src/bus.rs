@@ -223,10 +223,10 @@ async fn publish(state: Arc<BusState>, mut rx: mpsc::Receiver<Outgoing>) {
     let send = |subject: String, payload: Bytes| {
         let client = state.client.clone();
         async move {
-            if let Err(e) = client.publish(subject, payload).await {
-                if let Some(suppressed) = FAILED.allow() {
-                    tracing::warn!(error = %e, suppressed, "bus message not published");
-                }
+            if let Err(e) = client.publish(subject, payload).await
+                && let Some(suppressed) = FAILED.allow()
+            {
+                tracing::warn!(error = %e, suppressed, "bus message not published");
             }
         }
     };

@@ -179,10 +179,10 @@ async fn beat(client: Client, subject: String, payload: bytes::Bytes, every: Dur
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = client.publish(subject.clone(), payload.clone()).await {
-            if let Some(suppressed) = FAILED.allow() {
-                tracing::warn!(error = %e, suppressed, "heartbeat not published");
-            }
+        if let Err(e) = client.publish(subject.clone(), payload.clone()).await
+            && let Some(suppressed) = FAILED.allow()
+        {
+            tracing::warn!(error = %e, suppressed, "heartbeat not published");
         }
     }
 }
@@ -247,10 +247,10 @@ async fn listen(
             .iter()
             .find(|(n, i)| **n != me.node && **i == me.index)
             .map(|(n, _)| n.clone());
-        if let Some(h) = &holder {
-            if watchers.index_taken.borrow().as_ref() != Some(h) {
-                tracing::error!(node = %me.node, "node {h} uses this node's index {} too: message ids may repeat", me.index);
-            }
+        if let Some(h) = &holder
+            && watchers.index_taken.borrow().as_ref() != Some(h)
+        {
+            tracing::error!(node = %me.node, "node {h} uses this node's index {} too: message ids may repeat", me.index);
         }
         watchers.index_taken.send_replace(holder);
         watchers.live.send_if_modified(|seen| {

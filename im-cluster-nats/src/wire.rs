@@ -220,7 +220,7 @@ mod tests {
             message_id: MessageId(seq * 7),
             sender: UserId::new("a.b*").expect("id"),
             sender_device: DeviceId::new("d 1").expect("id"),
-            client_msg_id: (seq % 2 == 0).then(|| format!("c{seq}")),
+            client_msg_id: seq.is_multiple_of(2).then(|| format!("c{seq}")),
             body: Bytes::from(format!("body {seq}")),
             server_time_ms: 1_700_000_000_000 + seq as i64,
             // Every kind of message: plain, custom-typed, edited, recall events.
@@ -237,7 +237,7 @@ mod tests {
                 }),
                 _ => None,
             },
-            recalled: seq % 5 == 0,
+            recalled: seq.is_multiple_of(5),
             edit_count: u32::from(seq % 4 == 2) * 2,
         }
     }

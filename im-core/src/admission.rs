@@ -198,12 +198,12 @@ impl Table {
     /// Removes a handshake; its token is returned to cancel.
     fn remove(&mut self, id: u64) -> Option<CancellationToken> {
         let entry = self.order.remove(&id)?;
-        if let Some(address) = entry.address {
-            if let Some(n) = self.by_address.get_mut(&address) {
-                *n -= 1;
-                if *n == 0 {
-                    self.by_address.remove(&address);
-                }
+        if let Some(address) = entry.address
+            && let Some(n) = self.by_address.get_mut(&address)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.by_address.remove(&address);
             }
         }
         Some(entry.evicted)

@@ -176,7 +176,11 @@ pub enum ConversationId {
     Room(ChannelId),
 }
 
-/// The kind of a [`ConversationId`].
+/// The kind of a [`ConversationId`]: the one kind type of the engine's API.
+///
+/// [`pb::ConversationKind`] is its wire form, generated from `im.proto`
+/// (it adds `Unspecified`, which no conversation has); convert with `From`
+/// one way and [`ConversationId::from_wire`] the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConversationKind {
     /// Two users.
@@ -185,6 +189,16 @@ pub enum ConversationKind {
     Group,
     /// Live membership.
     Room,
+}
+
+impl From<ConversationKind> for pb::ConversationKind {
+    fn from(kind: ConversationKind) -> Self {
+        match kind {
+            ConversationKind::Direct => Self::Direct,
+            ConversationKind::Group => Self::Group,
+            ConversationKind::Room => Self::Room,
+        }
+    }
 }
 
 impl ConversationId {
@@ -232,13 +246,12 @@ impl ConversationId {
     /// Names this conversation on the wire as `viewer` sees it (for a direct
     /// conversation: the other user).
     pub fn to_wire(&self, viewer: &UserId) -> pb::ConversationRef {
-        let (kind, id) = match self {
-            Self::Direct(pair) => (pb::ConversationKind::Direct, pair.peer_of(viewer).as_str()),
-            Self::Group(g) => (pb::ConversationKind::Group, g.as_str()),
-            Self::Room(r) => (pb::ConversationKind::Room, r.as_str()),
+        let id = match self {
+            Self::Direct(pair) => pair.peer_of(viewer).as_str(),
+            Self::Group(g) | Self::Room(g) => g.as_str(),
         };
         pb::ConversationRef {
-            kind: kind as i32,
+            kind: pb::ConversationKind::from(self.kind()) as i32,
             id: id.to_owned(),
         }
     }

@@ -139,10 +139,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsClient<S> {
     /// Waits for a pushed message from `sender`.
     pub async fn pushed_from(&mut self, sender: &str) -> pb::Message {
         loop {
-            if let Some(Out::Push(p)) = self.next_frame().await.body {
-                if let Some(m) = p.messages.into_iter().find(|m| m.sender_user == sender) {
-                    return m;
-                }
+            if let Some(Out::Push(p)) = self.next_frame().await.body
+                && let Some(m) = p.messages.into_iter().find(|m| m.sender_user == sender)
+            {
+                return m;
             }
         }
     }
@@ -175,10 +175,10 @@ pub async fn tcp_pushed_from(
             .await
             .expect("connection open")
             .expect("a pushed frame in time");
-        if let Some(Out::Push(p)) = frame.body {
-            if let Some(m) = p.messages.into_iter().find(|m| m.sender_user == sender) {
-                return m;
-            }
+        if let Some(Out::Push(p)) = frame.body
+            && let Some(m) = p.messages.into_iter().find(|m| m.sender_user == sender)
+        {
+            return m;
         }
     }
 }

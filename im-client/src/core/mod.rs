@@ -473,10 +473,10 @@ impl ClientCore {
             }
             (_, Out::Push(p)) => self.on_push(p, &mut touched),
             (_, Out::Notify(n)) => {
-                if let Some(key) = ConversationKey::from_wire(n.conversation.as_ref()) {
-                    if let Some(t) = self.track_for(&key) {
-                        t.observe_head(n.head_seq);
-                    }
+                if let Some(key) = ConversationKey::from_wire(n.conversation.as_ref())
+                    && let Some(t) = self.track_for(&key)
+                {
+                    t.observe_head(n.head_seq);
                 }
             }
             (_, Out::Kicked(k)) => self.on_kicked(k),
@@ -536,18 +536,18 @@ impl ClientCore {
             self.offer(m, touched);
         }
         for e in &r.entries {
-            if let Some(key) = ConversationKey::from_wire(e.conversation.as_ref()) {
-                if let Some(t) = self.track_for(&key) {
-                    t.observe_head(e.seq);
-                }
+            if let Some(key) = ConversationKey::from_wire(e.conversation.as_ref())
+                && let Some(t) = self.track_for(&key)
+            {
+                t.observe_head(e.seq);
             }
         }
         let heads_given = !r.heads.is_empty();
         for h in &r.heads {
-            if let Some(key) = ConversationKey::from_wire(h.conversation.as_ref()) {
-                if let Some(t) = self.track_for(&key) {
-                    t.observe_head(h.head_seq);
-                }
+            if let Some(key) = ConversationKey::from_wire(h.conversation.as_ref())
+                && let Some(t) = self.track_for(&key)
+            {
+                t.observe_head(h.head_seq);
             }
         }
         if r.full_sync_required {
@@ -581,10 +581,10 @@ impl ClientCore {
     fn on_list(&mut self, l: pb::ConversationList) {
         self.catch_up.list_pending = false;
         for c in &l.conversations {
-            if let Some(key) = ConversationKey::from_wire(c.conversation.as_ref()) {
-                if let Some(t) = self.track_for(&key) {
-                    t.observe_head(c.head_seq);
-                }
+            if let Some(key) = ConversationKey::from_wire(c.conversation.as_ref())
+                && let Some(t) = self.track_for(&key)
+            {
+                t.observe_head(c.head_seq);
             }
         }
     }

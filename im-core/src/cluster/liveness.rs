@@ -249,11 +249,10 @@ mod tests {
                     Event::Left(n, inc) => {
                         let change = live.left(&node(n), inc);
                         let was = is_live(&model, n, now);
-                        if let Some(m) = model.get_mut(&n) {
-                            if m.0 <= inc {
+                        if let Some(m) = model.get_mut(&n)
+                            && m.0 <= inc {
                                 *m = (inc, m.1, true);
                             }
-                        }
                         prop_assert_eq!(change.is_some(), was && !is_live(&model, n, now));
                     }
                     Event::Tick(ms) => {

@@ -45,7 +45,8 @@ impl Engine {
     /// (e.g. for a host that takes recalls over its own API). Commits a
     /// recall event message (sent from device `host`) and returns its
     /// receipt; with an `idempotency_key`, a retry returns the original.
-    /// Rooms do not support recall.
+    /// Rooms do not support recall. After [`Engine::shutdown`] has begun it
+    /// answers [`EngineError::ShuttingDown`] and commits nothing.
     pub async fn recall(
         &self,
         conversation: ConversationId,
@@ -69,7 +70,8 @@ impl Engine {
     /// Replaces the body of the message at `seq` of `conversation`, as
     /// `by` ([`Actor::Host`]: any message; [`Actor::User`]: their own).
     /// Commits an edit event message (sent from device `host`) carrying the
-    /// new body, and returns its receipt. Rooms do not support edit.
+    /// new body, and returns its receipt. Rooms do not support edit. After
+    /// [`Engine::shutdown`] has begun it answers [`EngineError::ShuttingDown`].
     pub async fn edit(
         &self,
         conversation: ConversationId,
@@ -94,6 +96,7 @@ impl Engine {
 
     /// [`Engine::amend`] answered to the host API.
     async fn amend_as_host(&self, req: AmendRequest<'_>) -> Result<SendReceipt, EngineError> {
+        self.refuse_after_shutdown()?;
         let (tx, rx) = oneshot::channel();
         self.amend(req, Reply::Host(tx), false).await?;
         rx.await.map_err(|_| EngineError::ShuttingDown)?

@@ -368,11 +368,12 @@ fn track<K: std::hash::Hash + Eq + Clone>(
         if set.insert(session) && set.len() == 1 {
             tell(true);
         }
-    } else if let Some(set) = map.get_mut(key) {
-        if set.remove(&session) && set.is_empty() {
-            map.remove(key);
-            tell(false);
-        }
+    } else if let Some(set) = map.get_mut(key)
+        && set.remove(&session)
+        && set.is_empty()
+    {
+        map.remove(key);
+        tell(false);
     }
 }
 

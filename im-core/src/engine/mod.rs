@@ -370,6 +370,11 @@ impl Engine {
     }
 
     /// Creates a group with its first members.
+    ///
+    /// Errors: [`StoreError::AlreadyExists`](crate::StoreError::AlreadyExists)
+    /// (as [`EngineError::Store`]) if the group exists, and nothing changes;
+    /// any other store failure as [`EngineError::Store`] (see
+    /// [`EngineError::is_retryable`]).
     pub async fn create_group(
         &self,
         group: &ChannelId,
@@ -387,6 +392,11 @@ impl Engine {
     }
 
     /// Adds members to a group; their live sessions start receiving it at once.
+    /// Users already in it are ignored.
+    ///
+    /// Errors: [`StoreError::NotFound`](crate::StoreError::NotFound) (as
+    /// [`EngineError::Store`]) if the group does not exist; any other store
+    /// failure as [`EngineError::Store`].
     pub async fn add_members(
         &self,
         group: &ChannelId,
@@ -404,6 +414,9 @@ impl Engine {
     }
 
     /// Removes members from a group; their live sessions stop receiving it at once.
+    /// Users not in it, or a group that does not exist, are no error.
+    ///
+    /// Errors: a store failure as [`EngineError::Store`].
     pub async fn remove_members(
         &self,
         group: &ChannelId,
@@ -424,8 +437,17 @@ impl Engine {
     }
 
     /// Commits a message as `sender` without membership checks (system
-    /// messages, bots, imports). With an `idempotency_key`, a retry returns
-    /// the original receipt.
+    /// messages, bots, imports), from device `host`. With an
+    /// `idempotency_key`, a retry returns the original receipt, and clients
+    /// see the key as the message's `client_msg_id` (empty without one).
+    ///
+    /// Errors: [`EngineError::ShuttingDown`] once [`Engine::shutdown`] has
+    /// begun (nothing is committed); [`EngineError::InvalidRequest`] for a
+    /// body over [`EngineConfig::max_body_bytes`]; [`EngineError::InvalidId`]
+    /// for an empty or malformed key;
+    /// [`StoreError::NotFound`](crate::StoreError::NotFound) (as
+    /// [`EngineError::Store`]) for a group that does not exist; any other
+    /// store failure as [`EngineError::Store`].
     pub async fn send_as(
         &self,
         conversation: ConversationId,
@@ -433,6 +455,7 @@ impl Engine {
         body: Bytes,
         idempotency_key: Option<String>,
     ) -> Result<SendReceipt, EngineError> {
+        self.refuse_after_shutdown()?;
         if body.len() > self.config().max_body_bytes {
             return Err(EngineError::InvalidRequest(format!(
                 "body of {} bytes exceeds {}",
@@ -461,8 +484,8 @@ impl Engine {
     }
 
     /// Disconnects every session of a user with a `Kicked` frame; returns
-    /// how many were on this node. In a cluster the other nodes are told to
-    /// kick theirs too.
+    /// how many were on this node (0 for a user with none; never an error).
+    /// In a cluster the other nodes are told to kick theirs too.
     pub fn kick_user(&self, user: &UserId, detail: &str) -> usize {
         self.tell_cluster(|| Control::KickUser {
             user: user.clone(),
@@ -472,7 +495,9 @@ impl Engine {
     }
 
     /// Stops accepting, lets in-flight sends commit and be acked, then closes
-    /// every session with `Kicked{SHUTDOWN}`.
+    /// every session with `Kicked{SHUTDOWN}`. From here on the host commits
+    /// ([`Engine::send_as`], [`Engine::recall`], [`Engine::edit`]) answer
+    /// [`EngineError::ShuttingDown`].
     pub async fn shutdown(&self) {
         let shared = &self.inner.shared;
         shared.shutdown.cancel();
@@ -492,6 +517,16 @@ impl Engine {
             );
         }
         let _ = tokio::time::timeout(shared.config.shutdown_grace, shared.sessions.wait()).await;
+    }
+
+    /// [`EngineError::ShuttingDown`] once [`Engine::shutdown`] has begun:
+    /// a host commit (send, recall, edit) asked after that is refused
+    /// rather than committed behind the drain.
+    pub(crate) fn refuse_after_shutdown(&self) -> Result<(), EngineError> {
+        if self.inner.shared.shutdown.is_cancelled() {
+            return Err(EngineError::ShuttingDown);
+        }
+        Ok(())
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {

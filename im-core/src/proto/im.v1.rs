@@ -22,7 +22,9 @@ pub struct Message {
     pub sender_user: ::prost::alloc::string::String,
     #[prost(string, tag = "5")]
     pub sender_device: ::prost::alloc::string::String,
-    /// The client's id for the send (empty for messages sent by the system).
+    /// The sender's idempotency key for the send: the client's
+    /// `client_msg_id`, or for a message the host sent (`sender_device` "host")
+    /// the key the host passed, empty if it passed none.
     #[prost(string, tag = "6")]
     pub client_msg_id: ::prost::alloc::string::String,
     /// Opaque payload chosen by the application.

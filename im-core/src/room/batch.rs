@@ -227,10 +227,10 @@ mod tests {
         // 2000 msg/s for one second: one every 500 µs.
         for i in 0..2000u32 {
             let now = t0 + Duration::from_micros(500 * u64::from(i));
-            if let Some(d) = b.deadline() {
-                if d <= now {
-                    batches.extend(b.poll(d));
-                }
+            if let Some(d) = b.deadline()
+                && d <= now
+            {
+                batches.extend(b.poll(d));
             }
             batches.extend(b.push(now, i));
         }
@@ -310,11 +310,10 @@ mod tests {
                     out.push((now, batch));
                 }
             }
-            if let Some(d) = b.deadline() {
-                if let Some(batch) = b.poll(d) {
+            if let Some(d) = b.deadline()
+                && let Some(batch) = b.poll(d) {
                     out.push((d, batch));
                 }
-            }
             prop_assert_eq!(b.pending(), 0);
             let mut next = 0u32;
             for (at, batch) in &out {

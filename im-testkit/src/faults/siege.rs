@@ -681,13 +681,13 @@ fn login_failures(honest: &LoginStats, min_ratio: f64, max_p99: Option<Duration>
             min_ratio * 100.0
         ));
     }
-    if let Some(max) = max_p99 {
-        if honest.latency.p99 > max {
-            out.push(format!(
-                "p99 honest login {:?} > {max:?}",
-                honest.latency.p99
-            ));
-        }
+    if let Some(max) = max_p99
+        && honest.latency.p99 > max
+    {
+        out.push(format!(
+            "p99 honest login {:?} > {max:?}",
+            honest.latency.p99
+        ));
     }
     out
 }

@@ -154,15 +154,15 @@ where
         write_http(stream, response).await?;
         return Ok(Routed::Http { path, status });
     }
-    if let Some(want) = &config.path {
-        if request.uri().path() != want {
-            return Err(refuse(
-                stream,
-                StatusCode::NOT_FOUND,
-                format!("no WebSocket endpoint here; connect to {want}"),
-            )
-            .await);
-        }
+    if let Some(want) = &config.path
+        && request.uri().path() != want
+    {
+        return Err(refuse(
+            stream,
+            StatusCode::NOT_FOUND,
+            format!("no WebSocket endpoint here; connect to {want}"),
+        )
+        .await);
     }
     let (response, subprotocol) = match switching_protocols(&request, config) {
         Ok(r) => r,

@@ -155,15 +155,16 @@ impl<M: RoomMember> Room<M> {
             flow.turn = TurnState::Queued;
             self.stage.submit(flow.rate_class(), self.clone());
         }
-        if let Some(deadline) = flow.batcher.deadline() {
-            if flow.timer == BatchTimer::Unarmed && tokio::runtime::Handle::try_current().is_ok() {
-                flow.timer = BatchTimer::Armed;
-                let room = self.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
-                    room.tick();
-                });
-            }
+        if let Some(deadline) = flow.batcher.deadline()
+            && flow.timer == BatchTimer::Unarmed
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            flow.timer = BatchTimer::Armed;
+            let room = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
+                room.tick();
+            });
         }
     }
 

@@ -145,10 +145,10 @@ impl<M: RoomMember> Room<M> {
             let mut list = room.sessions.lock();
             if index < list.len() {
                 list.swap_remove(index);
-                if let Some(moved) = list.get(index) {
-                    if let Some(seat) = m.seats.get_mut(&moved.session_id()) {
-                        seat.index = index;
-                    }
+                if let Some(moved) = list.get(index)
+                    && let Some(seat) = m.seats.get_mut(&moved.session_id())
+                {
+                    seat.index = index;
                 }
             }
         }

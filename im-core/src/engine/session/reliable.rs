@@ -266,10 +266,8 @@ impl<'a> Timer<'a> {
             _ = sleep => true,
             _ = woken => false,
         };
-        if !fired {
-            if let Some(a) = self.acks {
-                self.woken = Some(Box::pin(a.wake.notified()));
-            }
+        if !fired && let Some(a) = self.acks {
+            self.woken = Some(Box::pin(a.wake.notified()));
         }
         fired
     }
