@@ -100,10 +100,7 @@ async fn setup(members: usize) -> Setup {
         engine.accept(Connection {
             reader: Box::new(Silent(Some(connect))),
             writer: Box::new(counter.clone()),
-            info: ConnectionInfo {
-                transport: "bench",
-                peer_addr: None,
-            },
+            info: ConnectionInfo::new("bench", None),
         });
     }
     // Every session has written its `Connected`.

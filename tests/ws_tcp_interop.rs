@@ -141,3 +141,51 @@ async fn a_websocket_user_edits_and_recalls_for_a_tcp_user() {
         "the edit event lost its text too"
     );
 }
+
+#[tokio::test]
+async fn each_client_is_told_the_frame_limit_its_transport_enforces() {
+    // One engine (default 256 KiB), two transports with limits of their own.
+    let engine = Engine::builder(Arc::new(MemoryStore::new()))
+        .insecure_dev_auth()
+        .build()
+        .expect("engine");
+    let tcp = TcpServer::bind("127.0.0.1:0", TcpConfig::default().max_frame_bytes(40_000))
+        .await
+        .expect("tcp");
+    let ws = WsServer::bind(
+        "127.0.0.1:0",
+        WsConfig::default().path("/ws").max_message_bytes(50_000),
+    )
+    .await
+    .expect("ws");
+    let (tcp_addr, ws_addr) = (
+        tcp.local_addr().expect("addr"),
+        ws.local_addr().expect("addr"),
+    );
+    tcp.serve(engine.clone());
+    ws.serve(engine.clone());
+
+    let alice = Client::connect(tcp_addr, "alice", "alice-cli")
+        .await
+        .expect("alice over TCP");
+    let bob = WsClient::connect(ws_addr, "bob").await;
+    assert_eq!(alice.connected.max_frame_bytes, 40_000);
+    assert_eq!(bob.connected.max_frame_bytes, 50_000);
+
+    // What was announced is what is enforced: a frame just over it is refused.
+    let oversize = pb::Send {
+        client_msg_id: "big".into(),
+        conversation: Some(direct("bob")),
+        body: vec![b'x'; 40_000].into(),
+        ..Default::default()
+    };
+    let refused = alice
+        .request(In::Send(oversize))
+        .await
+        .expect_err("over the limit");
+    assert_eq!(
+        refused.code(),
+        Some(pb::ErrorCode::FrameTooLarge),
+        "{refused:?}"
+    );
+}

@@ -99,13 +99,39 @@ pub trait FrameWriter: Send + 'static {
     async fn close(&mut self, reason: CloseReason) -> Result<(), TransportError>;
 }
 
-/// Facts about a connection, for logs and the authenticator.
+/// Facts about a connection, for logs, the authenticator and `Connected`.
+/// Build one with [`ConnectionInfo::new`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConnectionInfo {
     /// Transport name, e.g. `"tcp"` or `"ws"`.
     pub transport: &'static str,
     /// The peer's address, if known.
     pub peer_addr: Option<SocketAddr>,
+    /// The largest frame this connection's transport accepts from the
+    /// client, which the engine announces in `Connected.max_frame_bytes`:
+    /// the transport that enforces the limit is the one place that decides
+    /// it. `None` (a transport with no limit of its own, such as an
+    /// in-memory one): the engine announces `EngineConfig::max_frame_bytes`.
+    pub max_frame_bytes: Option<usize>,
+}
+
+impl ConnectionInfo {
+    /// A connection over `transport` from `peer_addr`, with no frame limit
+    /// of the transport's own.
+    pub fn new(transport: &'static str, peer_addr: Option<SocketAddr>) -> Self {
+        Self {
+            transport,
+            peer_addr,
+            max_frame_bytes: None,
+        }
+    }
+
+    /// The largest frame the transport accepts on this connection.
+    pub fn with_max_frame_bytes(mut self, max_frame_bytes: usize) -> Self {
+        self.max_frame_bytes = Some(max_frame_bytes);
+        self
+    }
 }
 
 /// One accepted connection, ready to become a session.

@@ -164,10 +164,7 @@ impl MemClient {
             writer: Box::new(MemWriter {
                 tx: Some(server_tx),
             }),
-            info: ConnectionInfo {
-                transport: "memory",
-                peer_addr: None,
-            },
+            info: ConnectionInfo::new("memory", None).with_max_frame_bytes(max_frame),
         };
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let (events_tx, events_rx) = mpsc::unbounded_channel();

@@ -32,9 +32,9 @@ const INITIAL_READ_BUFFER: usize = 1024;
 pub struct TcpConfig {
     /// Largest frame accepted from a client. A larger announced length gets
     /// an `Error{FRAME_TOO_LARGE}` and a close, without buffering the frame.
-    /// Keep it equal to `EngineConfig::max_frame_bytes`, the limit the engine
-    /// announces to clients in `Connected` (a warning is logged otherwise).
-    /// Default 256 KiB, as the engine's.
+    /// The engine announces this limit to the client in
+    /// `Connected.max_frame_bytes` (it travels in the connection's
+    /// `ConnectionInfo`), so this is the one setting of it. Default 256 KiB.
     pub max_frame_bytes: usize,
     /// Disable Nagle's algorithm (lower latency for small frames).
     pub nodelay: bool,
@@ -91,15 +91,6 @@ impl TcpServer {
 
     /// Accepts connections until the engine shuts down.
     pub fn serve(self, engine: Engine) -> JoinHandle<()> {
-        let announced = engine.config().max_frame_bytes;
-        if announced != self.config.max_frame_bytes {
-            tracing::warn!(
-                engine = announced,
-                tcp = self.config.max_frame_bytes,
-                "EngineConfig::max_frame_bytes (announced to clients) differs from \
-                 TcpConfig::max_frame_bytes (enforced here): set both to one value"
-            );
-        }
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.clone() {
             return tls::serve(self.listener, self.config, tls.into(), engine);
@@ -166,10 +157,7 @@ where
             stream: write,
             write_timeout: config.write_timeout,
         }),
-        info: ConnectionInfo {
-            transport: "tcp",
-            peer_addr,
-        },
+        info: ConnectionInfo::new("tcp", peer_addr).with_max_frame_bytes(config.max_frame_bytes),
     }
 }
 

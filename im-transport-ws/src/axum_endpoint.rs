@@ -68,7 +68,6 @@ impl std::fmt::Debug for WsEndpoint {
 impl WsEndpoint {
     /// An endpoint feeding `engine`, with the limits of `config`.
     pub fn new(engine: Engine, config: WsConfig) -> Self {
-        config.warn_if_limit_differs(engine.config());
         Self {
             engine,
             config: Arc::new(config),

@@ -26,9 +26,9 @@ pub const SUBPROTOCOL: &str = "im.v1.proto";
 pub struct WsConfig {
     /// Largest message accepted from a client (after reassembling fragments).
     /// A larger one is refused with close code 1009. One message is one
-    /// frame of the protocol: keep it equal to `EngineConfig::max_frame_bytes`,
-    /// the limit the engine announces in `Connected` (a warning is logged
-    /// otherwise).
+    /// frame of the protocol; the engine announces this limit to the client
+    /// in `Connected.max_frame_bytes` (it travels in the connection's
+    /// `ConnectionInfo`), so this is the one setting of it.
     pub max_message_bytes: usize,
     /// Largest single frame accepted from a client. Checked against the
     /// length in the frame header, before any of the payload is buffered;
@@ -158,19 +158,6 @@ impl WsConfig {
             max_pending: self.max_pending_handshakes,
             per_address: self.max_pending_handshakes_per_address,
             reserved_for_new_addresses: self.pending_handshakes_reserved_for_new_addresses,
-        }
-    }
-
-    /// Logs a warning when the engine announces a different frame limit to
-    /// clients than this transport enforces.
-    pub(crate) fn warn_if_limit_differs(&self, engine: &im_core::EngineConfig) {
-        if engine.max_frame_bytes != self.max_message_bytes {
-            tracing::warn!(
-                engine = engine.max_frame_bytes,
-                ws = self.max_message_bytes,
-                "EngineConfig::max_frame_bytes (announced to clients) differs from \
-                 WsConfig::max_message_bytes (enforced here): set both to one value"
-            );
         }
     }
 

@@ -126,10 +126,7 @@ where
             write_timeout: config.write_timeout,
             linger: config.close_linger,
         }),
-        info: ConnectionInfo {
-            transport: "ws",
-            peer_addr,
-        },
+        info: ConnectionInfo::new("ws", peer_addr).with_max_frame_bytes(config.max_message_bytes),
     }
 }
 

@@ -86,7 +86,6 @@ impl WsServer {
     /// Accepts connections until the engine shuts down. Each handshake runs
     /// on its own task, bounded by [`WsConfig::handshake_timeout`].
     pub fn serve(self, engine: Engine) -> JoinHandle<()> {
-        self.config.warn_if_limit_differs(engine.config());
         tokio::spawn(async move {
             let stop = engine.shutdown_token();
             let handshakes = PendingHandshakes::new(self.config.handshake_limits(), "ws_upgrade");

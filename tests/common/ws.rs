@@ -22,6 +22,8 @@ pub struct WsClient<S> {
     next_id: u64,
     /// Frames read while waiting for an answer, for later.
     backlog: VecDeque<pb::ServerFrame>,
+    /// The server's answer to the login.
+    pub connected: pb::Connected,
 }
 
 impl WsClient<TcpStream> {
@@ -53,6 +55,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsClient<S> {
             ws,
             next_id: 1,
             backlog: VecDeque::new(),
+            connected: pb::Connected::default(),
         };
         client
             .send_body(In::Connect(pb::Connect {
@@ -63,7 +66,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsClient<S> {
             }))
             .await;
         match client.next_frame().await.body {
-            Some(Out::Connected(c)) => assert_eq!(c.user_id, user),
+            Some(Out::Connected(c)) => {
+                assert_eq!(c.user_id, user);
+                client.connected = c;
+            }
             other => panic!("expected Connected, got {other:?}"),
         }
         client

@@ -66,15 +66,14 @@ pub struct EngineConfig {
     ///
     /// Default: 64 KiB.
     pub max_body_bytes: usize,
-    /// Largest frame a client may send, as announced to it in
-    /// `Connected.max_frame_bytes`. The engine only announces it: each
-    /// transport enforces its own limit before a frame is buffered
-    /// (`TcpConfig::max_frame_bytes`, `WsConfig::max_message_bytes`), so set
-    /// them to this value (e.g. `TcpConfig::default()
-    /// .max_frame_bytes(config.max_frame_bytes)`); the transports log a
-    /// warning when they serve an engine whose value differs. It also bounds
-    /// what a body can be: keep it above `max_body_bytes` plus a little
-    /// framing.
+    /// Largest frame a client may send on a connection whose transport has
+    /// no limit of its own (`ConnectionInfo::max_frame_bytes` is `None`),
+    /// announced to it in `Connected.max_frame_bytes`. The TCP and WebSocket
+    /// transports enforce their own limit before a frame is buffered
+    /// (`TcpConfig::max_frame_bytes`, `WsConfig::max_message_bytes`) and the
+    /// engine announces *that* on their connections: the transport is the one
+    /// place that decides. Keep every limit above `max_body_bytes` plus a
+    /// little framing.
     ///
     /// Default: 256 KiB.
     pub max_frame_bytes: usize,

@@ -67,6 +67,10 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
         info,
     } = conn;
     let shared = engine.shared().clone();
+    // What the transport enforces is what the client is told.
+    let max_frame_bytes = info
+        .max_frame_bytes
+        .unwrap_or(shared.config.max_frame_bytes);
     let Some(pending) = shared.handshakes.admit(info.peer_addr.map(|a| a.ip())) else {
         // Its address holds all the pending handshakes it may: refuse
         // before reading anything.
@@ -97,7 +101,12 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
     // `Connected` is queued first: nothing may reach the client before it.
     handle.send_frame(
         request_id,
-        Out::Connected(connected_body(&handle, inbox_version, &shared.config)),
+        Out::Connected(connected_body(
+            &handle,
+            inbox_version,
+            max_frame_bytes,
+            &shared.config,
+        )),
     );
     let writer_task = tokio::spawn(write_loop(handle.clone(), writer));
     let others = shared.registry.register(&handle);
@@ -141,10 +150,12 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
     tracing::debug!(session = handle.id.0, user = %handle.user, "disconnected");
 }
 
-/// The `Connected` answer to a handshake.
+/// The `Connected` answer to a handshake; `max_frame_bytes` is the limit
+/// the session's transport enforces.
 fn connected_body(
     handle: &SessionHandle,
     inbox_version: u64,
+    max_frame_bytes: usize,
     config: &super::EngineConfig,
 ) -> pb::Connected {
     pb::Connected {
@@ -154,7 +165,7 @@ fn connected_body(
         inbox_version,
         server_time_ms: now_ms(),
         heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u32,
-        max_frame_bytes: config.max_frame_bytes as u32,
+        max_frame_bytes: u32::try_from(max_frame_bytes).unwrap_or(u32::MAX),
         push_acks: handle.acks.is_some(),
     }
 }
