@@ -7,14 +7,17 @@
 #![cfg(feature = "cluster")]
 
 mod common;
+#[path = "../im-cluster-nats/tests/common/nats.rs"]
+mod nats;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::pg_schema::Schema;
 use common::{Server, WAIT, next_matching, user};
+use nats::{ThrowawayNats, free_port};
 
 use im_engine::cluster_nats::{BusFaults, ClusterConfig, NatsBus};
 use im_engine::core::cluster::{Interest, NodeId};
@@ -25,21 +28,6 @@ use im_engine::transport_tcp::client::{Client, direct, group, room};
 
 const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const NATS_URL: &str = "nats://127.0.0.1:4222";
-
-/// Drops the test's schema.
-struct Schema(String);
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args([
-                PG_URL,
-                "-qc",
-                &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0),
-            ])
-            .status();
-    }
-}
 
 struct Node {
     server: Server,
@@ -71,6 +59,11 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn cluster(nodes: usize) -> Cluster {
+    cluster_on(NATS_URL, nodes).await
+}
+
+/// `nodes` engines on the NATS at `nats_url`.
+async fn cluster_on(nats_url: &str, nodes: usize) -> Cluster {
     let schema = Schema(unique("cluster"));
     let name = unique("t");
     let mut out = Vec::new();
@@ -83,7 +76,7 @@ async fn cluster(nodes: usize) -> Cluster {
         .await
         .expect("PostgreSQL on 127.0.0.1:5432");
         let node = NodeId::new(format!("n{i}")).expect("node id");
-        let config = ClusterConfig::new(NATS_URL, &name, node).expect("config");
+        let config = ClusterConfig::new(nats_url, &name, node).expect("config");
         let bus = NatsBus::connect(&config)
             .await
             .expect("NATS on 127.0.0.1:4222");
@@ -130,9 +123,26 @@ fn g(s: &str) -> ChannelId {
 /// Reads pushes until `n` messages of the conversation named `of` (as the
 /// client sees it) arrived; checks they are seqs 1..=n in order, each once.
 async fn receive_all(c: &Client, of: &pb::ConversationRef, n: usize) -> Vec<String> {
+    let got = receive_range(c, of, 1, n as u64).await;
+    let ids: std::collections::HashSet<u64> = got.iter().map(|m| m.message_id).collect();
+    assert_eq!(ids.len(), got.len(), "two messages share a message id");
+    got.iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect()
+}
+
+/// Reads pushes of `of` until `until - from + 1` of them arrived (or the
+/// deadline); checks they are seqs `from..=until`, each once, in order.
+async fn receive_range(
+    c: &Client,
+    of: &pb::ConversationRef,
+    from: u64,
+    until: u64,
+) -> Vec<pb::Message> {
     let mut got: Vec<pb::Message> = Vec::new();
+    let want: Vec<u64> = (from..=until).collect();
     let deadline = tokio::time::Instant::now() + WAIT * 2;
-    while got.len() < n {
+    while got.len() < want.len() {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match c.next_event(left).await.expect("connection") {
             Some(pb::ServerFrame {
@@ -148,18 +158,13 @@ async fn receive_all(c: &Client, of: &pb::ConversationRef, n: usize) -> Vec<Stri
         }
     }
     let seqs: Vec<u64> = got.iter().map(|m| m.seq).collect();
-    let want: Vec<u64> = (1..=n as u64).collect();
     assert_eq!(
         seqs,
         want,
         "{} got pushes out of order, missing or twice",
         c.user_id()
     );
-    let ids: std::collections::HashSet<u64> = got.iter().map(|m| m.message_id).collect();
-    assert_eq!(ids.len(), got.len(), "two messages share a message id");
-    got.iter()
-        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
-        .collect()
+    got
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,4 +471,59 @@ async fn receive_mixed(
             )
         })
         .collect()
+}
+
+/// Waits until `node`'s bus is (or is not) connected to NATS.
+async fn bus_connected(node: &Node, up: bool) {
+    let deadline = tokio::time::Instant::now() + WAIT * 4;
+    while node.bus.is_connected() != up {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bus never became connected={up}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_resumes_when_nats_restarts() {
+    let port = free_port();
+    let nats = ThrowawayNats::start(port).await;
+    let c = cluster_on(&nats.url(), 2).await;
+    let alice = c.nodes[0].server.connect("alice", "d").await;
+    let bob = c.nodes[1].server.connect("bob", "d").await;
+    listening(&c.nodes[0], u("alice")).await;
+    listening(&c.nodes[1], u("bob")).await;
+    let say = |i: u64| {
+        let alice = &alice;
+        async move {
+            alice
+                .send(direct("bob"), &format!("m{i}"), format!("m{i}"))
+                .await
+                .expect("acked: commits need the store, not the bus")
+        }
+    };
+    for i in 1..=5 {
+        say(i).await;
+    }
+    receive_range(&bob, &direct("alice"), 1, 5).await;
+
+    // NATS goes away: sends still commit (the store), sessions stay up.
+    nats.stop().await;
+    bus_connected(&c.nodes[0], false).await;
+    for i in 6..=10 {
+        say(i).await;
+    }
+    // NATS comes back on the same port: the buses reconnect by themselves,
+    // and what was committed meanwhile is repaired from the store when the
+    // next batch (or the head beacon) shows the gap.
+    let nats = ThrowawayNats::start(port).await;
+    bus_connected(&c.nodes[0], true).await;
+    bus_connected(&c.nodes[1], true).await;
+    for i in 11..=15 {
+        say(i).await;
+    }
+    receive_range(&bob, &direct("alice"), 6, 15).await;
+    drop(c);
+    nats.stop().await;
 }

@@ -169,6 +169,12 @@ impl NatsBus {
         self.state.listening.lock().contains(&subject)
     }
 
+    /// True while the connection to NATS is up (it reconnects by itself
+    /// after a loss; batches missed meanwhile are repaired from the store).
+    pub fn is_connected(&self) -> bool {
+        self.state.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     /// Subjects this node listens on for batches.
     pub fn listening_count(&self) -> usize {
         self.state.listening.lock().len()

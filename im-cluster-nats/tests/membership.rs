@@ -2,15 +2,16 @@
 //! test under its own cluster name) and, for the restart, a throwaway
 //! `nats-server` on a free port.
 
-use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use im_cluster_nats::{ClusterConfig, ClusterError, Membership};
 use im_core::ConversationId;
 use im_core::cluster::NodeId;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio::sync::watch;
+
+#[path = "common/nats.rs"]
+mod nats;
+use nats::{ThrowawayNats, free_port};
 
 const SHARED_NATS: &str = "nats://127.0.0.1:4222";
 /// How long a test waits for the cluster to settle before it fails.
@@ -176,53 +177,6 @@ async fn an_unreachable_nats_is_an_error_naming_its_url() {
         .expect_err("nothing listens on port 1");
     assert!(matches!(err, ClusterError::Connect { .. }), "{err:?}");
     assert!(err.to_string().contains(url), "{err}");
-}
-
-/// A `nats-server` of the test's own on a free port.
-struct ThrowawayNats {
-    child: Child,
-    port: u16,
-}
-
-impl ThrowawayNats {
-    async fn start(port: u16) -> Self {
-        let mut child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("nats-server is on PATH");
-        let stderr = child.stderr.take().expect("piped");
-        let mut lines = BufReader::new(stderr).lines();
-        let ready = tokio::time::timeout(DEADLINE, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("Server is ready") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert_eq!(ready, Ok(true), "nats-server did not start on port {port}");
-        // Keep draining its log so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    async fn stop(mut self) {
-        self.child.kill().await.expect("kill nats-server");
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
