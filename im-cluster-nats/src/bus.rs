@@ -112,6 +112,7 @@ impl NatsBus {
             .name(format!("im-engine bus {}", config.node))
             .no_echo()
             .max_reconnects(Option::<usize>::None)
+            .event_callback(|event| async move { record_connection_event(&event) })
             .connect(&config.url)
             .await
             .map_err(|source| ClusterError::Connect {
@@ -133,6 +134,7 @@ impl NatsBus {
             url: config.url.clone(),
             source: e,
         })?;
+        metrics::gauge!("im_cluster_bus_connected").set(1.0);
         let state = Arc::new(BusState {
             client,
             subjects,
@@ -178,6 +180,27 @@ impl NatsBus {
     /// Subjects this node listens on for batches.
     pub fn listening_count(&self) -> usize {
         self.state.listening.lock().len()
+    }
+}
+
+/// Keeps the bus's connection visible in the metrics:
+/// `im_cluster_bus_connected` (1 while connected to NATS, 0 while away) and
+/// `im_cluster_bus_disconnects_total`.
+fn record_connection_event(event: &async_nats::Event) {
+    match event {
+        async_nats::Event::Connected => {
+            metrics::gauge!("im_cluster_bus_connected").set(1.0);
+            tracing::info!("cluster bus connected to NATS");
+        }
+        async_nats::Event::Disconnected => {
+            metrics::gauge!("im_cluster_bus_connected").set(0.0);
+            metrics::counter!("im_cluster_bus_disconnects_total").increment(1);
+            tracing::warn!(
+                "cluster bus lost NATS: sessions stay up and commits go on; \
+                 cross-node delivery resumes (and repairs) when it returns"
+            );
+        }
+        _ => {}
     }
 }
 
