@@ -6,23 +6,13 @@ mod common;
 
 use std::time::Instant;
 
-use common::{QUIET, Server, next_matching};
+use common::{Server, connect_opted, next_matching, until_quiet};
 use im_engine::core::pb::{self, client_frame::Body as In, server_frame::Body as Out};
 use im_engine::transport_tcp::client::{Client, direct, group, room};
 
 /// Connects `user` asking for typing events.
 async fn connect_typing(server: &Server, user: &str, device: &str) -> Client {
-    Client::connect_frame(
-        server.addr,
-        pb::Connect {
-            token: format!("{user}:{device}"),
-            device_id: device.to_owned(),
-            typing_events: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("connect")
+    connect_opted(server, user, device, |c| c.typing_events = true).await
 }
 
 fn typing(conversation: pb::ConversationRef, active: bool) -> pb::ClientFrame {
@@ -35,23 +25,20 @@ fn typing(conversation: pb::ConversationRef, active: bool) -> pb::ClientFrame {
     }
 }
 
-async fn next_typing(c: &Client) -> Option<pb::TypingEvent> {
-    next_matching(c, |b| match b {
+fn typing_event(b: Out) -> Option<pb::TypingEvent> {
+    match b {
         Out::Typing(t) => Some(t),
         _ => None,
-    })
-    .await
+    }
+}
+
+async fn next_typing(c: &Client) -> Option<pb::TypingEvent> {
+    next_matching(c, typing_event).await
 }
 
 /// Typing events `c` receives until the connection stays quiet.
 async fn typing_until_quiet(c: &Client) -> Vec<pb::TypingEvent> {
-    let mut got = Vec::new();
-    while let Ok(Some(frame)) = c.next_event(QUIET).await {
-        if let Some(Out::Typing(t)) = frame.body {
-            got.push(t);
-        }
-    }
-    got
+    until_quiet(c, typing_event).await
 }
 
 #[tokio::test]

@@ -209,9 +209,9 @@ fn arb_body_bytes() -> impl Strategy<Value = Bytes> {
 /// Any client frame body, or none.
 pub fn arb_client_body() -> BoxedStrategy<Option<In>> {
     let body = prop_oneof![
-        1 => (any::<String>(), arb_wire_id(), edgy_i32(), edgy_u64(), any::<String>(), any::<bool>(), any::<bool>()).prop_map(
-            |(token, device_id, device_kind, inbox_version, client_info, push_acks, typing_events)| In::Connect(pb::Connect {
-                token, device_id, device_kind, inbox_version, client_info, push_acks, typing_events,
+        1 => (any::<String>(), arb_wire_id(), edgy_i32(), edgy_u64(), any::<String>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(token, device_id, device_kind, inbox_version, client_info, push_acks, typing_events, receipt_events)| In::Connect(pb::Connect {
+                token, device_id, device_kind, inbox_version, client_info, push_acks, typing_events, receipt_events,
             })
         ),
         1 => (arb_opt_ref(), any::<bool>())

@@ -124,6 +124,35 @@ pub async fn next_matching<T>(c: &Client, mut pick: impl FnMut(Out) -> Option<T>
     }
 }
 
+/// Connects `user` from `device` with `options` applied to its `Connect`
+/// frame (e.g. to ask for typing events or receipts).
+pub async fn connect_opted(
+    server: &Server,
+    user: &str,
+    device: &str,
+    options: impl FnOnce(&mut pb::Connect),
+) -> Client {
+    let mut connect = pb::Connect {
+        token: format!("{user}:{device}"),
+        device_id: device.to_owned(),
+        ..Default::default()
+    };
+    options(&mut connect);
+    Client::connect_frame(server.addr, connect)
+        .await
+        .expect("connect")
+}
+
+/// What `pick` takes of the frames `c` receives until it stays quiet for
+/// [`QUIET`].
+pub async fn until_quiet<T>(c: &Client, mut pick: impl FnMut(Out) -> Option<T>) -> Vec<T> {
+    let mut got = Vec::new();
+    while let Ok(Some(frame)) = c.next_event(QUIET).await {
+        got.extend(frame.body.and_then(&mut pick));
+    }
+    got
+}
+
 /// Bodies of pushed messages, as strings.
 pub fn bodies(msgs: &[pb::Message]) -> Vec<String> {
     msgs.iter()

@@ -133,6 +133,9 @@ pub struct Connect {
     /// that predates them never receives a frame it does not know.
     #[prost(bool, tag = "40")]
     pub typing_events: bool,
+    /// Deliver `ReadReceipt`s to this session. Off by default, like typing.
+    #[prost(bool, tag = "41")]
+    pub receipt_events: bool,
 }
 /// Send a message. Answered by `SendAck` (after the message is committed) or `Error`.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -283,7 +286,7 @@ pub struct ServerFrame {
     pub request_id: u64,
     #[prost(
         oneof = "server_frame::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 30, 40"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 30, 40, 41"
     )]
     pub body: ::core::option::Option<server_frame::Body>,
 }
@@ -321,6 +324,8 @@ pub mod server_frame {
         Instruction(super::Instruction),
         #[prost(message, tag = "40")]
         Typing(super::TypingEvent),
+        #[prost(message, tag = "41")]
+        ReadReceipt(super::ReadReceipt),
     }
 }
 /// An instruction from the host application to this user's devices (see
@@ -497,6 +502,23 @@ pub struct TypingEvent {
     pub user_id: ::prost::alloc::string::String,
     #[prost(bool, tag = "3")]
     pub active: bool,
+}
+/// Someone read up to `read_seq` (their `Read` was recorded): sent live to
+/// the other participant of a direct chat and to the reader's other devices,
+/// to sessions that asked for receipts at connect. In a group only the
+/// reader's other devices are told (a read count per group message is not
+/// kept). Not stored as an event: `ListConversations` and `Read` show your own
+/// read cursor after a reconnect.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReadReceipt {
+    /// As the receiving session names it (for DIRECT, the other side).
+    #[prost(message, optional, tag = "1")]
+    pub conversation: ::core::option::Option<ConversationRef>,
+    /// Who read.
+    #[prost(string, tag = "2")]
+    pub user_id: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "3")]
+    pub read_seq: u64,
 }
 /// Answer to `ListConversations`.
 #[derive(Clone, PartialEq, ::prost::Message)]

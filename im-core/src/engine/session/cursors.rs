@@ -1,5 +1,8 @@
 //! `Ack` and `Read`: moving the user's delivered and read cursors.
 
+use std::sync::atomic::Ordering;
+
+use crate::codec::{encode_server_frame, server_frame};
 use crate::engine::wire::unread_display;
 use crate::ids::{ConversationId, UserId};
 use crate::pb::{self, server_frame::Body as Out};
@@ -68,6 +71,7 @@ impl Session {
         }
         let state = store.conversation_state(&user, &conv, UNREAD_CAP).await?;
         let (read_seq, count) = state.map_or((seq, 0), |s| (s.read_seq, s.unread));
+        self.announce_read(&conv, read_seq);
         let (unread, unread_more) = unread_display(count);
         self.reply(
             request_id,
@@ -79,5 +83,38 @@ impl Session {
             }),
         );
         Ok(())
+    }
+
+    /// Tells the sessions that asked for receipts that this user read up to
+    /// `read_seq`: the other side of a direct chat and the reader's other
+    /// devices (in a group, only the reader's other devices).
+    fn announce_read(&self, conv: &ConversationId, read_seq: u64) {
+        let reader = &self.handle.user;
+        let registry = &self.engine.shared().registry;
+        let frame = |viewer: &UserId| {
+            encode_server_frame(&server_frame(
+                0,
+                Out::ReadReceipt(pb::ReadReceipt {
+                    conversation: Some(conv.to_wire(viewer)),
+                    user_id: reader.to_string(),
+                    read_seq,
+                }),
+            ))
+        };
+        let tell = |sessions: Vec<std::sync::Arc<super::SessionHandle>>, frame: bytes::Bytes| {
+            for s in sessions
+                .iter()
+                .filter(|s| s.id != self.handle.id && s.receipt_events.load(Ordering::Relaxed))
+            {
+                s.send(frame.clone());
+            }
+        };
+        tell(registry.user_sessions(reader), frame(reader));
+        if let ConversationId::Direct(pair) = conv {
+            let peer = pair.peer_of(reader);
+            if peer != reader {
+                tell(registry.user_sessions(peer), frame(peer));
+            }
+        }
     }
 }

@@ -43,6 +43,8 @@ pub(crate) struct SessionHandle {
     pub(crate) gone: AtomicBool,
     /// The client asked for `TypingEvent`s at connect.
     pub(crate) typing_events: AtomicBool,
+    /// The client asked for `ReadReceipt`s at connect.
+    pub(crate) receipt_events: AtomicBool,
     /// The in-flight pushes of a session that acknowledges them
     /// (`Connect.push_acks`); `None` for best-effort sessions.
     pub(crate) acks: Option<Box<Acks>>,
@@ -79,6 +81,7 @@ impl SessionHandle {
             groups: Mutex::default(),
             gone: AtomicBool::new(false),
             typing_events: AtomicBool::new(false),
+            receipt_events: AtomicBool::new(false),
             acks: push_acks.map(|c| Box::new(Acks::new(c))),
         }
     }

@@ -43,6 +43,9 @@ impl Handshake {
         handle
             .typing_events
             .store(who.typing_events, Ordering::Relaxed);
+        handle
+            .receipt_events
+            .store(who.receipt_events, Ordering::Relaxed);
         Self {
             handle,
             request_id,
@@ -63,6 +66,8 @@ struct Authenticated {
     inbox_version: u64,
     /// The client asked for typing events.
     typing_events: bool,
+    /// The client asked for read receipts.
+    receipt_events: bool,
     /// The client acknowledges pushes.
     push_acks: bool,
 }
@@ -173,7 +178,7 @@ async fn authenticate(
         ));
     }
     let kind = pb::DeviceKind::try_from(c.device_kind).unwrap_or(pb::DeviceKind::Unspecified);
-    let typing_events = c.typing_events;
+    let (typing_events, receipt_events) = (c.typing_events, c.receipt_events);
     let req = AuthRequest {
         token: c.token,
         device_id: c.device_id,
@@ -197,6 +202,7 @@ async fn authenticate(
         device_kind: kind,
         inbox_version,
         typing_events,
+        receipt_events,
         push_acks: c.push_acks,
     })
 }
