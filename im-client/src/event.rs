@@ -64,6 +64,13 @@ pub enum Event {
     },
     /// The server recorded the user's read position (answer to a read).
     ReadAck(pb::ReadAck),
+    /// Someone read up to a seq: the other side of a direct chat, or this
+    /// user on another device.
+    ReadReceipt(pb::ReadReceipt),
+    /// Someone is typing (or stopped); show it for a few seconds.
+    Typing(pb::TypingEvent),
+    /// An instruction from the host application (not a chat message).
+    Instruction(pb::Instruction),
     /// A room was joined (also after each reconnect).
     RoomJoined(pb::RoomJoined),
     /// A room join was refused; the room is forgotten.

@@ -218,3 +218,53 @@ fn core_resends_after_reconnect_and_falls_back_to_the_list() {
     assert_eq!(core.stats().duplicates, 1);
     assert_eq!(core.pending_sends().count(), 0);
 }
+
+/// The core asks for typing and receipts at connect and hands them, and
+/// host instructions, to the application as events.
+#[test]
+fn core_asks_for_and_surfaces_typing_receipts_and_instructions() {
+    let mut core = ClientCore::new(CoreConfig::new("alice:d", "d"));
+    core.connection_opened();
+    let f = core.poll_transmit().expect("Connect");
+    assert!(
+        matches!(f.body, Some(In::Connect(ref c)) if c.typing_events && c.receipt_events),
+        "{f:?}"
+    );
+    let receipt = pb::ReadReceipt {
+        conversation: Some(ConversationKey::direct("bob").to_wire()),
+        user_id: "bob".into(),
+        read_seq: 3,
+    };
+    let typing = pb::TypingEvent {
+        conversation: Some(ConversationKey::direct("bob").to_wire()),
+        user_id: "bob".into(),
+        active: true,
+    };
+    let instruction = pb::Instruction {
+        kind: "full_sync".into(),
+        ..pb::Instruction::default()
+    };
+    for body in [
+        Out::ReadReceipt(receipt.clone()),
+        Out::Typing(typing.clone()),
+        Out::Instruction(instruction.clone()),
+    ] {
+        core.handle_frame(pb::ServerFrame {
+            request_id: 0,
+            body: Some(body),
+        });
+    }
+    let events: Vec<_> = std::iter::from_fn(|| core.poll_event()).collect();
+    assert!(
+        events.contains(&im_client::Event::ReadReceipt(receipt)),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&im_client::Event::Typing(typing)),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&im_client::Event::Instruction(instruction)),
+        "{events:?}"
+    );
+}

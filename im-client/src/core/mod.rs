@@ -34,6 +34,10 @@ pub struct CoreConfig {
     pub device_kind: pb::DeviceKind,
     /// Ask for acknowledged pushes (`Connect.push_acks`).
     pub push_acks: bool,
+    /// Ask for typing signals (`Event::Typing`).
+    pub typing_events: bool,
+    /// Ask for read receipts (`Event::ReadReceipt`).
+    pub receipt_events: bool,
     /// Free-form client name, for the server's logs.
     pub client_info: String,
     /// Most unacknowledged sends held; more are refused.
@@ -48,6 +52,8 @@ impl CoreConfig {
             device_id: device_id.into(),
             device_kind: pb::DeviceKind::Desktop,
             push_acks: true,
+            typing_events: true,
+            receipt_events: true,
             client_info: concat!("im-client/", env!("CARGO_PKG_VERSION")).to_owned(),
             max_pending_sends: 10_000,
         }
@@ -253,7 +259,8 @@ impl ClientCore {
             inbox_version: self.inbox_version,
             client_info: self.config.client_info.clone(),
             push_acks: self.config.push_acks,
-            ..Default::default()
+            typing_events: self.config.typing_events,
+            receipt_events: self.config.receipt_events,
         });
         self.transmit(Request::Connect, body);
     }
@@ -480,6 +487,9 @@ impl ClientCore {
                 }
             }
             (_, Out::Kicked(k)) => self.on_kicked(k),
+            (_, Out::Typing(t)) => self.events.push_back(Event::Typing(t)),
+            (_, Out::ReadReceipt(r)) => self.events.push_back(Event::ReadReceipt(r)),
+            (_, Out::Instruction(i)) => self.events.push_back(Event::Instruction(i)),
             (_, Out::Error(e)) => self.events.push_back(Event::ServerError(e)),
             // Pong, RoomLeft, or an answer of an unexpected kind: nothing to do.
             _ => {}
