@@ -91,8 +91,8 @@ fn name(key: &ConversationKey, me: &str) -> String {
     }
 }
 
-/// Applies one event to `seen`; true if it was an ack.
-fn record(seen: &mut Seen, me: &str, event: Event) -> bool {
+/// Applies one event to `seen`.
+fn record(seen: &mut Seen, me: &str, event: Event) {
     match event {
         Event::Message(m) => {
             let key = ConversationKey::from_wire(m.conversation.as_ref()).expect("conversation");
@@ -100,9 +100,10 @@ fn record(seen: &mut Seen, me: &str, event: Event) -> bool {
                 .entry(name(&key, me))
                 .or_default()
                 .push((m.seq, String::from_utf8_lossy(&m.body).into_owned()));
-            false
         }
-        Event::SendAcked { client_msg_id, .. } => seen.acked.insert(client_msg_id),
+        Event::SendAcked { client_msg_id, .. } => {
+            seen.acked.insert(client_msg_id);
+        }
         Event::SendFailed {
             client_msg_id,
             error,
@@ -110,7 +111,7 @@ fn record(seen: &mut Seen, me: &str, event: Event) -> bool {
         } => {
             panic!("{me}: send {client_msg_id} refused for good: {error:?}")
         }
-        _ => false,
+        _ => {}
     }
 }
 
