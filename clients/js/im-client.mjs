@@ -157,6 +157,7 @@ export class ImClient extends EventTarget {
     this.typingEvents = options.typingEvents ?? true;
     this.receiptEvents = options.receiptEvents ?? true;
     this.typingThrottle = new TypingThrottle({ intervalMs: options.typingIntervalMs });
+    this.typingTimer = null; // sends typing frames the throttle held back
     this.WebSocket = options.WebSocket || globalThis.WebSocket;
     this.fromStart = options.fromStart ?? true;
     this.inboxVersion = options.inboxVersion || 0;
@@ -208,6 +209,7 @@ export class ImClient extends EventTarget {
   /** Ends the session for good: no reconnect; unanswered sends are rejected. */
   close() {
     clearTimeout(this.retryTimer);
+    clearTimeout(this.typingTimer);
     const conn = this.conn;
     this.setState(State.CLOSED, "closed by the host");
     if (conn) this.dropConnection(conn, "closed by the host");
@@ -626,16 +628,28 @@ export class ImClient extends EventTarget {
 
   /** Typing in `conversation` stopped (the draft was sent or dropped). */
   stopTyping(conversation) {
-    this.typingFrame(conversation, this.typingThrottle.stop(convKey(conversation)));
+    this.typingFrame(conversation, this.typingThrottle.stop(convKey(conversation), Date.now()));
   }
 
   typingFrame(conversation, active) {
-    if (active === null || !this.conn?.ready || this.conn.closed) return;
-    try {
-      this.frame(this.conn, "typing", { conversation: { kind: conversation.kind, id: conversation.id }, active });
-    } catch {
-      // the connection is gone: a typing signal is not worth keeping
+    if (active !== null && this.conn?.ready && !this.conn.closed) {
+      try {
+        this.frame(this.conn, "typing", { conversation: { kind: conversation.kind, id: conversation.id }, active });
+      } catch {
+        // the connection is gone: a typing signal is not worth keeping
+      }
     }
+    // Frames past the throttle's budget go out a moment later.
+    const wait = this.typingThrottle.nextDue(Date.now());
+    if (wait === null || this.typingTimer || this.state === State.CLOSED) return;
+    this.typingTimer = setTimeout(() => {
+      this.typingTimer = null;
+      for (const [key, active] of this.typingThrottle.due(Date.now())) {
+        const colon = key.indexOf(":");
+        this.typingFrame({ kind: Number(key.slice(0, colon)), id: key.slice(colon + 1) }, active);
+      }
+      this.typingFrame(null, null); // re-arms the timer if some still wait
+    }, wait);
   }
 
   /** Sends that have no answer yet. */

@@ -5,7 +5,8 @@
 //                    every `intervalMs` while it goes on, `active: false`
 //                    when the draft is cleared or sent. The server drops
 //                    what exceeds its per-session rate, so the client keeps
-//                    well under it.
+//                    under it with a budget of its own and sends late what
+//                    does not fit (quick send-and-type-again bursts).
 //   TypingIndicator  who is typing where: each `TypingEvent{active}` holds
 //                    for `ttlMs` unless repeated; `active: false` or a
 //                    message from that user ends it at once.
@@ -15,39 +16,98 @@ export const TYPING_RESEND_MS = 3000;
 /** Default time a received `TypingEvent` is shown unless repeated. */
 export const TYPING_SHOWN_MS = 5000;
 
-/** Decides which `Typing` frames to send, per conversation key. */
+/**
+ * Decides which `Typing` frames to send, per conversation key, within a
+ * frame budget of its own (a token bucket below the server's default rate
+ * of 2 a second, burst 5, past which the server drops frames silently).
+ * A frame the budget does not allow now waits in `pending` (the latest
+ * wish per conversation) and comes out of `due()` later.
+ */
 export class TypingThrottle {
   /**
    * @param {object} [options]
    * @param {number} [options.intervalMs] between repeats while typing goes on.
    * @param {number} [options.maxConversations=64] conversations tracked at once
    *   (past it the longest idle is forgotten; at worst one extra frame).
+   * @param {number} [options.burst=4] frames that may go out at once.
+   * @param {number} [options.perSecond=1.5] frames a second after the burst.
    */
-  constructor({ intervalMs = TYPING_RESEND_MS, maxConversations = 64 } = {}) {
+  constructor({ intervalMs = TYPING_RESEND_MS, maxConversations = 64, burst = 4, perSecond = 1.5 } = {}) {
     this.intervalMs = intervalMs;
     this.maxConversations = maxConversations;
-    /** @type {Map<string, number>} key -> when `active: true` was last sent */
+    this.burst = burst;
+    this.perSecond = perSecond;
+    this.tokens = burst;
+    this.refilledAt = null;
+    /** @type {Map<string, number>} key -> when `active: true` last went out (the peers see typing) */
     this.active = new Map();
+    /** @type {Map<string, boolean>} key -> a frame wanted but not yet allowed by the budget */
+    this.pending = new Map();
   }
 
   /**
    * The draft in conversation `key` changed at `now` (ms). Returns `true`
-   * (send `Typing{active: true}`), `false` (send `Typing{active: false}`) or
-   * `null` (send nothing).
+   * (send `Typing{active: true}` now), `false` (send `Typing{active:
+   * false}` now) or `null` (send nothing now; see `due()`).
    */
   input(key, hasText, now) {
-    if (!hasText) return this.stop(key);
+    if (!hasText) return this.stop(key, now);
+    if (this.pending.get(key) === true) return null; // already waiting to go out
     const last = this.active.get(key);
     if (last !== undefined && now - last < this.intervalMs) return null;
+    return this.offer(key, true, now);
+  }
+
+  /** The draft was sent or cleared at `now`: `false` if a stop is due now, else `null`. */
+  stop(key, now) {
+    this.pending.delete(key); // a start that never went out needs no stop
+    if (!this.active.delete(key)) return null;
+    return this.offer(key, false, now);
+  }
+
+  /** The frames the budget allows now out of those waiting: `[key, active]` pairs. */
+  due(now) {
+    this.refill(now);
+    const out = [];
+    for (const [key, active] of this.pending) {
+      if (this.tokens < 1) break;
+      this.tokens -= 1;
+      this.pending.delete(key);
+      if (active) this.markActive(key, now);
+      out.push([key, active]);
+    }
+    return out;
+  }
+
+  /** Milliseconds from `now` until a waiting frame may go out, or `null` if none waits. */
+  nextDue(now) {
+    if (!this.pending.size) return null;
+    this.refill(now);
+    return this.tokens >= 1 ? 0 : Math.ceil(((1 - this.tokens) * 1000) / this.perSecond);
+  }
+
+  offer(key, active, now) {
+    this.refill(now);
+    if (this.tokens < 1) {
+      this.pending.set(key, active);
+      return null;
+    }
+    this.tokens -= 1;
+    if (active) this.markActive(key, now);
+    return active;
+  }
+
+  markActive(key, now) {
     this.active.delete(key); // re-inserted last: the map stays in send order
     this.active.set(key, now);
     if (this.active.size > this.maxConversations) this.active.delete(this.active.keys().next().value);
-    return true;
   }
 
-  /** The draft was sent or cleared: `false` if a stop is due, else `null`. */
-  stop(key) {
-    return this.active.delete(key) ? false : null;
+  refill(now) {
+    if (this.refilledAt !== null) {
+      this.tokens = Math.min(this.burst, this.tokens + ((now - this.refilledAt) * this.perSecond) / 1000);
+    }
+    this.refilledAt = now;
   }
 }
 

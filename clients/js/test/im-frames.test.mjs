@@ -125,6 +125,22 @@ test("typing frames (40) follow the throttle; a send stops typing", async () => 
   client.close();
 });
 
+test("typing frames past the client's budget go out late, not never", async () => {
+  const { client, ws } = await online({ typingIntervalMs: 60_000 });
+  const typing = () => ws.sent.filter((f) => f.typing).map((f) => Boolean(f.typing.active));
+  // Type, send, type, send, type: five frames at once, one more than the burst.
+  client.typing(bob, true);
+  client.stopTyping(bob);
+  client.typing(bob, true);
+  client.stopTyping(bob);
+  client.typing(bob, true);
+  assert.deepEqual(typing(), [true, false, true, false]);
+  const deadline = Date.now() + 5000;
+  while (typing().length < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(typing(), [true, false, true, false, true], "the last start went out once the budget allowed");
+  client.close();
+});
+
 test("TypingEvent, ReadReceipt and Instruction arrive as events", async () => {
   const { client, ws } = await online();
   const got = [];

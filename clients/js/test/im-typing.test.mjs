@@ -26,11 +26,11 @@ test("typing is sent when it starts, then at most once per interval, and stopped
   // Typing again starts at once; sending stops it.
   input(true, 7300);
   assert.deepEqual(sent.at(-1), [7300, true]);
-  assert.equal(t.stop("1:bob"), false);
-  assert.equal(t.stop("1:bob"), null, "nothing to stop twice");
+  assert.equal(t.stop("1:bob", 7350), false);
+  assert.equal(t.stop("1:bob", 7360), null, "nothing to stop twice");
   // Conversations are independent.
-  assert.equal(t.input("2:lobby", true, 7400), true);
-  assert.equal(t.input("1:bob", true, 7400), true);
+  assert.equal(t.input("2:lobby", true, 9000), true);
+  assert.equal(t.input("1:bob", true, 9000), true);
 });
 
 test("the throttle forgets the longest idle conversation past its bound", () => {
@@ -39,7 +39,53 @@ test("the throttle forgets the longest idle conversation past its bound", () => 
   t.input("b", true, 1);
   t.input("c", true, 2);
   assert.equal(t.active.size, 2);
-  assert.equal(t.stop("a"), null, "a was forgotten");
+  assert.equal(t.stop("a", 3), null, "a was forgotten");
+});
+
+test("the throttle keeps under the server's rate: what does not fit goes out late, the latest wish only", () => {
+  // Send-and-type-again, fast: start, stop, start, stop, ... every 50 ms.
+  const t = new TypingThrottle({ burst: 4, perSecond: 2 });
+  const out = [];
+  for (let i = 0; i < 8; i++) {
+    const s = i % 2 ? t.stop("1:bob", i * 50) : t.input("1:bob", true, i * 50);
+    if (s !== null) out.push([i * 50, s]);
+  }
+  // The burst went out; the rest collapsed into one wish: stopped (the last call).
+  assert.deepEqual(out, [
+    [0, true],
+    [50, false],
+    [100, true],
+    [150, false],
+  ]);
+  assert.deepEqual([...t.pending], []); // start-then-stop that never went out: nothing to send
+  assert.equal(t.nextDue(400), null);
+
+  // Typing again while the budget is spent: the start waits, then goes out.
+  assert.equal(t.input("1:bob", true, 400), null);
+  assert.equal(t.input("1:bob", true, 410), null, "asked once");
+  const wait = t.nextDue(410);
+  assert.ok(wait > 0 && wait <= 500, `waits for a token (${wait} ms)`);
+  assert.deepEqual(t.due(410), [], "not yet");
+  assert.deepEqual(t.due(410 + wait), [["1:bob", true]]);
+  assert.equal(t.nextDue(410 + wait), null);
+  // It counts as sent: the next repeat is an interval later, and a stop is due.
+  assert.equal(t.input("1:bob", true, 420 + wait), null);
+  assert.equal(t.pending.size, 0);
+});
+
+test("over any second the throttle sends at most burst + rate frames", () => {
+  const t = new TypingThrottle({ intervalMs: 0, burst: 4, perSecond: 1.5 });
+  const sent = [];
+  for (let ms = 0; ms <= 10_000; ms += 10) {
+    const s = ms % 20 ? t.stop("k", ms) : t.input("k", true, ms);
+    if (s !== null) sent.push(ms);
+    for (const _ of t.due(ms)) sent.push(ms);
+  }
+  for (const start of sent) {
+    const inWindow = sent.filter((x) => x >= start && x < start + 1000).length;
+    assert.ok(inWindow <= 4 + 1.5, `${inWindow} frames in the second from ${start}`);
+  }
+  assert.ok(sent.length >= 15, "and it keeps sending");
 });
 
 test("a typing event shows until it expires, is renewed by repeats, and ends on stop", () => {
