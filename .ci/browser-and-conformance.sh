@@ -80,4 +80,6 @@ echo "== js client (clients/js): unit tests, then against a real web-chat"
 # Each test has its own deadline; the whole run is bounded here too.
 WEB_CHAT_BIN="$(cd "$(dirname "$bin")" && pwd)/examples/web-chat" \
   timeout 300 node --experimental-websocket --test \
-  clients/js/test/im-sync.test.mjs clients/js/test/im-client.test.mjs
+  clients/js/test/im-sync.test.mjs clients/js/test/im-timeline.test.mjs \
+  clients/js/test/im-typing.test.mjs clients/js/test/im-frames.test.mjs \
+  clients/js/test/im-client.test.mjs

@@ -7,8 +7,9 @@
 // the same client_msg_id, pulls gaps, acknowledges pushes, and hands the host
 // every message once, in seq order per conversation, as events.
 //
-// The decisions live in ./im-sync.mjs (pure, unit-tested); this file is the
-// socket, the timers and the frames. See examples/web-chat/README.md.
+// The decisions live in ./im-sync.mjs (delivery), ./im-timeline.mjs (recall
+// and edit) and ./im-typing.mjs (pure, unit-tested); this file is the socket,
+// the timers and the frames. See examples/web-chat/README.md.
 
 import {
   DeliveryState,
@@ -21,8 +22,12 @@ import {
   num,
   reconnectAfterKick,
 } from "./im-sync.mjs";
+import { EventKind, isEvent } from "./im-timeline.mjs";
+import { TypingThrottle } from "./im-typing.mjs";
 
 export { Kind, convKey, num } from "./im-sync.mjs";
+export { ContentType, EventKind, Timeline, isEvent } from "./im-timeline.mjs";
+export { TypingIndicator, typingText } from "./im-typing.mjs";
 
 /** The WebSocket subprotocol of the binary protobuf frames. */
 export const SUBPROTOCOL = "im.v1.proto";
@@ -73,6 +78,19 @@ export const State = Object.freeze({
 
 const utf8 = new TextEncoder();
 
+/** A body as bytes (a string is UTF-8 encoded). */
+function bytesOf(body) {
+  return typeof body === "string" ? utf8.encode(body) : body;
+}
+
+/** The content type fields of `Send`/`Edit`, left out when text (the default). */
+function contentFields(contentType, customContentType) {
+  const out = {};
+  if (contentType) out.content_type = contentType;
+  if (customContentType) out.custom_content_type = customContentType;
+  return out;
+}
+
 function randomId() {
   if (globalThis.crypto?.randomUUID) return globalThis.crypto.randomUUID();
   return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}-${Math.random().toString(36).slice(2)}`;
@@ -82,7 +100,17 @@ function randomId() {
  * A reliable im-engine session. Events (an `EventTarget`; `on()` is a
  * shorthand that passes `event.detail`):
  * - `message`: a `Message`, once each, in seq order per conversation (one's
- *   own sends included, once committed);
+ *   own sends included, once committed). Event messages (`Message.event`:
+ *   a recall or an edit of an earlier message) are messages too; a
+ *   `Timeline` applies them to their targets;
+ * - `recall`, `edit`: an event message was delivered (right after its
+ *   `message` event): `{conversation, target_seq, edit_count, by, message}`;
+ * - `typing`: a `TypingEvent` (`{conversation, user_id, active}`), with
+ *   `typingEvents`;
+ * - `readreceipt`: a `ReadReceipt` (`{conversation, user_id, read_seq}`): the
+ *   peer of a direct chat or this user on another device read up to a seq,
+ *   with `receiptEvents`;
+ * - `instruction`: an `Instruction` (`{kind, payload}`) from the host;
  * - `sendack`: `{client_msg_id, ack}` when a send is committed;
  * - `sendfailed`: `{client_msg_id, error}` when the server refused it for good;
  * - `readack`: a `ReadAck`;
@@ -108,6 +136,9 @@ export class ImClient extends EventTarget {
    * @param {{baseMs?: number, maxMs?: number}} [options.backoff] reconnect delays.
    * @param {number} [options.connectTimeoutMs=10000] limit for the socket to open and `Connected` to arrive.
    * @param {number} [options.pullLimit=200] messages per catch-up pull.
+   * @param {boolean} [options.typingEvents=true] ask for `typing` events at connect.
+   * @param {boolean} [options.receiptEvents=true] ask for `readreceipt` events at connect.
+   * @param {number} [options.typingIntervalMs=3000] between repeated `Typing` frames.
    * @param {typeof WebSocket} [options.WebSocket] the WebSocket class (global by default).
    */
   constructor(options) {
@@ -123,6 +154,10 @@ export class ImClient extends EventTarget {
     this.backoff = options.backoff || {};
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
     this.pullLimit = options.pullLimit ?? 200;
+    this.typingEvents = options.typingEvents ?? true;
+    this.receiptEvents = options.receiptEvents ?? true;
+    this.typingThrottle = new TypingThrottle({ intervalMs: options.typingIntervalMs });
+    this.typingTimer = null; // sends typing frames the throttle held back
     this.WebSocket = options.WebSocket || globalThis.WebSocket;
     this.fromStart = options.fromStart ?? true;
     this.inboxVersion = options.inboxVersion || 0;
@@ -174,6 +209,7 @@ export class ImClient extends EventTarget {
   /** Ends the session for good: no reconnect; unanswered sends are rejected. */
   close() {
     clearTimeout(this.retryTimer);
+    clearTimeout(this.typingTimer);
     const conn = this.conn;
     this.setState(State.CLOSED, "closed by the host");
     if (conn) this.dropConnection(conn, "closed by the host");
@@ -253,6 +289,8 @@ export class ImClient extends EventTarget {
         inbox_version: this.inboxVersion,
         client_info: this.clientInfo,
         push_acks: true,
+        typing_events: this.typingEvents,
+        receipt_events: this.receiptEvents,
       });
     } catch (e) {
       if (e instanceof ImError && fatalConnectError(e.code)) {
@@ -390,6 +428,15 @@ export class ImClient extends EventTarget {
       case "error":
         this.emit("servererror", this.error(value));
         break;
+      case "typing":
+        this.emit("typing", value);
+        break;
+      case "read_receipt":
+        this.emit("readreceipt", value);
+        break;
+      case "instruction":
+        this.emit("instruction", value);
+        break;
       default:
         break; // Pong, or an answer to a request that is gone
     }
@@ -404,7 +451,20 @@ export class ImClient extends EventTarget {
   }
 
   deliver(messages) {
-    for (const m of messages) this.emit("message", m);
+    for (const m of messages) {
+      this.emit("message", m);
+      if (!isEvent(m)) continue;
+      const kind = num(m.event.kind);
+      const type = kind === EventKind.RECALL ? "recall" : kind === EventKind.EDIT ? "edit" : "";
+      if (!type) continue;
+      this.emit(type, {
+        conversation: m.conversation,
+        target_seq: num(m.event.target_seq),
+        edit_count: num(m.event.edit_count),
+        by: m.sender_user,
+        message: m,
+      });
+    }
   }
 
   ack(conn, keys) {
@@ -506,17 +566,90 @@ export class ImClient extends EventTarget {
    * Sends a message. Resolves with the `SendAck` once committed, however many
    * reconnects that takes (the same client_msg_id each time, so the server
    * commits it once); rejects on a non-retryable `Error` or `close()`.
+   * Ends the typing signal in the conversation, if one was sent.
    * @param {{kind: number, id: string}} conversation
    * @param {string|Uint8Array} body
-   * @param {{clientMsgId?: string}} [options]
+   * @param {{clientMsgId?: string, contentType?: number, customContentType?: string}} [options]
+   *   `contentType`: a `ContentType` (text when absent).
    */
-  send(conversation, body, { clientMsgId = randomId() } = {}) {
+  send(conversation, body, { clientMsgId = randomId(), contentType = 0, customContentType = "" } = {}) {
+    this.stopTyping(conversation);
+    return this.queue(clientMsgId, conversation, "send", {
+      body: bytesOf(body),
+      ...contentFields(contentType, customContentType),
+    });
+  }
+
+  /**
+   * Recalls (deletes for everyone) the message at `targetSeq`: the server
+   * checks who may (the sender, within its recall window). Resolves with the
+   * `SendAck` of the recall's event message, which then arrives as a
+   * `message` (and `recall`) event like any other; retried across
+   * reconnects like a send.
+   */
+  recall(conversation, targetSeq, { clientMsgId = randomId() } = {}) {
+    return this.queue(clientMsgId, conversation, "recall", { target_seq: targetSeq });
+  }
+
+  /**
+   * Replaces the body of one's own message at `targetSeq`. Resolves with the
+   * `SendAck` of the edit's event message (delivered as a `message` and an
+   * `edit` event, with the edit count the server gave it).
+   */
+  edit(conversation, targetSeq, body, { clientMsgId = randomId(), contentType = 0, customContentType = "" } = {}) {
+    return this.queue(clientMsgId, conversation, "edit", {
+      target_seq: targetSeq,
+      body: bytesOf(body),
+      ...contentFields(contentType, customContentType),
+    });
+  }
+
+  /** Puts a send, recall or edit in the outbox; resolves with its `SendAck`. */
+  queue(clientMsgId, conversation, frame, fields) {
     if (this.state === State.CLOSED) return Promise.reject(new ImError("client closed"));
-    const bytes = typeof body === "string" ? utf8.encode(body) : body;
-    this.outbox.add(clientMsgId, conversation, bytes);
+    this.outbox.add(clientMsgId, conversation, fields.body, { frame, fields });
     const done = new Promise((resolve, reject) => this.sendWaiters.set(clientMsgId, { resolve, reject }));
     if (this.conn?.ready) this.transmit(this.conn, clientMsgId);
     return done;
+  }
+
+  /**
+   * The draft in `conversation` changed: sends `Typing{active: true}` when
+   * typing starts and again every few seconds while it goes on, and
+   * `Typing{active: false}` when the draft becomes empty. Call it on every
+   * input; it sends little. Nothing is sent while offline (typing is
+   * ephemeral).
+   * @param {{kind: number, id: string}} conversation
+   * @param {boolean} hasText the draft is not empty.
+   */
+  typing(conversation, hasText) {
+    this.typingFrame(conversation, this.typingThrottle.input(convKey(conversation), hasText, Date.now()));
+  }
+
+  /** Typing in `conversation` stopped (the draft was sent or dropped). */
+  stopTyping(conversation) {
+    this.typingFrame(conversation, this.typingThrottle.stop(convKey(conversation), Date.now()));
+  }
+
+  typingFrame(conversation, active) {
+    if (active !== null && this.conn?.ready && !this.conn.closed) {
+      try {
+        this.frame(this.conn, "typing", { conversation: { kind: conversation.kind, id: conversation.id }, active });
+      } catch {
+        // the connection is gone: a typing signal is not worth keeping
+      }
+    }
+    // Frames past the throttle's budget go out a moment later.
+    const wait = this.typingThrottle.nextDue(Date.now());
+    if (wait === null || this.typingTimer || this.state === State.CLOSED) return;
+    this.typingTimer = setTimeout(() => {
+      this.typingTimer = null;
+      for (const [key, active] of this.typingThrottle.due(Date.now())) {
+        const colon = key.indexOf(":");
+        this.typingFrame({ kind: Number(key.slice(0, colon)), id: key.slice(colon + 1) }, active);
+      }
+      this.typingFrame(null, null); // re-arms the timer if some still wait
+    }, wait);
   }
 
   /** Sends that have no answer yet. */
@@ -529,7 +662,7 @@ export class ImClient extends EventTarget {
     const payload = this.outbox.attempt(clientMsgId);
     if (!payload) return;
     conn.inflightSends.add(clientMsgId);
-    this.request(conn, "send", payload).then(
+    this.request(conn, this.outbox.frameOf(clientMsgId), payload).then(
       (ack) => this.onSendAck(conn, payload, ack),
       (e) => this.onSendError(conn, clientMsgId, e),
     );
@@ -538,7 +671,19 @@ export class ImClient extends EventTarget {
   onSendAck(conn, payload, ack) {
     const id = payload.client_msg_id;
     conn.inflightSends.delete(id);
+    const frame = this.outbox.frameOf(id);
     if (this.outbox.answered(id) !== "done") return;
+    if (frame !== "send") {
+      // A recall's or edit's event message: its edit count is the server's,
+      // so it is not made up here; it comes as a push (every session of the
+      // sender gets one) or, if that is lost, a pull up to this seq.
+      this.emit("sendack", { client_msg_id: id, ack });
+      this.sendWaiters.get(id)?.resolve(ack);
+      this.sendWaiters.delete(id);
+      this.delivery.noteHead(ack.conversation || payload.conversation, ack.seq, { last: true });
+      this.pumpPulls(conn);
+      return;
+    }
     // One's own message, as the other members get it.
     const own = {
       conversation: ack.conversation || payload.conversation,
@@ -549,6 +694,8 @@ export class ImClient extends EventTarget {
       client_msg_id: id,
       body: payload.body,
       server_time_ms: ack.server_time_ms,
+      content_type: payload.content_type || 0,
+      custom_content_type: payload.custom_content_type || "",
     };
     const out = this.delivery.accept([own]);
     this.emit("sendack", { client_msg_id: id, ack });

@@ -225,31 +225,41 @@ export class DeliveryState {
 }
 
 /**
- * Sends that have no SendAck yet, in the order they were made. A send stays
- * here across reconnects and is resent with the same client_msg_id until the
- * server answers SendAck (it commits each client_msg_id once) or a
- * non-retryable Error.
+ * Sends (and recalls and edits, answered like sends) that have no SendAck
+ * yet, in the order they were made. One stays here across reconnects and is
+ * resent with the same client_msg_id until the server answers SendAck (it
+ * commits each client_msg_id once) or a non-retryable Error.
  */
 export class Outbox {
   constructor() {
-    /** @type {Map<string, {client_msg_id: string, conversation: object, body: Uint8Array, attempts: number}>} */
+    /** @type {Map<string, {client_msg_id: string, conversation: object, frame: string, fields: object, attempts: number}>} */
     this.items = new Map();
   }
 
-  /** Queues a send; returns its entry. */
-  add(clientMsgId, conversation, body) {
+  /**
+   * Queues a send of `body`; returns its entry. With `frame` ("recall",
+   * "edit") and `fields` (e.g. `{target_seq}`), another frame answered by a
+   * SendAck: `fields` are its payload besides client_msg_id and
+   * conversation (`body` is then ignored).
+   */
+  add(clientMsgId, conversation, body, { frame = "send", fields = { body } } = {}) {
     if (this.items.has(clientMsgId)) throw new Error(`client_msg_id ${clientMsgId} is already pending`);
-    const item = { client_msg_id: clientMsgId, conversation: plainRef(conversation), body, attempts: 0 };
+    const item = { client_msg_id: clientMsgId, conversation: plainRef(conversation), frame, fields, attempts: 0 };
     this.items.set(clientMsgId, item);
     return item;
   }
 
-  /** Marks an attempt (a frame went out); returns the `Send` payload. */
+  /** Marks an attempt (a frame went out); returns the frame's payload. */
   attempt(clientMsgId) {
     const item = this.items.get(clientMsgId);
     if (!item) return null;
     item.attempts += 1;
-    return { client_msg_id: item.client_msg_id, conversation: item.conversation, body: item.body };
+    return { client_msg_id: item.client_msg_id, conversation: item.conversation, ...item.fields };
+  }
+
+  /** The `ClientFrame` body a pending entry goes out as ("send", "recall", "edit"). */
+  frameOf(clientMsgId) {
+    return this.items.get(clientMsgId)?.frame || "send";
   }
 
   /** Everything to (re)send on a new connection, oldest first. */

@@ -67,6 +67,8 @@ const PROTOBUF_JS: &str = include_str!("static/vendor/protobuf.min.js");
 // The JavaScript client module the page uses (clients/js, see its README section).
 const IM_CLIENT_JS: &str = include_str!("../../clients/js/im-client.mjs");
 const IM_SYNC_JS: &str = include_str!("../../clients/js/im-sync.mjs");
+const IM_TIMELINE_JS: &str = include_str!("../../clients/js/im-timeline.mjs");
+const IM_TYPING_JS: &str = include_str!("../../clients/js/im-typing.mjs");
 
 impl HttpHandler for StaticFiles {
     fn handle(&self, request: &Request<()>) -> Response<Bytes> {
@@ -80,6 +82,8 @@ impl HttpHandler for StaticFiles {
             "/vendor/protobuf.min.js" => (PROTOBUF_JS, "text/javascript; charset=utf-8"),
             "/im-client.mjs" => (IM_CLIENT_JS, "text/javascript; charset=utf-8"),
             "/im-sync.mjs" => (IM_SYNC_JS, "text/javascript; charset=utf-8"),
+            "/im-timeline.mjs" => (IM_TIMELINE_JS, "text/javascript; charset=utf-8"),
+            "/im-typing.mjs" => (IM_TYPING_JS, "text/javascript; charset=utf-8"),
             // The page parses the server's own schema: one source of truth.
             "/im.proto" => (im_engine::core::PROTO, "text/plain; charset=utf-8"),
             _ => return text(StatusCode::NOT_FOUND, "not found\n"),

@@ -2,6 +2,7 @@
 // playwright-core. Two pages chat both ways (direct and in #lobby); a third
 // logs in late, sees the unread count, and scrolls back through the history.
 // Then a page whose WebSocket is cut reconnects by itself and misses nothing.
+// Then typing, read receipts ("seen"), edit and recall between two pages.
 //
 // Run by .ci/browser-and-conformance.sh. By hand:
 //   cargo build --example web-chat && (cd tests/browser && npm ci && npm test)
@@ -84,6 +85,26 @@ async function say(page, text) {
 
 async function waitForMessage(page, text) {
   await page.locator("#message-list li .text", { hasText: text }).first().waitFor();
+}
+
+/**
+ * `from` (a page) opens a direct chat with the user of page `to` and says
+ * `text`; `to` opens the chat and sees it.
+ */
+async function startDirect(from, fromUser, to, toUser, text) {
+  await from.fill("#new-chat-user", toUser);
+  await from.press("#new-chat-user", "Enter");
+  await say(from, text);
+  await conv(to, `1:${fromUser}`).click();
+  await waitForMessage(to, text);
+}
+
+/** The rendered message (an `li`) whose text is `text`. */
+const item = (page, text) => page.locator("#message-list li", { has: page.locator(".text", { hasText: text }) });
+
+/** Waits until the typing line of `page` reads `text` ("" for nobody typing). */
+async function typingShows(page, text) {
+  await page.waitForFunction((want) => document.getElementById("typing").textContent === want, text, { timeout: TIMEOUT });
 }
 
 test("two people chat both ways; a late member sees the history", async () => {
@@ -173,11 +194,7 @@ test("the page reconnects by itself after its connection is cut, and misses noth
     }),
   );
   const frank = await login("frank");
-  await frank.fill("#new-chat-user", "erin");
-  await frank.press("#new-chat-user", "Enter");
-  await say(frank, "erin, are you there?");
-  await conv(erin, "1:frank").click();
-  await waitForMessage(erin, "erin, are you there?");
+  await startDirect(frank, "frank", erin, "erin", "erin, are you there?");
 
   // Cut erin's connection; frank writes while she is away (or just back).
   await sockets[0].close({ code: 1001, reason: "test cut" });
@@ -193,6 +210,61 @@ test("the page reconnects by itself after its connection is cut, and misses noth
   const seen = await messages(erin).allTextContents();
   assert.deepEqual(seen, ["erin, are you there?", "while you were cut off", "back again"]);
   for (const page of [erin, frank]) {
+    assert.deepEqual(page.problems, [], "no page errors");
+  }
+});
+
+test("typing, seen, edit and recall between two pages", async () => {
+  const ann = await login("ann");
+  const ben = await login("ben");
+  await startDirect(ann, "ann", ben, "ben", "hi ben");
+
+  // ann types: ben sees it; she sends: it ends, and the message arrives.
+  await ann.fill("#compose-text", "a typo mesage");
+  await typingShows(ben, "ann is typing…");
+  await ann.press("#compose-text", "Enter");
+  await waitForMessage(ben, "a typo mesage");
+  await typingShows(ben, "");
+
+  // ben has the chat open, so he read it: ann's newest message shows "seen".
+  await item(ann, "a typo mesage").locator(".seen").waitFor();
+  assert.equal(await ann.locator("#message-list .seen").count(), 1, "one seen mark, on the newest read message");
+
+  // ann edits her message: both pages show the new text, marked edited.
+  await item(ann, "a typo mesage").locator("button.edit").click();
+  assert.equal(await ann.inputValue("#compose-text"), "a typo mesage");
+  await ann.fill("#compose-text", "a typo message, fixed");
+  await ann.press("#compose-text", "Enter");
+  for (const page of [ann, ben]) {
+    await item(page, "a typo message, fixed").locator(".edited").waitFor();
+    assert.equal(await item(page, "a typo mesage").count(), 0, "the old text is gone");
+  }
+
+  // ann recalls it: both pages show it recalled, in place.
+  const seq = await item(ann, "a typo message, fixed").getAttribute("data-seq");
+  await item(ann, "a typo message, fixed").locator("button.recall").click();
+  for (const page of [ann, ben]) {
+    const recalled = page.locator(`#message-list li.recalled[data-seq="${seq}"]`);
+    await recalled.waitFor();
+    assert.equal(await recalled.locator(".text").textContent(), "message recalled");
+    assert.equal(await item(page, "a typo message, fixed").count(), 0);
+  }
+  // Only the two messages are listed (the edit and the recall change them, they are not shown).
+  assert.deepEqual(await messages(ben).allTextContents(), ["hi ben", "message recalled"]);
+  assert.equal(await item(ben, "hi ben").locator("button").count(), 0, "no edit or recall on others' messages");
+
+  // A draft left alone stops showing after a few seconds; a cleared one at once.
+  await ann.fill("#compose-text", "never sent");
+  await typingShows(ben, "ann is typing…");
+  await typingShows(ben, "");
+  await ann.fill("#compose-text", "again");
+  await typingShows(ben, "ann is typing…");
+  await ann.fill("#compose-text", "");
+  await typingShows(ben, "");
+
+  mkdirSync(shots, { recursive: true });
+  await ann.screenshot({ path: join(shots, "web-chat-ann-recall.png") });
+  for (const page of [ann, ben]) {
     assert.deepEqual(page.problems, [], "no page errors");
   }
 });

@@ -13,7 +13,7 @@ import net from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startWebChat } from "../../../tests/support/web-chat.mjs";
-import { ImClient, Kind, loadSchema, State } from "../im-client.mjs";
+import { ImClient, Kind, Timeline, loadSchema, State } from "../im-client.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, "../../..");
@@ -52,6 +52,10 @@ async function connect(token, { urls = [wsUrl], ...options } = {}) {
   c.states = [];
   c.on("message", (m) => c.got.push(m));
   c.on("state", (s) => c.states.push(s.state));
+  c.typingSeen = [];
+  c.receipts = [];
+  c.on("typing", (t) => c.typingSeen.push({ from: t.conversation.id, user: t.user_id, active: t.active }));
+  c.on("readreceipt", (r) => c.receipts.push({ conversation: r.conversation.id, user: r.user_id, seq: Number(r.read_seq) }));
   clients.push(c);
   await c.start();
   return c;
@@ -70,7 +74,7 @@ function until(cs, check, what) {
     const probe = () => {
       if (check()) done(ok);
     };
-    for (const c of cs) for (const type of ["message", "sendack", "state", "readack"]) offs.push(c.on(type, probe));
+    for (const c of cs) for (const type of ["message", "sendack", "state", "readack", "typing", "readreceipt"]) offs.push(c.on(type, probe));
     probe();
   });
 }
@@ -234,4 +238,79 @@ test("a refused credential stops the client instead of retrying", { timeout: 60_
   clients.push(c);
   await assert.rejects(c.start(), /UNAUTHENTICATED/);
   assert.equal(c.state, State.CLOSED);
+});
+
+test("typing and read receipts reach the peer live", { timeout: 60_000 }, async () => {
+  const a = user("alice");
+  const b = user("bob");
+  const alice = await connect(a);
+  const bob = await connect(b);
+  const toBob = { kind: Kind.DIRECT, id: b };
+  alice.typing(toBob, true);
+  await until([bob], () => bob.typingSeen.length === 1, "bob to see alice typing");
+  assert.deepEqual(bob.typingSeen, [{ from: a, user: a, active: true }]);
+  // Sending ends it.
+  await alice.send(toBob, "done typing");
+  await until([bob], () => bob.typingSeen.length === 2 && bodies(bob, a).length === 1, "the stop and the message");
+  assert.deepEqual(bob.typingSeen[1], { from: a, user: a, active: false });
+  assert.deepEqual(alice.typingSeen, [], "nobody told alice of her own typing");
+
+  // bob reads: alice hears of it.
+  await bob.read({ kind: Kind.DIRECT, id: a }, 1);
+  await until([alice], () => alice.receipts.length === 1, "alice to get bob's receipt");
+  assert.deepEqual(alice.receipts, [{ conversation: b, user: b, seq: 1 }]);
+
+  // A client that did not ask hears of neither.
+  const quiet = await connect(user("carol"), { typingEvents: false, receiptEvents: false });
+  const toQuiet = { kind: Kind.DIRECT, id: quiet.connected.user_id };
+  await alice.send(toQuiet, "hi carol");
+  alice.typing(toQuiet, true);
+  await quiet.read({ kind: Kind.DIRECT, id: a }, 1);
+  await alice.send(toQuiet, "after");
+  await until([quiet], () => bodies(quiet, a).length === 2, "carol's messages");
+  assert.deepEqual(quiet.typingSeen, []);
+  assert.deepEqual(quiet.receipts, []);
+});
+
+test("recall and edit reach both sides; a timeline shows them from events and from a pull alike", { timeout: 60_000 }, async () => {
+  const a = user("alice");
+  const b = user("bob");
+  const alice = await connect(a);
+  const bob = await connect(b);
+  const toBob = { kind: Kind.DIRECT, id: b };
+  const views = new Map([
+    [alice, new Timeline()],
+    [bob, new Timeline()],
+  ]);
+  for (const [c, t] of views) c.on("message", (m) => t.add([m]));
+  const recalls = [];
+  bob.on("recall", (r) => recalls.push(r.target_seq));
+
+  await alice.send(toBob, "first");
+  await alice.send(toBob, "secnod");
+  await alice.edit(toBob, 2, "second");
+  const ack = await alice.recall(toBob, 1);
+  assert.equal(Number(ack.seq), 4, "the recall is the conversation's 4th message");
+  const shows = (t) => t.list().map((m) => (m.recalled ? "(recalled)" : `${text.decode(m.body)}/${m.edit_count}`));
+  const want = ["(recalled)", "second/1"];
+  await until([alice, bob], () => views.get(bob).get(1)?.recalled && views.get(alice).get(1)?.recalled, "the recall on both sides");
+  assert.deepEqual(shows(views.get(bob)), want);
+  assert.deepEqual(shows(views.get(alice)), want, "alice's own events come back with the server's edit count");
+  assert.deepEqual(recalls, [1]);
+
+  // bob may not recall or edit alice's message.
+  await assert.rejects(bob.recall({ kind: Kind.DIRECT, id: a }, 2), /FORBIDDEN/);
+  await assert.rejects(bob.edit({ kind: Kind.DIRECT, id: a }, 2, "mine now"), /FORBIDDEN/);
+
+  // A page that pulls the history later sees the same; the events, applied
+  // again in any order, change nothing.
+  const page = new Timeline();
+  const history = await bob.pull({ kind: Kind.DIRECT, id: a }, { limit: 100 });
+  page.add(history.messages);
+  assert.deepEqual(shows(page), want);
+  assert.deepEqual(page.add([...history.messages].reverse()), { added: [], changed: [] });
+  // Events first, targets after (a push before a pull of older history).
+  const reversed = new Timeline();
+  for (const m of [...history.messages].reverse()) reversed.add([m]);
+  assert.deepEqual(shows(reversed), want);
 });

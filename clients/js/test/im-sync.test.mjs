@@ -162,6 +162,27 @@ test("the outbox resends until answered; retryable errors keep the send", () => 
   assert.equal(o.attempt("a"), null);
 });
 
+test("the outbox carries recalls and edits as their own frames, resent like sends", () => {
+  const o = new Outbox();
+  o.add("s", bob, new Uint8Array([1]));
+  o.add("r", bob, undefined, { frame: "recall", fields: { target_seq: 1 } });
+  o.add("e", bob, undefined, { frame: "edit", fields: { target_seq: 1, body: new Uint8Array([2]), content_type: 1 } });
+  assert.deepEqual(o.pending(), ["s", "r", "e"]);
+  assert.deepEqual([o.frameOf("s"), o.frameOf("r"), o.frameOf("e")], ["send", "recall", "edit"]);
+  assert.deepEqual(o.attempt("r"), { client_msg_id: "r", conversation: bob, target_seq: 1 });
+  assert.deepEqual(o.attempt("e"), {
+    client_msg_id: "e",
+    conversation: bob,
+    target_seq: 1,
+    body: new Uint8Array([2]),
+    content_type: 1,
+  });
+  assert.equal(o.answered("r", { error: { retryable: true } }), "retry");
+  assert.equal(o.frameOf("r"), "recall", "still a recall when resent");
+  assert.equal(o.answered("r"), "done");
+  assert.deepEqual(o.pending(), ["s", "e"]);
+});
+
 test("afterSync: pages, full sync, and the fallback for servers without heads", () => {
   const entries = [{ version: 7 }, { version: 9 }];
   assert.deepEqual(afterSync({ entries, has_more: true, inbox_version: 20 }, { serverHasHeads: true }), {

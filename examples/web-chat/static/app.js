@@ -2,7 +2,22 @@
 // (/im-client.mjs, from clients/js), which owns the WebSocket, reconnects,
 // catches up, resends and delivers each message once, in order. This file is
 // only the UI: it renders the client's events and asks it for pages of history.
-import { ImClient, Kind, State, convKey as key, loadSchema, num } from "/im-client.mjs";
+// The open conversation is a `Timeline` (/im-timeline.mjs), which applies
+// recalls and edits to the messages they change; typing is shown with a
+// `TypingIndicator` (/im-typing.mjs).
+import {
+  ContentType,
+  EventKind,
+  ImClient,
+  Kind,
+  State,
+  Timeline,
+  TypingIndicator,
+  convKey as key,
+  loadSchema,
+  num,
+  typingText,
+} from "/im-client.mjs";
 
 {
   const PAGE = 30; // messages per history page
@@ -13,8 +28,12 @@ import { ImClient, Kind, State, convKey as key, loadSchema, num } from "/im-clie
     me: null,
     client: null,
     conversations: new Map(), // key -> ConversationSummary (plain object)
-    open: null, // {key, ref, messages: Map(seq -> msg), oldest, newest, hasMore}
+    open: null, // {key, ref, timeline: Timeline, oldest, newest, hasMore}; oldest/newest count event messages too
     listTimer: null,
+    editing: null, // seq of the own message being edited in the compose box, or null
+    typing: new TypingIndicator(),
+    typingTimer: null,
+    peerRead: new Map(), // direct conversation key -> the peer's read seq (live receipts)
   };
 
   const text = new TextDecoder("utf-8", { fatal: false });
@@ -38,12 +57,18 @@ import { ImClient, Kind, State, convKey as key, loadSchema, num } from "/im-clie
       // The page shows history on demand (newest page, scroll back), so the
       // client delivers what arrives from now on, gap-free.
       fromStart: false,
+      // Typing and read receipts are shown: ask for them.
+      typingEvents: true,
+      receiptEvents: true,
     });
     state.client = c;
     let online = false;
     c.on("message", (m) => onMessages([m]));
     c.on("kicked", (k) => showError(`kicked: ${k.reasonName} ${k.detail}`));
     c.on("historygap", (g) => showError(`messages ${g.from}-${g.to} of ${g.conversation.id} are no longer kept`));
+    c.on("typing", onTyping);
+    c.on("readreceipt", onReadReceipt);
+    c.on("instruction", (i) => showNotice(`instruction from the server: ${i.kind}`));
     c.on("state", ({ state: s, reason }) => {
       if (state.client !== c) return;
       if (s === State.ONLINE) {
@@ -106,7 +131,7 @@ import { ImClient, Kind, State, convKey as key, loadSchema, num } from "/im-clie
       const last = document.createElement("span");
       last.className = "last";
       if (c.last_message) {
-        last.textContent = `${c.last_message.sender_user}: ${text.decode(c.last_message.body)}`;
+        last.textContent = `${c.last_message.sender_user}: ${summary(c.last_message)}`;
       }
       li.append(name, badge, last);
       li.onclick = () => openConversation({ kind: c.conversation.kind, id: c.conversation.id });
@@ -116,12 +141,17 @@ import { ImClient, Kind, State, convKey as key, loadSchema, num } from "/im-clie
 
   async function openConversation(ref) {
     const k = key(ref);
-    state.open = { key: k, ref, messages: new Map(), oldest: 0, newest: 0, hasMore: false };
+    if (state.open) client().stopTyping(state.open.ref);
+    if (state.editing !== null) $("compose-text").value = ""; // an edit does not follow to another chat
+    stopEditing();
+    state.open = { key: k, ref, timeline: new Timeline(), oldest: 0, newest: 0, hasMore: false };
     $("conversation-title").textContent = title(ref);
     $("message-list").textContent = "";
     $("compose").hidden = false;
     $("chat-error").textContent = "";
     renderList();
+    renderTyping();
+    renderPresence();
     try {
       const value = await client().pull(ref, { limit: PAGE, newest: true });
       if (!state.open || state.open.key !== k) return;
@@ -164,7 +194,11 @@ import { ImClient, Kind, State, convKey as key, loadSchema, num } from "/im-clie
     }
   }
 
-  /** Adds messages of the open conversation, in seq order, once each. */
+  /**
+   * Adds messages of the open conversation (event messages included: the
+   * timeline applies them to their targets), rendering new ones in seq
+   * order and changed ones in place.
+   */
   function addMessages(messages, { scroll }) {
     const open = state.open;
     const box = $("messages");
@@ -172,40 +206,110 @@ import { ImClient, Kind, State, convKey as key, loadSchema, num } from "/im-clie
     const atBottom = fromBottom - box.clientHeight < 40;
     for (const m of messages) {
       const seq = num(m.seq);
-      if (open.messages.has(seq)) continue;
-      open.messages.set(seq, m);
       open.oldest = open.oldest ? Math.min(open.oldest, seq) : seq;
       open.newest = Math.max(open.newest, seq);
-      const li = renderMessage(m);
-      // Insert before the first rendered message with a higher seq.
-      const after = [...$("message-list").children].find((el) => num(el.dataset.seq) > seq);
-      $("message-list").insertBefore(li, after || null);
     }
+    const { added, changed } = open.timeline.add(messages);
+    const list = $("message-list");
+    for (const seq of added) {
+      const li = renderMessage(open.timeline.get(seq));
+      // Insert before the first rendered message with a higher seq.
+      const after = [...list.children].find((el) => num(el.dataset.seq) > seq);
+      list.insertBefore(li, after || null);
+    }
+    for (const seq of changed) {
+      const old = messageItem(seq);
+      if (old) old.replaceWith(renderMessage(open.timeline.get(seq)));
+      if (state.editing === seq && open.timeline.get(seq).recalled) stopEditing();
+    }
+    renderSeen();
     if (scroll === "keep") box.scrollTop = box.scrollHeight - fromBottom;
     else if (scroll === "bottom" || atBottom) box.scrollTop = box.scrollHeight;
   }
 
+  const messageItem = (seq) => $("message-list").querySelector(`li[data-seq="${seq}"]`);
+
+  /** A message as the page shows it: from a `Timeline` (recalls and edits applied). */
   function renderMessage(m) {
     const li = document.createElement("li");
-    li.dataset.seq = String(num(m.seq));
+    li.dataset.seq = String(m.seq);
     li.dataset.testid = "message";
-    if (m.sender_user === state.me) li.classList.add("mine");
+    const mine = m.sender_user === state.me;
+    if (mine) li.classList.add("mine");
     const who = document.createElement("span");
     who.className = "who";
     who.textContent = m.sender_user;
     const body = document.createElement("span");
     body.className = "text";
-    body.textContent = text.decode(m.body);
     const time = document.createElement("time");
-    const at = new Date(num(m.server_time_ms));
+    const at = new Date(m.server_time_ms);
     time.dateTime = at.toISOString();
     time.textContent = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    li.append(who, body, time);
+    li.append(who, body);
+    if (m.recalled) {
+      li.classList.add("recalled");
+      body.textContent = "message recalled";
+    } else {
+      body.textContent = content(m);
+      if (m.edit_count > 0) {
+        const edited = document.createElement("span");
+        edited.className = "edited";
+        edited.textContent = "(edited)";
+        li.append(edited);
+      }
+    }
+    li.append(time);
+    if (mine && !m.recalled) {
+      const actions = document.createElement("span");
+      actions.className = "actions";
+      actions.append(action("Edit", "edit", () => startEditing(m.seq)), action("Recall", "recall", () => recall(m.seq)));
+      li.append(actions);
+    }
     return li;
   }
 
+  function action(label, name, onClick) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = name;
+    b.textContent = label;
+    b.onclick = onClick;
+    return b;
+  }
+
+  /** A body as text, with its content type when it is not text. */
+  function content(m) {
+    const body = text.decode(m.body);
+    switch (m.content_type) {
+      case ContentType.IMAGE_REF:
+        return `[image] ${body}`;
+      case ContentType.FILE_REF:
+        return `[file] ${body}`;
+      case ContentType.CUSTOM:
+        return `[${m.custom_content_type || "custom"}] ${body}`;
+      default:
+        return body;
+    }
+  }
+
+  /** One line for the conversation list (a decoded `Message`, event messages too). */
+  function summary(m) {
+    const kind = m.event ? num(m.event.kind) : 0;
+    if (kind === EventKind.RECALL) return "recalled a message";
+    if (kind === EventKind.EDIT) return `edited: ${content(m)}`;
+    if (m.recalled) return "message recalled";
+    return content(m);
+  }
+
   function onMessages(messages) {
-    for (const m of messages) noteLast(m);
+    for (const m of messages) {
+      noteLast(m);
+      // A message from someone ends their typing there.
+      if (state.typing.users(key(m.conversation), Date.now()).includes(m.sender_user)) {
+        state.typing.clear(key(m.conversation), m.sender_user);
+        renderTyping();
+      }
+    }
     const open = state.open;
     const mine = open ? messages.filter((m) => key(m.conversation) === open.key) : [];
     if (mine.length) {
@@ -213,6 +317,101 @@ import { ImClient, Kind, State, convKey as key, loadSchema, num } from "/im-clie
       if (document.visibilityState === "visible") markRead();
     }
     scheduleList();
+  }
+
+  // ------------------------------------------------------------ recall and edit
+
+  async function recall(seq) {
+    const open = state.open;
+    if (!open) return;
+    try {
+      // The page changes when the recall's event message arrives.
+      await client().recall(open.ref, seq);
+    } catch (e) {
+      showError(`not recalled: ${e.message}`);
+    }
+  }
+
+  /** Puts an own message's text in the compose box; the next submit edits it. */
+  function startEditing(seq) {
+    const m = state.open?.timeline.get(seq);
+    if (!m || m.recalled) return;
+    state.editing = seq;
+    $("editing").hidden = false;
+    $("compose-text").value = text.decode(m.body);
+    $("compose-text").focus();
+    $("send-button").textContent = "Save";
+  }
+
+  function stopEditing() {
+    state.editing = null;
+    $("editing").hidden = true;
+    $("send-button").textContent = "Send";
+  }
+
+  async function saveEdit(seq, body) {
+    const open = state.open;
+    try {
+      await client().edit(open.ref, seq, body);
+    } catch (e) {
+      showError(`not edited: ${e.message}`);
+    }
+  }
+
+  // ------------------------------------------------------------ typing, receipts, presence
+
+  function onTyping(t) {
+    state.typing.note(key(t.conversation), t.user_id, t.active, Date.now());
+    renderTyping();
+  }
+
+  /** "alice is typing…" under the open conversation, until it expires. */
+  function renderTyping() {
+    const now = Date.now();
+    const users = state.open ? state.typing.users(state.open.key, now) : [];
+    $("typing").textContent = typingText(users);
+    clearTimeout(state.typingTimer);
+    const next = state.typing.nextExpiry(now);
+    if (next !== null) state.typingTimer = setTimeout(renderTyping, next + 50);
+  }
+
+  function onReadReceipt(r) {
+    const k = key(r.conversation);
+    if (r.user_id === state.me) {
+      // Read on another device of mine: the unread counts moved.
+      scheduleList();
+      return;
+    }
+    if (r.conversation.kind !== Kind.DIRECT) return;
+    state.peerRead.set(k, Math.max(state.peerRead.get(k) || 0, num(r.read_seq)));
+    if (state.open?.key === k) renderSeen();
+  }
+
+  /** "seen" under my newest message the peer of this direct chat has read. */
+  function renderSeen() {
+    for (const el of $("message-list").querySelectorAll(".seen")) el.remove();
+    const open = state.open;
+    if (!open || open.ref.kind !== Kind.DIRECT) return;
+    const read = state.peerRead.get(open.key) || 0;
+    const last = open.timeline
+      .list()
+      .reverse()
+      .find((m) => m.sender_user === state.me && m.seq <= read && !m.recalled);
+    if (!last) return;
+    const seen = document.createElement("span");
+    seen.className = "seen";
+    seen.textContent = "seen";
+    messageItem(last.seq)?.append(seen);
+  }
+
+  /**
+   * Presence of the open conversation's peer or members: the protocol has
+   * none yet. When it does, this fills `#presence` (e.g. "online") from the
+   * client's presence events.
+   */
+  function renderPresence() {
+    $("presence").textContent = "";
+    $("presence").hidden = true;
   }
 
   // Read cursors to report, per conversation: debounced, and kept per
@@ -257,7 +456,7 @@ import { ImClient, Kind, State, convKey as key, loadSchema, num } from "/im-clie
     }
   }
 
-  /** Sends; the message shows up through the client's `message` event once committed. */
+  /** Sends (the client ends the typing signal); the message shows up through the client's `message` event once committed. */
   async function send(body) {
     const open = state.open;
     if (!open) return;
@@ -278,6 +477,10 @@ import { ImClient, Kind, State, convKey as key, loadSchema, num } from "/im-clie
 
   function showError(message) {
     $("chat-error").textContent = message;
+  }
+
+  function showNotice(message) {
+    $("notice").textContent = message;
   }
 
   $("login").addEventListener("submit", async (e) => {
@@ -333,7 +536,22 @@ import { ImClient, Kind, State, convKey as key, loadSchema, num } from "/im-clie
     const body = input.value;
     if (!body.trim()) return;
     input.value = "";
-    send(body);
+    const editing = state.editing;
+    stopEditing();
+    if (editing !== null) {
+      client().stopTyping(state.open.ref);
+      saveEdit(editing, body);
+    } else {
+      send(body);
+    }
+  });
+  $("compose-text").addEventListener("input", () => {
+    if (state.open && client()) client().typing(state.open.ref, $("compose-text").value.trim() !== "");
+  });
+  $("cancel-edit").addEventListener("click", () => {
+    stopEditing();
+    $("compose-text").value = "";
+    if (state.open) client().stopTyping(state.open.ref);
   });
 
   $("load-older").addEventListener("click", loadOlder);
