@@ -210,6 +210,7 @@ mod cluster;
 mod commit;
 mod config;
 mod group_lane;
+mod hooks;
 mod instruction;
 mod offline;
 mod registry;
@@ -274,6 +275,8 @@ pub(crate) struct Shared {
     pub(crate) handshakes: PendingHandshakes,
     /// Bounds and resend schedule of `push_acks` sessions (from the config).
     pub(crate) in_flight: session::InFlightConfig,
+    /// The host's hooks (pre-send, room join, calls, session events).
+    pub(crate) hooks: hooks::Hooks,
 }
 
 impl Shared {
