@@ -438,7 +438,7 @@ async fn the_observer_hears_connects_and_disconnects_with_their_reasons() {
     let _first = both.tcp.connect("carol", "phone").await;
     let first = connected(&mut rx).await.session;
     let _second = both.tcp.connect("carol", "phone").await;
-    let mut events = vec![seen(&mut rx).await, seen(&mut rx).await];
+    let mut events = [seen(&mut rx).await, seen(&mut rx).await];
     events.sort_by_key(|e| matches!(e, Seen::Connected(_)));
     match &events[..] {
         [Seen::Disconnected(s, reason), Seen::Connected(c)] => {
