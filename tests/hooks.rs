@@ -448,6 +448,19 @@ async fn the_observer_hears_connects_and_disconnects_with_their_reasons() {
         }
         other => panic!("expected a replacement, got {other:?}"),
     }
+
+    // Closed by the server for breaking the protocol: a failure, with why.
+    let dave = both.tcp.connect("dave", "phone").await;
+    connected(&mut rx).await;
+    for _ in 0..8 {
+        dave.send_raw(&[0xff, 0xff, 0xff]).await.expect("write");
+    }
+    let (s, reason) = disconnected(&mut rx).await;
+    assert_eq!(s.user.as_str(), "dave");
+    assert_eq!(
+        reason,
+        DisconnectReason::Failed("too many malformed frames".into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

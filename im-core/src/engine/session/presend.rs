@@ -64,7 +64,8 @@ impl Session {
             content_type,
             body,
         };
-        self.run_hook(hook.clone(), request_id, message).await
+        // Boxed: the hook's state stays out of every send's future.
+        Box::pin(self.run_hook(hook.clone(), request_id, message)).await
     }
 
     async fn run_hook(
