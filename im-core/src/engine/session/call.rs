@@ -112,3 +112,30 @@ fn too_many(what: &str) -> RequestError {
         retryable: true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(method: &str, data: usize) -> pb::Call {
+        pb::Call {
+            method: method.to_owned(),
+            data: vec![0; data].into(),
+        }
+    }
+
+    #[test]
+    fn calls_are_bounded_in_method_and_data() {
+        let max_method = "m".repeat(MAX_CALL_METHOD_BYTES);
+        assert!(check_call(&call(&max_method, 16), 16).is_ok());
+        for (method, data) in [
+            ("", 0),
+            (&*"m".repeat(MAX_CALL_METHOD_BYTES + 1), 0),
+            ("echo", 17),
+        ] {
+            let e = check_call(&call(method, data), 16).expect_err("out of bounds");
+            assert_eq!(e.code, pb::ErrorCode::InvalidArgument);
+            assert!(!e.retryable);
+        }
+    }
+}
