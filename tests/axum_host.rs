@@ -7,6 +7,8 @@
 #[path = "../examples/axum-host/app.rs"]
 mod app;
 mod common;
+#[path = "../examples/axum-host/hooks.rs"]
+mod hooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use common::WAIT;
 use common::ws::WsClient;
 use im_engine::core::Engine;
-use im_engine::core::pb::server_frame::Body as Out;
+use im_engine::core::pb::{self, client_frame::Body as In, server_frame::Body as Out};
 use im_engine::store_memory::MemoryStore;
 use im_engine::transport_tcp::client::direct;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +27,11 @@ async fn host() -> (Engine, SocketAddr) {
         .insecure_dev_auth()
         .build()
         .expect("engine");
+    serve(engine).await
+}
+
+/// Serves `engine` behind the example's router on 127.0.0.1.
+async fn serve(engine: Engine) -> (Engine, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let app = app::app(engine.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -137,4 +144,46 @@ async fn refusals_and_close_codes_are_the_standalone_transports() {
     )
     .await;
     assert!(late.starts_with("HTTP/1.1 503"), "{late}");
+}
+
+/// The example's hooks: `--deny-word` refuses with the host's reason, and
+/// `whoami` answers the caller.
+#[tokio::test]
+async fn the_example_hooks_deny_words_and_answer_whoami() {
+    let deny = hooks::DenyWords::new(vec!["Spam".into()]).expect("a word");
+    let engine = Engine::builder(Arc::new(MemoryStore::new()))
+        .pre_send_hook(Arc::new(deny))
+        .call_handler(Arc::new(hooks::Calls))
+        .session_observer(Arc::new(hooks::LogSessions))
+        .insecure_dev_auth()
+        .build()
+        .expect("engine");
+    let (_engine, addr) = serve(engine).await;
+    let mut alice = WsClient::connect(addr, "alice").await;
+    let refused = alice
+        .request(In::Send(pb::Send {
+            client_msg_id: "m1".into(),
+            conversation: Some(direct("bob")),
+            body: "buy SPAM now".into(),
+            ..Default::default()
+        }))
+        .await;
+    match refused {
+        Out::Error(e) => {
+            assert_eq!(e.code, pb::ErrorCode::Rejected as i32);
+            assert!(e.reason.contains("spam"), "{e:?}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(alice.say(direct("bob"), "m2", "hello").await, 1);
+    match alice
+        .request(In::Call(pb::Call {
+            method: "whoami".into(),
+            data: Default::default(),
+        }))
+        .await
+    {
+        Out::CallResult(r) => assert_eq!(&r.data[..], b"alice:alice-browser"),
+        other => panic!("expected a CallResult, got {other:?}"),
+    }
 }

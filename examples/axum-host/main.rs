@@ -7,6 +7,11 @@
 //! curl http://127.0.0.1:8080/api/health
 //! ```
 //!
+//! Host hooks (`hooks.rs`): `--deny-word spam` refuses messages containing
+//! "spam" with `ERROR_CODE_REJECTED`; a `Call{method: "whoami"}` is
+//! answered with the caller's user and device; sessions are logged as they
+//! connect and end.
+//!
 //! Authentication is the engine's insecure development mode: replace
 //! `insecure_dev_auth()` with your own `Authenticator` (see the `jwt`
 //! feature) before putting this anywhere but your own machine.
@@ -19,6 +24,7 @@ use clap::Parser;
 use im_engine::Engine;
 
 mod app;
+mod hooks;
 #[path = "../common/logging.rs"]
 mod logging;
 
@@ -29,6 +35,9 @@ struct Args {
     /// Address of the HTTP server (routes and `/ws`).
     #[arg(long, env = "IM_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Refuse messages containing this word (repeat for more).
+    #[arg(long = "deny-word", value_name = "WORD")]
+    deny_words: Vec<String>,
 }
 
 #[tokio::main]
@@ -43,9 +52,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         "DEVELOPMENT AUTHENTICATION: any token is accepted as that user. Replace \
          insecure_dev_auth() with your own Authenticator before exposing this server."
     );
-    let engine = Engine::builder(Arc::new(im_engine::store_memory::MemoryStore::new()))
-        .insecure_dev_auth()
-        .build()?;
+    let mut builder = Engine::builder(Arc::new(im_engine::store_memory::MemoryStore::new()))
+        .call_handler(Arc::new(hooks::Calls))
+        .session_observer(Arc::new(hooks::LogSessions))
+        .insecure_dev_auth();
+    if let Some(deny) = hooks::DenyWords::new(args.deny_words) {
+        builder = builder.pre_send_hook(Arc::new(deny));
+    }
+    let engine = builder.build()?;
     let stop = im_engine::ShutdownSignal::listen()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

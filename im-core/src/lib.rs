@@ -11,6 +11,7 @@ mod engine;
 pub mod error;
 pub mod fanout;
 mod fast_hash;
+pub mod hooks;
 pub mod ids;
 pub mod log_limit;
 pub mod push;
@@ -38,6 +39,10 @@ pub use engine::{
 };
 pub use error::{AuthError, EngineError, StoreError};
 pub use fanout::{DefaultFanoutPolicy, FanoutPolicy};
+pub use hooks::{
+    CallError, CallHandler, CallRequest, DisconnectReason, JoinVerdict, OutgoingMessage,
+    PreSendHook, RoomJoinPolicy, RoomJoinRequest, SendVerdict, SessionDetails, SessionObserver,
+};
 pub use ids::{
     ChannelId, ConversationId, ConversationKind, DedupKey, DeviceId, DirectPair, MessageId, Seq,
     UserId,

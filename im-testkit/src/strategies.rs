@@ -235,6 +235,8 @@ pub fn arb_client_body() -> BoxedStrategy<Option<In>> {
         1 => arb_wire_id().prop_map(|room_id| In::LeaveRoom(pb::LeaveRoom { room_id })),
         1 => edgy_i64().prop_map(|client_time_ms| In::Ping(pb::Ping { client_time_ms })),
         1 => edgy_u32().prop_map(|limit| In::ListConversations(pb::ListConversations { limit })),
+        1 => (arb_wire_id(), arb_body_bytes())
+            .prop_map(|(method, data)| In::Call(pb::Call { method, data })),
     ];
     proptest::option::weighted(0.95, body).boxed()
 }

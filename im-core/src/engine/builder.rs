@@ -14,6 +14,7 @@ use crate::cluster::ClusterBus;
 use crate::directory::{LocalDirectory, SessionDirectory};
 use crate::error::EngineError;
 use crate::fanout::{DefaultFanoutPolicy, FanoutPolicy};
+use crate::hooks::{CallHandler, PreSendHook, RoomJoinPolicy, SessionObserver};
 use crate::ids::MessageIdGenerator;
 use crate::push::OfflinePush;
 use crate::sequencer::{CachedSequencer, Sequencer};
@@ -21,6 +22,7 @@ use crate::store::Store;
 
 use super::cluster::{ClusterInbound, InterestDirectory};
 use super::config::EngineConfig;
+use super::hooks::{Hooks, SessionEvents};
 use super::registry::Registry;
 use super::rooms::{FanoutStage, RoomIndex, RoomSettings};
 use super::session::InFlightConfig;
@@ -37,6 +39,8 @@ pub struct EngineBuilder {
     sequencer: Option<Arc<dyn Sequencer>>,
     directory: Arc<dyn SessionDirectory>,
     cluster: Option<Arc<dyn ClusterBus>>,
+    hooks: Hooks,
+    observer: Option<Arc<dyn SessionObserver>>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -59,6 +63,8 @@ impl EngineBuilder {
             sequencer: None,
             directory: Arc::new(LocalDirectory),
             cluster: None,
+            hooks: Hooks::default(),
+            observer: None,
         }
     }
 
@@ -117,6 +123,33 @@ impl EngineBuilder {
         self
     }
 
+    /// Sets the pre-send hook, which may allow, reject or rewrite every
+    /// client `Send` and `Edit` (default: none, everything is allowed).
+    pub fn pre_send_hook(mut self, hook: Arc<dyn PreSendHook>) -> Self {
+        self.hooks.pre_send = Some(hook);
+        self
+    }
+
+    /// Sets who may join which live room (default: anyone signed in).
+    pub fn room_join_policy(mut self, policy: Arc<dyn RoomJoinPolicy>) -> Self {
+        self.hooks.room_join = Some(policy);
+        self
+    }
+
+    /// Sets the observer told of every session that connects or ends
+    /// (default: none).
+    pub fn session_observer(mut self, observer: Arc<dyn SessionObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Sets the handler of clients' custom requests, `Call` frames
+    /// (default: none, every call is answered `UNIMPLEMENTED`).
+    pub fn call_handler(mut self, handler: Arc<dyn CallHandler>) -> Self {
+        self.hooks.calls = Some(handler);
+        self
+    }
+
     /// Starts the engine's workers. Must be called inside a Tokio runtime.
     pub fn build(self) -> Result<Engine, EngineError> {
         let auth = self.auth.ok_or_else(|| {
@@ -146,8 +179,13 @@ impl EngineBuilder {
             max_entries: self.config.push_ack_max_entries,
             max_bytes: self.config.push_ack_max_bytes,
         };
+        let mut hooks = self.hooks;
+        hooks.session_events = self
+            .observer
+            .map(|o| SessionEvents::start(o, self.config.session_event_queue));
         let shared = Arc::new(Shared {
             in_flight,
+            hooks,
             config: self.config,
             store: self.store,
             auth,

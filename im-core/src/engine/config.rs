@@ -246,6 +246,28 @@ pub struct EngineConfig {
     /// (one member count each), so the work per sync is bounded; a user in
     /// more groups learns of the quieter ones through `ListConversations`.
     pub sync_heads_max: usize,
+    /// Time the host's `PreSendHook` and `RoomJoinPolicy` have to answer;
+    /// past it the send or join fails with a retryable
+    /// `ERROR_CODE_UNAVAILABLE` and nothing is committed or joined.
+    /// Default 2 s.
+    pub hook_timeout: Duration,
+    /// Time the host's `CallHandler` has to answer a `Call`; past it the
+    /// client gets a retryable `ERROR_CODE_UNAVAILABLE`. Default 5 s.
+    pub call_timeout: Duration,
+    /// Largest `Call.data` accepted (default 64 KiB).
+    pub max_call_bytes: usize,
+    /// Calls one session may have in flight at once; beyond it a call is
+    /// answered with a retryable `ERROR_CODE_RATE_LIMITED` (default 16).
+    pub max_calls_per_session: usize,
+    /// `Call`s per second one session may make (0: unlimited); the excess
+    /// is answered with a retryable `ERROR_CODE_RATE_LIMITED`. Default 20.
+    pub call_rate: u32,
+    /// Burst above `call_rate` (default 40).
+    pub call_burst: u32,
+    /// Connect and disconnect events waiting for the host's
+    /// `SessionObserver`; beyond this, events are dropped and counted
+    /// (`im_session_events_dropped_total`). Default 4,096.
+    pub session_event_queue: usize,
 }
 
 impl EngineConfig {
@@ -302,6 +324,13 @@ impl Default for EngineConfig {
             push_ack_max_bytes: 1024 * 1024,
             ack_cursor_flush: Duration::from_secs(1),
             sync_heads_max: 500,
+            hook_timeout: Duration::from_secs(2),
+            call_timeout: Duration::from_secs(5),
+            max_call_bytes: 64 * 1024,
+            max_calls_per_session: 16,
+            call_rate: 20,
+            call_burst: 40,
+            session_event_queue: 4096,
         }
     }
 }

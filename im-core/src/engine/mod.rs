@@ -77,6 +77,15 @@
 //!   `OfflineDispatch::dispatch`, at most `offline_push_in_flight` at once
 //!   (beyond that a notice is dropped and counted); each awaits the host's
 //!   `OfflinePush::notify`.
+//! - **Host hooks** (`hooks.rs`): the pre-send hook and the room-join
+//!   policy run on the session task, inside `Session::on_send`,
+//!   `Session::amend` and `Session::on_join`, bounded by `hook_timeout`;
+//!   never on a shard worker. Each `Call` runs on its own task on the
+//!   `Shared::sessions` tracker (`session/call.rs`), bounded by
+//!   `call_timeout` and a per-session semaphore of
+//!   `max_calls_per_session`. With a `SessionObserver`, one task
+//!   (`SessionEvents::start`, spawned by `EngineBuilder::build`) calls it
+//!   for the events the session tasks queue (bounded, never waiting).
 //! - **Host calls** run on the caller's task. `Engine::send_as` goes through
 //!   `Engine::submit` like a client send. `create_group`, `add_members` and
 //!   `remove_members` write the store, then the registry's group index, then
@@ -210,6 +219,7 @@ mod cluster;
 mod commit;
 mod config;
 mod group_lane;
+mod hooks;
 mod instruction;
 mod offline;
 mod registry;
@@ -274,6 +284,8 @@ pub(crate) struct Shared {
     pub(crate) handshakes: PendingHandshakes,
     /// Bounds and resend schedule of `push_acks` sessions (from the config).
     pub(crate) in_flight: session::InFlightConfig,
+    /// The host's hooks (pre-send, room join, calls, session events).
+    pub(crate) hooks: hooks::Hooks,
 }
 
 impl Shared {

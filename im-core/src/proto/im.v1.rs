@@ -71,7 +71,7 @@ pub struct ClientFrame {
     pub request_id: u64,
     #[prost(
         oneof = "client_frame::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 30, 31, 40"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 30, 31, 40, 50"
     )]
     pub body: ::core::option::Option<client_frame::Body>,
 }
@@ -105,6 +105,9 @@ pub mod client_frame {
         Edit(super::Edit),
         #[prost(message, tag = "40")]
         Typing(super::Typing),
+        /// A custom request for the host application (see "Custom requests").
+        #[prost(message, tag = "50")]
+        Call(super::Call),
     }
 }
 /// First frame of every connection. Answered by `Connected` or `Error` + close.
@@ -286,7 +289,7 @@ pub struct ServerFrame {
     pub request_id: u64,
     #[prost(
         oneof = "server_frame::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 30, 40, 41"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 30, 40, 41, 50"
     )]
     pub body: ::core::option::Option<server_frame::Body>,
 }
@@ -326,6 +329,9 @@ pub mod server_frame {
         Typing(super::TypingEvent),
         #[prost(message, tag = "41")]
         ReadReceipt(super::ReadReceipt),
+        /// The host's answer to a `Call` (failures come as `Error`).
+        #[prost(message, tag = "50")]
+        CallResult(super::CallResult),
     }
 }
 /// An instruction from the host application to this user's devices (see
@@ -585,6 +591,24 @@ pub struct Error {
     #[prost(bool, tag = "3")]
     pub retryable: bool,
 }
+/// A custom request, routed to the host's call handler.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Call {
+    /// What to do, named by the application (at most 128 bytes).
+    #[prost(string, tag = "1")]
+    pub method: ::prost::alloc::string::String,
+    /// Its parameters, opaque to the server (at most `max_call_bytes`, 64 KiB
+    /// by default).
+    #[prost(bytes = "bytes", tag = "2")]
+    pub data: ::prost::bytes::Bytes,
+}
+/// The host's answer to a `Call`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CallResult {
+    /// Opaque to the server.
+    #[prost(bytes = "bytes", tag = "1")]
+    pub data: ::prost::bytes::Bytes,
+}
 /// What kind of conversation a message lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
@@ -815,6 +839,12 @@ pub enum ErrorCode {
     ShuttingDown = 10,
     /// Something unexpected on the server.
     Internal = 11,
+    /// The host application refused the request (its pre-send hook or its
+    /// call handler); `reason` is the host's. Not retryable as it is.
+    Rejected = 12,
+    /// The server has no handler for this request (a `Call` with a method the
+    /// host does not serve, or no call handler at all).
+    Unimplemented = 13,
 }
 impl ErrorCode {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -835,6 +865,8 @@ impl ErrorCode {
             Self::Unavailable => "ERROR_CODE_UNAVAILABLE",
             Self::ShuttingDown => "ERROR_CODE_SHUTTING_DOWN",
             Self::Internal => "ERROR_CODE_INTERNAL",
+            Self::Rejected => "ERROR_CODE_REJECTED",
+            Self::Unimplemented => "ERROR_CODE_UNIMPLEMENTED",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -852,6 +884,8 @@ impl ErrorCode {
             "ERROR_CODE_UNAVAILABLE" => Some(Self::Unavailable),
             "ERROR_CODE_SHUTTING_DOWN" => Some(Self::ShuttingDown),
             "ERROR_CODE_INTERNAL" => Some(Self::Internal),
+            "ERROR_CODE_REJECTED" => Some(Self::Rejected),
+            "ERROR_CODE_UNIMPLEMENTED" => Some(Self::Unimplemented),
             _ => None,
         }
     }

@@ -10,6 +10,7 @@ use crate::ids::Seq;
 use crate::pb;
 use crate::store::ContentType;
 
+use super::presend::{PreSend, Target};
 use super::{RequestResult, Session};
 
 impl Session {
@@ -59,6 +60,23 @@ impl Session {
         crate::ids::validate_client_msg_id(&client_msg_id)?;
         let conversation = self.conversation(conversation)?;
         self.authorize_read(&conversation).await?;
+        // A recall carries no body: only edits go past the host's hook.
+        let (body, content_type) = if change == Change::Edit {
+            let target = Target {
+                conversation: &conversation,
+                client_msg_id: &client_msg_id,
+                edit_of: Some(seq),
+            };
+            match self
+                .pre_send(request_id, target, body, content_type)
+                .await?
+            {
+                PreSend::Go(cleared) => (cleared.body, cleared.content_type),
+                PreSend::AlreadyCommitted => return Ok(()),
+            }
+        } else {
+            (body, content_type)
+        };
         let user = self.handle.user.clone();
         self.engine
             .amend(

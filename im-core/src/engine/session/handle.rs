@@ -2,7 +2,7 @@
 //! indexed under, and its outbound queue.
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -48,6 +48,9 @@ pub(crate) struct SessionHandle {
     /// The in-flight pushes of a session that acknowledges them
     /// (`Connect.push_acks`); `None` for best-effort sessions.
     pub(crate) acks: Option<Box<Acks>>,
+    /// The first `KickReason` the session was kicked with (0: never), for
+    /// the host's `SessionObserver`.
+    kicked: AtomicI32,
 }
 
 impl SessionHandle {
@@ -83,6 +86,7 @@ impl SessionHandle {
             typing_events: AtomicBool::new(false),
             receipt_events: AtomicBool::new(false),
             acks: push_acks.map(|c| Box::new(Acks::new(c))),
+            kicked: AtomicI32::new(0),
         }
     }
 
@@ -114,6 +118,9 @@ impl SessionHandle {
 
     /// Ends the session with a `Kicked` frame.
     pub(crate) fn kick(&self, reason: pb::KickReason, detail: &str, queued: QueuedFrames) {
+        let _ =
+            self.kicked
+                .compare_exchange(0, reason as i32, Ordering::Relaxed, Ordering::Relaxed);
         let frame = encode_server_frame(&server_frame(
             0,
             pb::server_frame::Body::Kicked(pb::Kicked {
@@ -127,6 +134,22 @@ impl SessionHandle {
             _ => CloseCode::Policy,
         };
         self.close(Some(frame), CloseReason::new(code, detail), queued);
+    }
+
+    /// Why the session ended, once it has: its first kick, else the reason
+    /// the server closed it, else the client's doing.
+    pub(crate) fn disconnect_reason(&self) -> crate::hooks::DisconnectReason {
+        use crate::hooks::DisconnectReason;
+        let kicked = self.kicked.load(Ordering::Relaxed);
+        if let Ok(reason) = pb::KickReason::try_from(kicked)
+            && reason != pb::KickReason::Unspecified
+        {
+            return DisconnectReason::Kicked(reason);
+        }
+        match self.out.close_reason() {
+            Some(r) if r.code != CloseCode::Normal => DisconnectReason::Failed(r.detail),
+            _ => DisconnectReason::Closed,
+        }
     }
 
     /// Ends the session with an optional last frame.

@@ -8,6 +8,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::codec::{decode_client_frame, encode_server_frame, error_frame};
 use crate::error::StoreError;
+use crate::hooks::SessionDetails;
 use crate::ids::{ChannelId, ConversationId, now_ms};
 use crate::pb::{self, client_frame::Body as In, server_frame::Body as Out};
 use crate::room::TokenBucket;
@@ -19,6 +20,7 @@ use crate::transport::{
 use super::{Engine, Shared};
 
 mod amend;
+mod call;
 mod cursors;
 mod handle;
 mod handshake;
@@ -27,6 +29,7 @@ mod in_flight;
 mod list;
 pub(crate) mod outbound;
 mod paging;
+mod presend;
 mod pull;
 mod reliable;
 mod request_error;
@@ -67,6 +70,7 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
         info,
     } = conn;
     let shared = engine.shared().clone();
+    let (transport, peer_addr) = (info.transport, info.peer_addr);
     // What the transport enforces is what the client is told.
     let max_frame_bytes = info
         .max_frame_bytes
@@ -128,6 +132,17 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
             QueuedFrames::Flush,
         );
     }
+    let details = shared.hooks.session_events.as_ref().map(|events| {
+        let details = SessionDetails {
+            session: handle.id,
+            user: handle.user.clone(),
+            device: handle.device.clone(),
+            transport,
+            peer_addr,
+        };
+        events.connected(details.clone());
+        details
+    });
     tracing::debug!(session = handle.id.0, user = %handle.user, device = %handle.device, "connected");
     let typing = TokenBucket::new(shared.config.typing_rate, shared.config.typing_burst);
     let mut session = Session {
@@ -136,11 +151,15 @@ pub(crate) async fn run(engine: Engine, conn: Connection) {
         malformed: 0,
         cursors: PendingCursors::default(),
         typing,
+        calls: call::CallLimits::new(&shared.config),
     };
     session.read_loop(&mut *reader).await;
     // What the session acked is written before it is known to be gone.
     session.flush_cursors().await;
     unregister(&shared, &handle);
+    if let (Some(events), Some(details)) = (&shared.hooks.session_events, details) {
+        events.disconnected(details, handle.disconnect_reason());
+    }
     handle.close(
         None,
         CloseReason::new(CloseCode::Normal, "session ended"),
@@ -237,6 +256,8 @@ struct Session {
     typing: TokenBucket,
     /// Delivered cursors acked (in a `push_acks` session) and not yet written.
     cursors: PendingCursors,
+    /// The session's allowance of `Call`s.
+    calls: call::CallLimits,
 }
 
 impl Session {
@@ -357,6 +378,7 @@ impl Session {
             Some(In::Typing(t)) => self.on_typing(t).await,
             Some(In::Recall(r)) => self.on_recall(id, r).await,
             Some(In::Edit(e)) => self.on_edit(id, e).await,
+            Some(In::Call(c)) => self.on_call(id, c),
             Some(In::Ping(p)) => {
                 self.reply(
                     id,

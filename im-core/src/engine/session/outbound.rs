@@ -87,6 +87,11 @@ impl Outbound {
         }
     }
 
+    /// The reason the queue is closing with, once it is.
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        self.state.lock().closing.clone()
+    }
+
     /// Queues a frame unless that would pass the byte bound.
     pub(crate) fn push(&self, frame: Bytes) -> Enqueued {
         let mut st = self.state.lock();

@@ -1,5 +1,7 @@
-//! `JoinRoom` and `LeaveRoom`: taking and leaving a seat in a live room.
+//! `JoinRoom` and `LeaveRoom`: taking and leaving a seat in a live room
+//! (a join asks the host's `RoomJoinPolicy` first, if it set one).
 
+use crate::hooks::{JoinVerdict, RoomJoinRequest};
 use crate::ids::{ChannelId, ConversationId};
 use crate::pb::{self, server_frame::Body as Out};
 use crate::store::StoreExt;
@@ -19,6 +21,7 @@ impl Session {
                 format!("a session may be in at most {max_rooms} rooms; leave one first"),
             ));
         }
+        self.authorize_join(&room).await?;
         let conv = ConversationId::Room(room.clone());
         // Seated before reading the head: anything committed after the head
         // read is pushed, anything before is covered by `head_seq`.
@@ -42,6 +45,32 @@ impl Session {
             }),
         );
         Ok(())
+    }
+
+    /// Asks the host's room-join policy, if it set one.
+    async fn authorize_join(&self, room: &ChannelId) -> RequestResult {
+        let shared = self.engine.shared();
+        let Some(policy) = &shared.hooks.room_join else {
+            return Ok(());
+        };
+        let request = RoomJoinRequest {
+            user: self.handle.user.clone(),
+            device: self.handle.device.clone(),
+            room: room.clone(),
+        };
+        match tokio::time::timeout(shared.config.hook_timeout, policy.authorize_join(&request))
+            .await
+        {
+            Ok(JoinVerdict::Allow) => Ok(()),
+            Ok(JoinVerdict::Refuse { reason }) => {
+                Err(RequestError::new(pb::ErrorCode::Forbidden, reason))
+            }
+            Err(_) => Err(RequestError {
+                code: pb::ErrorCode::Unavailable,
+                reason: format!("the server's check of room {room} did not answer in time"),
+                retryable: true,
+            }),
+        }
     }
 
     /// Takes the session's seat in a room away.

@@ -5,11 +5,13 @@ use crate::ids::ConversationId;
 use crate::pb;
 use crate::store::ContentType;
 
+use super::presend::{PreSend, Target};
 use super::{RequestError, RequestResult, Session};
 
 impl Session {
-    /// Checks a `Send` and hands it to the conversation's shard, which
-    /// answers with `SendAck` once it is committed.
+    /// Checks a `Send` (the host's pre-send hook last, if set) and hands it
+    /// to the conversation's shard, which answers with `SendAck` once it is
+    /// committed.
     pub(super) async fn on_send(&mut self, request_id: u64, s: pb::Send) -> RequestResult {
         let shared = self.engine.shared();
         // Checked like every id, so nothing a store may refuse enters a batch.
@@ -35,14 +37,26 @@ impl Session {
             }
             shared.registry.rooms().check_send(r, &self.handle.user)?;
         }
+        let target = Target {
+            conversation: &conversation,
+            client_msg_id: &s.client_msg_id,
+            edit_of: None,
+        };
+        let cleared = match self
+            .pre_send(request_id, target, s.body, content_type)
+            .await?
+        {
+            PreSend::Go(cleared) => cleared,
+            PreSend::AlreadyCommitted => return Ok(()),
+        };
         self.engine
             .submit(PendingSend {
                 conversation,
                 sender: self.handle.user.clone(),
                 device: self.handle.device.clone(),
                 client_msg_id: Some(s.client_msg_id),
-                body: s.body,
-                content_type,
+                body: cleared.body,
+                content_type: cleared.content_type,
                 event: None,
                 check_membership: true,
                 reply: Reply::Session {
