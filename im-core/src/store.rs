@@ -255,6 +255,17 @@ pub struct ConversationStatesRequest {
     pub limit: usize,
 }
 
+/// Ask how many members of a group have read each of some seqs.
+#[derive(Debug, Clone)]
+pub struct ReadCountsRequest {
+    /// The group.
+    pub group: ChannelId,
+    /// Who asks; their own cursor is not counted.
+    pub viewer: UserId,
+    /// The seqs to count readers of.
+    pub seqs: Vec<Seq>,
+}
+
 /// A user's view of one conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationState {
@@ -327,6 +338,16 @@ pub trait Cursors: Send + Sync + 'static {
         &self,
         req: ConversationStatesRequest,
     ) -> StoreResult<Vec<ConversationState>>;
+
+    /// The read cursor of each (user, conversation), in input order (0
+    /// where none was ever set).
+    async fn read_cursors(&self, keys: &[(UserId, ConversationId)]) -> StoreResult<Vec<Seq>>;
+
+    /// For each of `req.seqs`, how many current members of `req.group`
+    /// other than `req.viewer` have a read cursor at or past it, in input
+    /// order. Costs one pass over the group's cursors: the engine asks only
+    /// for groups within its `read_counts_max_members`.
+    async fn read_counts(&self, req: ReadCountsRequest) -> StoreResult<Vec<u64>>;
 }
 
 /// Durable group membership.

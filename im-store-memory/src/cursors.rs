@@ -2,9 +2,10 @@
 //! states.
 
 use async_trait::async_trait;
-use im_core::ids::ConversationId;
+use im_core::ids::{ConversationId, Seq, UserId};
 use im_core::store::{
-    ConversationState, ConversationStatesRequest, CursorUpdate, Cursors, StoreResult,
+    ConversationState, ConversationStatesRequest, CursorUpdate, Cursors, ReadCountsRequest,
+    StoreResult,
 };
 use parking_lot::RwLock;
 
@@ -99,6 +100,37 @@ impl MemoryStore {
             })
             .collect()
     }
+
+    /// [`Cursors::read_cursors`].
+    fn read_cursors_sync(&self, keys: &[(UserId, ConversationId)]) -> Vec<Seq> {
+        keys.iter()
+            .map(|(user, conversation)| {
+                self.user(user)
+                    .and_then(|h| h.lock().cursors.get(conversation).map(|c| c.read))
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// [`Cursors::read_counts`]: one pass over the group's current members.
+    fn read_counts_sync(&self, req: &ReadCountsRequest) -> Vec<u64> {
+        let conversation = ConversationId::Group(req.group.clone());
+        let keys: Vec<(UserId, ConversationId)> = self
+            .groups
+            .read()
+            .members
+            .get(&req.group)
+            .into_iter()
+            .flatten()
+            .filter(|u| **u != req.viewer)
+            .map(|u| (u.clone(), conversation.clone()))
+            .collect();
+        let reads = self.read_cursors_sync(&keys);
+        req.seqs
+            .iter()
+            .map(|&seq| reads.iter().filter(|&&read| read >= seq).count() as u64)
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -113,5 +145,13 @@ impl Cursors for MemoryStore {
         req: ConversationStatesRequest,
     ) -> StoreResult<Vec<ConversationState>> {
         Ok(self.conversation_states_sync(req))
+    }
+
+    async fn read_cursors(&self, keys: &[(UserId, ConversationId)]) -> StoreResult<Vec<Seq>> {
+        Ok(self.read_cursors_sync(keys))
+    }
+
+    async fn read_counts(&self, req: ReadCountsRequest) -> StoreResult<Vec<u64>> {
+        Ok(self.read_counts_sync(&req))
     }
 }

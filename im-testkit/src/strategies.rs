@@ -418,7 +418,7 @@ pub fn arb_server_frame() -> impl Strategy<Value = pb::ServerFrame> {
         vec(
             (
                 arb_opt_ref(),
-                (edgy_u64(), edgy_u64(), edgy_u64()),
+                (edgy_u64(), edgy_u64(), edgy_u64(), edgy_u64()),
                 edgy_u32(),
                 any::<bool>(),
                 proptest::option::of(arb_message())
@@ -432,7 +432,7 @@ pub fn arb_server_frame() -> impl Strategy<Value = pb::ServerFrame> {
                     .map(
                         |(
                             conversation,
-                            (head_seq, read_seq, delivered_seq),
+                            (head_seq, read_seq, delivered_seq, peer_read_seq),
                             unread,
                             unread_more,
                             last_message,
@@ -445,6 +445,7 @@ pub fn arb_server_frame() -> impl Strategy<Value = pb::ServerFrame> {
                                 unread,
                                 unread_more,
                                 last_message,
+                                peer_read_seq,
                             }
                         },
                     )

@@ -98,6 +98,12 @@ impl Cursors for GatedStore {
     ) -> StoreResult<Vec<ConversationState>> {
         self.inner.conversation_states(req).await
     }
+    async fn read_cursors(&self, keys: &[(UserId, ConversationId)]) -> StoreResult<Vec<Seq>> {
+        self.inner.read_cursors(keys).await
+    }
+    async fn read_counts(&self, req: ReadCountsRequest) -> StoreResult<Vec<u64>> {
+        self.inner.read_counts(req).await
+    }
 }
 
 #[async_trait]

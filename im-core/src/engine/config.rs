@@ -212,6 +212,15 @@ pub struct EngineConfig {
     pub typing_rate: u32,
     /// Burst above `typing_rate`.
     pub typing_burst: u32,
+    /// Largest group a `ReadCounts` request is answered for; a count
+    /// reads every member's cursor, so bigger groups get INVALID_ARGUMENT.
+    ///
+    /// Default: `1_000`.
+    pub read_counts_max_members: u64,
+    /// Most seqs one `ReadCounts` request may ask about.
+    ///
+    /// Default: `100`.
+    pub read_counts_max_seqs: usize,
     /// This process's index in a cluster, 0 to 63 (`ids::MAX_NODE_INDEX`),
     /// written into every message id it makes: give each node of a cluster
     /// its own, and message ids stay unique across the cluster. 0 on a
@@ -318,6 +327,8 @@ impl Default for EngineConfig {
             room_fanout_parallel_min: 50_000,
             typing_rate: 2,
             typing_burst: 5,
+            read_counts_max_members: 1_000,
+            read_counts_max_seqs: 100,
             node_index: 0,
             push_ack_waits: [1, 1, 1, 2, 4, 8].map(Duration::from_secs).to_vec(),
             push_ack_max_entries: 1024,

@@ -1,7 +1,7 @@
 //! Conversions between stored records and protocol messages.
 
 use crate::error::{EngineError, StoreError};
-use crate::ids::UserId;
+use crate::ids::{Seq, UserId};
 use crate::pb;
 use crate::store::{ConversationState, StoredMessage};
 
@@ -63,7 +63,14 @@ pub(crate) fn unread_display(count: u32) -> (u32, bool) {
 }
 
 /// A conversation state as a list entry.
-pub(crate) fn summary_to_wire(s: &ConversationState, viewer: &UserId) -> pb::ConversationSummary {
+///
+/// `peer_read_seq` is the other side's read cursor in a direct chat (0 for
+/// a group).
+pub(crate) fn summary_to_wire(
+    s: &ConversationState,
+    viewer: &UserId,
+    peer_read_seq: Seq,
+) -> pb::ConversationSummary {
     let (unread, unread_more) = unread_display(s.unread);
     pb::ConversationSummary {
         conversation: Some(s.conversation.to_wire(viewer)),
@@ -73,6 +80,7 @@ pub(crate) fn summary_to_wire(s: &ConversationState, viewer: &UserId) -> pb::Con
         unread,
         unread_more,
         last_message: s.last_message.as_ref().map(|m| message_to_wire(m, viewer)),
+        peer_read_seq,
     }
 }
 

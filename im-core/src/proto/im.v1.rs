@@ -71,7 +71,7 @@ pub struct ClientFrame {
     pub request_id: u64,
     #[prost(
         oneof = "client_frame::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 30, 31, 40, 50"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 30, 31, 40, 50, 90"
     )]
     pub body: ::core::option::Option<client_frame::Body>,
 }
@@ -108,6 +108,8 @@ pub mod client_frame {
         /// A custom request for the host application (see "Custom requests").
         #[prost(message, tag = "50")]
         Call(super::Call),
+        #[prost(message, tag = "90")]
+        ReadCounts(super::ReadCounts),
     }
 }
 /// First frame of every connection. Answered by `Connected` or `Error` + close.
@@ -274,6 +276,29 @@ pub struct Typing {
     #[prost(bool, tag = "2")]
     pub active: bool,
 }
+/// How many other members of a group have read each of `seqs` (their read
+/// cursor is at or past it). Answered by `ReadCountsResult`. For groups up to
+/// the server's `read_counts_max_members` (INVALID_ARGUMENT beyond it) and at
+/// most `read_counts_max_seqs` seqs per request; FORBIDDEN for a non-member.
+/// Computed when asked, from the members' read cursors, so it costs nothing
+/// while no one asks. A direct chat needs none: see `ReadReceipt` and
+/// `ConversationSummary.peer_read_seq`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReadCounts {
+    #[prost(message, optional, tag = "1")]
+    pub conversation: ::core::option::Option<ConversationRef>,
+    #[prost(uint64, repeated, tag = "2")]
+    pub seqs: ::prost::alloc::vec::Vec<u64>,
+}
+/// Answer to `ReadCounts`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReadCountsResult {
+    #[prost(message, optional, tag = "1")]
+    pub conversation: ::core::option::Option<ConversationRef>,
+    /// `counts\[i\]` members other than you have read `seqs\[i\]` of the request.
+    #[prost(uint64, repeated, tag = "2")]
+    pub counts: ::prost::alloc::vec::Vec<u64>,
+}
 /// List the user's conversations with heads and unread counts. Answered by
 /// `ConversationList`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -289,7 +314,7 @@ pub struct ServerFrame {
     pub request_id: u64,
     #[prost(
         oneof = "server_frame::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 30, 40, 41, 50"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 30, 40, 41, 50, 90"
     )]
     pub body: ::core::option::Option<server_frame::Body>,
 }
@@ -332,6 +357,8 @@ pub mod server_frame {
         /// The host's answer to a `Call` (failures come as `Error`).
         #[prost(message, tag = "50")]
         CallResult(super::CallResult),
+        #[prost(message, tag = "90")]
+        ReadCountsResult(super::ReadCountsResult),
     }
 }
 /// An instruction from the host application to this user's devices (see
@@ -496,6 +523,10 @@ pub struct ConversationSummary {
     /// The newest message, if any.
     #[prost(message, optional, tag = "7")]
     pub last_message: ::core::option::Option<Message>,
+    /// For DIRECT: how far the other participant has read (their read cursor),
+    /// for "seen" marks after a reconnect. 0 for groups.
+    #[prost(uint64, tag = "10")]
+    pub peer_read_seq: u64,
 }
 /// Someone in one of your conversations is typing (see `Typing`). Show it for
 /// a few seconds unless it is repeated; `active` false ends it at once.
@@ -512,9 +543,10 @@ pub struct TypingEvent {
 /// Someone read up to `read_seq` (their `Read` was recorded): sent live to
 /// the other participant of a direct chat and to the reader's other devices,
 /// to sessions that asked for receipts at connect. In a group only the
-/// reader's other devices are told (a read count per group message is not
-/// kept). Not stored as an event: `ListConversations` and `Read` show your own
-/// read cursor after a reconnect.
+/// reader's other devices are told; ask `ReadCounts` for how many members
+/// read a message. Not stored as an event: after a reconnect
+/// `ListConversations` shows your own read cursor and, in a direct chat,
+/// the other side's (`peer_read_seq`).
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ReadReceipt {
     /// As the receiving session names it (for DIRECT, the other side).

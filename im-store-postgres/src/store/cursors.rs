@@ -4,14 +4,16 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use im_core::ids::ConversationId;
+use im_core::ids::{ConversationId, Seq, UserId};
 use im_core::store::{
-    ConversationState, ConversationStatesRequest, CursorUpdate, Cursors, StoreResult,
+    ConversationState, ConversationStatesRequest, CursorUpdate, Cursors, ReadCountsRequest,
+    StoreResult,
 };
 
-use super::sql::{STATES_LISTING, STATES_ONLY, UPDATE_CURSORS};
+use super::sql::{READ_COUNTS, READ_CURSORS, STATES_LISTING, STATES_ONLY, UPDATE_CURSORS};
 use super::{corrupt, limit, optional_message, to_i64, to_u64};
-use crate::{PgStore, Retry};
+use crate::{PgStore, PgStoreError, Retry};
+use tokio_postgres::Row;
 
 #[async_trait]
 impl Cursors for PgStore {
@@ -110,4 +112,50 @@ impl Cursors for PgStore {
         .await
         .result
     }
+
+    async fn read_cursors(&self, keys: &[(UserId, ConversationId)]) -> StoreResult<Vec<Seq>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let users: Vec<&str> = keys.iter().map(|(u, _)| u.as_str()).collect();
+        let convs: Vec<String> = keys.iter().map(|(_, c)| c.to_key()).collect();
+        let (users, convs) = (&users, &convs);
+        self.run(Retry::Idempotent, move |client| async move {
+            let stmt = client.prepare_cached(READ_CURSORS).await?;
+            let rows = client.query(&stmt, &[users, convs]).await?;
+            Ok(first_column_u64(&rows, "read")?)
+        })
+        .await
+        .result
+    }
+
+    async fn read_counts(&self, req: ReadCountsRequest) -> StoreResult<Vec<u64>> {
+        if req.seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conv = ConversationId::Group(req.group.clone()).to_key();
+        let seqs = req
+            .seqs
+            .iter()
+            .map(|&s| to_i64(s, "seq"))
+            .collect::<Result<Vec<i64>, _>>()?;
+        let (conv, group, viewer, seqs) = (&conv, req.group.as_str(), req.viewer.as_str(), &seqs);
+        self.run(Retry::Idempotent, move |client| async move {
+            let stmt = client.prepare_cached(READ_COUNTS).await?;
+            let rows = client.query(&stmt, &[conv, &group, &viewer, seqs]).await?;
+            Ok(first_column_u64(&rows, "read count")?)
+        })
+        .await
+        .result
+    }
+}
+
+/// The first column of each row, a non-negative bigint.
+fn first_column_u64(rows: &[Row], what: &str) -> Result<Vec<u64>, PgStoreError> {
+    rows.iter()
+        .map(|row| {
+            let v: i64 = row.try_get(0).map_err(|e| corrupt(what, e))?;
+            to_u64(v, what)
+        })
+        .collect()
 }

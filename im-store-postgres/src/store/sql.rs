@@ -239,3 +239,21 @@ pub(super) const MEMBERS: &str = "SELECT user_id FROM group_members \
 /// Every group a user is in, by id.
 pub(super) const USER_GROUPS: &str =
     "SELECT group_id FROM group_members WHERE user_id = $1 ORDER BY group_id";
+
+/// The read cursor of each (user `$1[i]`, conversation `$2[i]`), in input
+/// order, 0 where none was set.
+pub(super) const READ_CURSORS: &str = "SELECT coalesce(cu.read, 0) \
+    FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(u, cv, ord) \
+    LEFT JOIN cursors cu ON cu.user_id = k.u AND cu.conv = k.cv \
+    ORDER BY k.ord";
+
+/// For each seq of `$4`, in order: how many members of group `$2` (whose
+/// conversation key is `$1`) other than `$3` have read it. One primary-key
+/// lookup per member, so the engine asks only for bounded groups.
+pub(super) const READ_COUNTS: &str = "WITH r AS ( \
+        SELECT cu.read FROM group_members gm \
+        JOIN cursors cu ON cu.user_id = gm.user_id AND cu.conv = $1 \
+        WHERE gm.group_id = $2 AND gm.user_id <> $3) \
+    SELECT (SELECT count(*) FROM r WHERE r.read >= s.seq) \
+    FROM unnest($4::bigint[]) WITH ORDINALITY AS s(seq, ord) \
+    ORDER BY s.ord";

@@ -1,8 +1,10 @@
 //! `ListConversations`: the user's conversations with unread counts.
 
 use crate::engine::wire::summary_to_wire;
+use crate::error::StoreError;
+use crate::ids::{ConversationId, Seq, UserId};
 use crate::pb::{self, server_frame::Body as Out};
-use crate::store::ConversationStatesRequest;
+use crate::store::{ConversationState, ConversationStatesRequest, Store};
 
 use super::paging::page_limit;
 use super::{RequestResult, Session, UNREAD_CAP};
@@ -28,12 +30,48 @@ impl Session {
             })
             .await?;
         let user = &self.handle.user;
+        let peer_reads = peer_read_seqs(shared.store.as_ref(), user, &states).await?;
         self.reply(
             request_id,
             Out::ConversationList(pb::ConversationList {
-                conversations: states.iter().map(|s| summary_to_wire(s, user)).collect(),
+                conversations: states
+                    .iter()
+                    .zip(peer_reads)
+                    .map(|(s, peer_read)| summary_to_wire(s, user, peer_read))
+                    .collect(),
             }),
         );
         Ok(())
     }
+}
+
+/// The other side's read cursor of each direct conversation in `states`
+/// (0 for groups), in one store call.
+async fn peer_read_seqs(
+    store: &dyn Store,
+    user: &UserId,
+    states: &[ConversationState],
+) -> Result<Vec<Seq>, StoreError> {
+    let keys: Vec<(UserId, ConversationId)> = states
+        .iter()
+        .filter_map(|s| match &s.conversation {
+            ConversationId::Direct(pair) => {
+                Some((pair.peer_of(user).clone(), s.conversation.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut reads = if keys.is_empty() {
+        Vec::new()
+    } else {
+        store.read_cursors(&keys).await?
+    }
+    .into_iter();
+    Ok(states
+        .iter()
+        .map(|s| match s.conversation {
+            ConversationId::Direct(_) => reads.next().unwrap_or(0),
+            _ => 0,
+        })
+        .collect())
 }

@@ -31,6 +31,7 @@ pub(crate) mod outbound;
 mod paging;
 mod presend;
 mod pull;
+mod read_counts;
 mod reliable;
 mod request_error;
 mod rooms;
@@ -376,6 +377,7 @@ impl Session {
             Some(In::LeaveRoom(l)) => self.on_leave(id, l),
             Some(In::ListConversations(l)) => self.on_list(id, l).await,
             Some(In::Typing(t)) => self.on_typing(t).await,
+            Some(In::ReadCounts(r)) => self.on_read_counts(id, r).await,
             Some(In::Recall(r)) => self.on_recall(id, r).await,
             Some(In::Edit(e)) => self.on_edit(id, e).await,
             Some(In::Call(c)) => self.on_call(id, c),
