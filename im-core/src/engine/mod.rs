@@ -209,6 +209,7 @@ mod builder;
 mod cluster;
 mod commit;
 mod config;
+mod forward;
 mod group_lane;
 mod instruction;
 mod offline;
@@ -243,8 +244,10 @@ use crate::transport::Connection;
 pub use builder::EngineBuilder;
 pub use cluster::ClusterInbound;
 pub use config::{EngineConfig, KickPolicy};
+pub use forward::ForwardedOutcomes;
 pub use instruction::MAX_INSTRUCTION_KIND_BYTES;
 pub use shard::SendReceipt;
+pub(crate) use wire::error_code;
 
 use registry::Registry;
 use session::QueuedFrames;
@@ -533,7 +536,20 @@ impl Engine {
         &self.inner.shared
     }
 
+    /// Hands a send to the node that commits it: a shard here or, when a
+    /// cluster bus routes it to another owner, that node.
     pub(crate) async fn submit(&self, send: PendingSend) -> Result<(), EngineError> {
+        if let Some(bus) = &self.inner.shared.cluster
+            && let Some(owner) = bus.remote_owner(&send.conversation)
+        {
+            self.forward_to_owner(&**bus, owner, send);
+            return Ok(());
+        }
+        self.submit_here(send).await
+    }
+
+    /// Hands a send to its shard here.
+    pub(crate) async fn submit_here(&self, send: PendingSend) -> Result<(), EngineError> {
         let shard = &self.inner.shards[self.shard_of(&send.conversation)];
         shard
             .send(ShardCommand::Send(send))
