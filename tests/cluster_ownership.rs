@@ -110,6 +110,9 @@ async fn acks_reach(acks: &AtomicUsize, n: usize) {
     }
 }
 
+/// Where a client sends: each conversation as it names it and as stored.
+type Targets = Vec<(pb::ConversationRef, ConversationId)>;
+
 /// One acked send: its conversation (store key), client_msg_id and seq.
 type Acked = (String, String, u64);
 
@@ -117,7 +120,7 @@ type Acked = (String, String, u64);
 /// retryably with the same client_msg_id until it is acked.
 async fn keep_sending(
     client: Arc<Client>,
-    to: Vec<(pb::ConversationRef, ConversationId)>,
+    to: Targets,
     stop: Arc<AtomicBool>,
     acks: Arc<AtomicUsize>,
 ) -> Vec<Acked> {
@@ -164,7 +167,7 @@ async fn ownership_moves_while_sends_are_in_flight_without_gap_fork_or_duplicate
     // u0, u1 on n0; u2, u3 on n1: direct chats across nodes and one group.
     let grp = ConversationId::Group(ChannelId::new("grp").expect("id"));
     let dm = |a: &str, b: &str| ConversationId::direct(user(a), user(b));
-    let plan: [(&Node, &str, Vec<(pb::ConversationRef, ConversationId)>); 4] = [
+    let plan: [(&Node, &str, Targets); 4] = [
         (
             &n0,
             "u0",
