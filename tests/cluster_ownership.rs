@@ -14,10 +14,10 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use common::pg_schema::{PG_URL, Schema};
+use common::pg_schema::{PG_URL, Schema, unique};
 use common::{Server, WAIT, stored, user};
 
 use im_engine::cluster_nats::{ClusterConfig, Membership, NatsBus};
@@ -29,19 +29,6 @@ use im_engine::store_postgres::{PgStore, PgStoreConfig};
 use im_engine::transport_tcp::client::{Client, ClientError, direct, group};
 
 const NATS_URL: &str = "nats://127.0.0.1:4222";
-
-/// A name no other test (or run) uses.
-fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "{prefix}_{}_{}_{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 struct Node {
     server: Server,
