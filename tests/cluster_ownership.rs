@@ -21,7 +21,7 @@ use common::pg_schema::{PG_URL, Schema, unique};
 use common::{Server, WAIT, stored, user};
 
 use im_engine::cluster_nats::{ClusterConfig, Membership, NatsBus};
-use im_engine::core::cluster::NodeId;
+use im_engine::core::cluster::{NodeId, owner};
 use im_engine::core::pb;
 use im_engine::core::store::StoredMessage;
 use im_engine::core::{ChannelId, ConversationId, Engine, EngineConfig};
@@ -35,8 +35,19 @@ struct Node {
     membership: Membership,
 }
 
+/// The cluster config of node `node` (index `index`): fast heartbeats and
+/// a short forward timeout so moves and timeouts happen within the test.
+fn config(name: &str, node: &str, index: u16) -> ClusterConfig {
+    ClusterConfig::new(NATS_URL, name, NodeId::new(node).expect("id"))
+        .expect("config")
+        .with_heartbeat_interval(Duration::from_millis(100))
+        .with_node_timeout(Duration::from_secs(1))
+        .with_forward_timeout(Duration::from_secs(2))
+        .with_node_index(index)
+}
+
 /// Node `n<index>` of cluster `name` on schema `schema`, routing sends by
-/// its membership (fast heartbeats so moves happen within the test).
+/// its membership.
 async fn start_node(schema: &str, name: &str, index: u16) -> Node {
     let store = PgStore::connect(
         PgStoreConfig::new(PG_URL)
@@ -45,16 +56,7 @@ async fn start_node(schema: &str, name: &str, index: u16) -> Node {
     )
     .await
     .expect("PostgreSQL on 127.0.0.1:5432");
-    let config = ClusterConfig::new(
-        NATS_URL,
-        name,
-        NodeId::new(format!("n{index}")).expect("id"),
-    )
-    .expect("config")
-    .with_heartbeat_interval(Duration::from_millis(100))
-    .with_node_timeout(Duration::from_secs(1))
-    .with_forward_timeout(Duration::from_secs(2))
-    .with_node_index(index);
+    let config = config(name, &format!("n{index}"), index);
     let bus = NatsBus::connect(&config)
         .await
         .expect("NATS on 127.0.0.1:4222");
@@ -321,4 +323,52 @@ async fn ownership_moves_while_sends_are_in_flight_without_gap_fork_or_duplicate
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_to_an_owner_that_never_answers_fails_retryably_and_its_resend_lands_once() {
+    let schema = Schema(unique("owner"));
+    let name = unique("own");
+    let n0 = start_node(&schema.0, &name, 0).await;
+    // A live member that serves no sends: heartbeats, no bus, no engine
+    // (as a node whose engine hangs, or one dead but not yet timed out).
+    let ghost = Membership::join(config(&name, "ghost", 9))
+        .await
+        .expect("join");
+    sees(&n0.membership, &["ghost", "n0"]).await;
+    let live = [
+        NodeId::new("ghost").expect("id"),
+        NodeId::new("n0").expect("id"),
+    ];
+    let peer = (0..100)
+        .map(|i| format!("p{i}"))
+        .find(|p| {
+            let conv = ConversationId::direct(user("me"), user(p));
+            owner(&conv.to_key(), &live).map(NodeId::as_str) == Some("ghost")
+        })
+        .expect("the ghost owns some direct chat");
+    let me = n0.server.connect("me", "d").await;
+
+    let err = me
+        .send(direct(&peer), "m-1", "hello")
+        .await
+        .expect_err("nobody commits for the ghost");
+    match &err {
+        ClientError::Server(e) => {
+            assert_eq!(e.code(), pb::ErrorCode::Unavailable, "{e:?}");
+            assert!(e.retryable, "a send to a silent owner may be resent: {e:?}");
+        }
+        other => panic!("expected a retryable UNAVAILABLE, got {other}"),
+    }
+
+    // The ghost leaves: n0 owns the chat now, and the resend lands once.
+    ghost.leave().await;
+    sees(&n0.membership, &["n0"]).await;
+    let ack = me.send(direct(&peer), "m-1", "hello").await.expect("ack");
+    assert_eq!((ack.seq, ack.duplicate), (1, false));
+    let again = me.send(direct(&peer), "m-1", "hello").await.expect("ack");
+    assert_eq!((again.seq, again.duplicate), (1, true));
+    let conv = ConversationId::direct(user("me"), user(&peer));
+    let msgs = stored(&**n0.server.engine.store(), &conv).await;
+    assert_eq!(msgs.len(), 1, "the resend landed once");
 }
