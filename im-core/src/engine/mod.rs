@@ -77,6 +77,10 @@
 //!   `OfflineDispatch::dispatch`, at most `offline_push_in_flight` at once
 //!   (beyond that a notice is dropped and counted); each awaits the host's
 //!   `OfflinePush::notify`.
+//! - **Forwarded-send tasks**, one per send whose conversation another node
+//!   owns (only with a routing cluster bus): spawned by
+//!   `Engine::forward_to_owner` (`forward.rs`); each awaits the owner's
+//!   outcome from the bus and answers the session or host caller.
 //! - **Host calls** run on the caller's task. `Engine::send_as` goes through
 //!   `Engine::submit` like a client send. `create_group`, `add_members` and
 //!   `remove_members` write the store, then the registry's group index, then
