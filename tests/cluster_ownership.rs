@@ -21,8 +21,10 @@ use common::pg_schema::{PG_URL, Schema, unique};
 use common::{Server, WAIT, stored, user};
 
 use im_engine::cluster_nats::{ClusterConfig, Membership, NatsBus};
+use im_engine::core::amend::Actor;
 use im_engine::core::cluster::{NodeId, owner};
-use im_engine::core::pb;
+use im_engine::core::content::ContentType;
+use im_engine::core::pb::{self, client_frame::Body as In, server_frame::Body as Out};
 use im_engine::core::store::StoredMessage;
 use im_engine::core::{ChannelId, ConversationId, Engine, EngineConfig};
 use im_engine::store_postgres::{PgStore, PgStoreConfig};
@@ -371,4 +373,74 @@ async fn a_send_to_an_owner_that_never_answers_fails_retryably_and_its_resend_la
     let conv = ConversationId::direct(user("me"), user(&peer));
     let msgs = stored(&**n0.server.engine.store(), &conv).await;
     assert_eq!(msgs.len(), 1, "the resend landed once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_sends_recalls_and_edits_on_any_node_are_committed_by_the_owner() {
+    let schema = Schema(unique("owner"));
+    let name = unique("own");
+    let n0 = start_node(&schema.0, &name, 0).await;
+    let n1 = start_node(&schema.0, &name, 1).await;
+    sees(&n0.membership, &["n0", "n1"]).await;
+    sees(&n1.membership, &["n0", "n1"]).await;
+    // A group n1 owns, driven from n0 (host calls and a client there).
+    let id = (0..100)
+        .map(|i| format!("team{i}"))
+        .find(|g| n1.membership.owns(&ConversationId::group(g).expect("id")))
+        .expect("n1 owns some group");
+    n0.server.group(&id, &["ann", "ben"]).await;
+    let conv = ConversationId::group(&id).expect("id");
+    let host = &n0.server.engine;
+
+    let sent = host
+        .send_as(conv.clone(), user("ann"), "hi".into(), Some("h-1".into()))
+        .await
+        .expect("send_as");
+    assert_eq!((sent.seq, sent.duplicate), (1, false));
+    let retried = host
+        .send_as(conv.clone(), user("ann"), "hi".into(), Some("h-1".into()))
+        .await
+        .expect("send_as retried");
+    assert_eq!((retried.seq, retried.duplicate), (1, true));
+    let edited = host
+        .edit(
+            conv.clone(),
+            1,
+            "hi!".into(),
+            ContentType::Text,
+            Actor::Host,
+            Some("h-2".into()),
+        )
+        .await
+        .expect("edit");
+    assert_eq!(edited.seq, 2);
+    let ann = n0.server.connect("ann", "d").await;
+    let recall = ann
+        .request(In::Recall(pb::Recall {
+            client_msg_id: "a-1".into(),
+            conversation: Some(group(&id)),
+            target_seq: 1,
+        }))
+        .await
+        .expect("recall");
+    assert!(
+        matches!(&recall, Out::SendAck(a) if a.seq == 3),
+        "{recall:?}"
+    );
+    let refused = ann
+        .send(group("no-such-group"), "a-2", "x")
+        .await
+        .expect_err("no such group");
+    assert!(
+        matches!(&refused, ClientError::Server(e) if !e.retryable),
+        "{refused}"
+    );
+
+    let msgs = stored(&**host.store(), &conv).await;
+    assert_eq!(msgs.len(), 3);
+    assert!(msgs[0].recalled, "the recall reached the original");
+    assert!(
+        msgs.iter().all(|m| committed_by(m) == 1),
+        "the owner n1 committed every one"
+    );
 }
