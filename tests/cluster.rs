@@ -12,10 +12,9 @@ mod nats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::pg_schema::Schema;
+use common::pg_schema::{Schema, unique};
 use common::{Server, WAIT, next_matching, user};
 use nats::{ThrowawayNats, free_port};
 
@@ -43,19 +42,6 @@ impl Node {
 struct Cluster {
     nodes: Vec<Node>,
     _schema: Schema,
-}
-
-/// A name no other test (or run) uses.
-fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "{prefix}_{}_{}_{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 async fn cluster(nodes: usize) -> Cluster {

@@ -50,6 +50,8 @@ pub async fn join(
         .with_node_index(args.node_index);
     let bus = NatsBus::connect(&config).await?;
     let membership = Membership::join(config).await?;
+    // Sends to a conversation another live node owns are committed there.
+    bus.route_by(&membership);
     tracing::info!(nats = %url, cluster = %args.cluster_name, node, "joined the cluster");
     Ok(Some(Joined { bus, membership }))
 }

@@ -9,6 +9,10 @@
 //! each node with interest, never once per member. The connection is
 //! `no_echo`: a node never hears its own batches (it delivered them itself).
 //!
+//! Sends to a conversation another node owns are forwarded to it (see
+//! `forward.rs`) once the bus follows the cluster's membership
+//! ([`NatsBus::route_by`]); until then every send commits where it arrives.
+//!
 //! Core NATS is at most once. The engine repairs a gap it sees from the
 //! store; to see a lost *last* batch, the publisher repeats the head of
 //! each conversation it published to a few times after (a beacon, a batch
@@ -22,14 +26,21 @@ use std::time::Duration;
 use async_nats::{Client, ConnectOptions, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
-use im_core::cluster::{ClusterBus, ClusterInbound, Control, Inbound, Interest};
+use im_core::cluster::{
+    ClusterBus, ClusterInbound, Control, ForwardError, ForwardResult, ForwardedSend, Inbound,
+    Interest, NodeId, Route, route,
+};
 use im_core::log_limit::LogLimit;
 use im_core::store::StoredMessage;
 use im_core::{ConversationId, Seq};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::forward::{
+    FORWARD_QUEUE, Pending, Queued, listen_answers, send_forwards, serve_forwards,
+};
+use crate::membership::Membership;
 use crate::subjects::Subjects;
 use crate::wire::{decode_batch, decode_control, encode_batch, encode_control};
 use crate::{ClusterConfig, ClusterError};
@@ -75,10 +86,18 @@ struct Beacon {
 }
 
 /// The state the bus's tasks share.
-struct BusState {
-    client: Client,
-    subjects: Subjects,
-    inbound: OnceLock<ClusterInbound>,
+pub(crate) struct BusState {
+    pub(crate) client: Client,
+    pub(crate) subjects: Subjects,
+    pub(crate) inbound: OnceLock<ClusterInbound>,
+    /// This node.
+    pub(crate) me: NodeId,
+    /// The live nodes, once the bus follows a membership.
+    live: OnceLock<watch::Receiver<Vec<NodeId>>>,
+    /// How long a forwarded batch waits for its owner's answer.
+    pub(crate) forward_timeout: Duration,
+    /// Forwarded batches waiting for their answer.
+    pub(crate) pending: Pending,
     faults: Mutex<BusFaults>,
     rng: AtomicU64,
     /// Subjects whose subscription the server has confirmed.
@@ -91,6 +110,7 @@ pub struct NatsBus {
     state: Arc<BusState>,
     out: mpsc::Sender<Outgoing>,
     interest: mpsc::UnboundedSender<(Interest, bool)>,
+    forwards: mpsc::Sender<Queued>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -128,6 +148,21 @@ impl NatsBus {
                 subject: subjects.control(),
                 source,
             })?;
+        let subscribe = |subject: String| {
+            let client = client.clone();
+            async move {
+                client
+                    .subscribe(subject.clone())
+                    .await
+                    .map_err(|source| ClusterError::Subscribe {
+                        url: config.url.clone(),
+                        subject,
+                        source,
+                    })
+            }
+        };
+        let forwarded = subscribe(subjects.node_send(&config.node)).await?;
+        let answers = subscribe(subjects.node_answer(&config.node)).await?;
         // Confirmed before the engine runs: a kick sent from another node
         // right after start reaches this one.
         client.flush().await.map_err(|e| ClusterError::Flush {
@@ -142,20 +177,47 @@ impl NatsBus {
             faults: Mutex::new(BusFaults::default()),
             rng: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
             listening: Mutex::default(),
+            me: config.node.clone(),
+            live: OnceLock::new(),
+            forward_timeout: config.forward_timeout,
+            pending: Pending::default(),
         });
         let (out, out_rx) = mpsc::channel(OUT_QUEUE);
         let (interest, interest_rx) = mpsc::unbounded_channel();
+        let (forwards, forwards_rx) = mpsc::channel(FORWARD_QUEUE);
         let tasks = vec![
             tokio::spawn(publish(state.clone(), out_rx)),
             tokio::spawn(follow_interest(state.clone(), interest_rx)),
             tokio::spawn(listen_control(state.clone(), control)),
+            tokio::spawn(send_forwards(state.clone(), forwards_rx)),
+            tokio::spawn(listen_answers(state.clone(), answers)),
+            tokio::spawn(serve_forwards(state.clone(), forwarded)),
         ];
         Ok(Arc::new(Self {
             state,
             out,
             interest,
+            forwards,
             tasks,
         }))
+    }
+
+    /// Routes sends by ownership from now on: a send to a conversation whose
+    /// owner among `membership`'s live nodes is another node is forwarded
+    /// to it. Call it once, before the engine serves clients (a second call
+    /// is ignored). Without it, every send commits where it arrives.
+    pub fn route_by(&self, membership: &Membership) {
+        if membership.node() != &self.state.me {
+            tracing::error!(
+                bus = %self.state.me,
+                membership = %membership.node(),
+                "the bus and the membership name different nodes: not routing"
+            );
+            return;
+        }
+        if self.state.live.set(membership.watch()).is_err() {
+            tracing::warn!("the bus already routes by a membership");
+        }
     }
 
     /// Injects faults on received batches and beacons. **For tests only.**
@@ -241,6 +303,25 @@ impl ClusterBus for NatsBus {
             metrics::counter!("im_cluster_publish_dropped_total").increment(1);
         }
     }
+
+    fn remote_owner(&self, conversation: &ConversationId) -> Option<NodeId> {
+        let live = self.state.live.get()?;
+        match route(&conversation.to_key(), &live.borrow(), &self.state.me) {
+            Route::Here => None,
+            Route::Forward(owner) => Some(owner),
+        }
+    }
+
+    fn forward(&self, owner: NodeId, send: ForwardedSend, done: oneshot::Sender<ForwardResult>) {
+        if let Err(e) = self.forwards.try_send(Queued { owner, send, done }) {
+            let queued = match e {
+                mpsc::error::TrySendError::Full(q) | mpsc::error::TrySendError::Closed(q) => q,
+            };
+            let _ = queued.done.send(Err(ForwardError::unavailable(
+                "too many sends waiting for their owner node; resend",
+            )));
+        }
+    }
 }
 
 /// Publishes batches and control, and the head beacons after batches.
@@ -318,11 +399,14 @@ async fn listen_batches(state: Arc<BusState>, subject: String) {
         None => return,
     };
     while let Some(msg) = sub.next().await {
-        let Some(decoded) = decode_batch(&msg.payload) else {
-            if let Some(suppressed) = BAD.allow() {
-                tracing::warn!(suppressed, %subject, "ignored a bus message that is not a batch");
+        let decoded = match decode_batch(&msg.payload) {
+            Ok(d) => d,
+            Err(e) => {
+                if let Some(suppressed) = BAD.allow() {
+                    tracing::warn!(error = %e, suppressed, %subject, "ignored a bus message");
+                }
+                continue;
             }
-            continue;
         };
         let inbound = if decoded.messages.is_empty() {
             Inbound::Head(decoded.conversation, decoded.head)
@@ -372,10 +456,10 @@ async fn listen_control(state: Arc<BusState>, mut sub: Subscriber) {
     static BAD: LogLimit = LogLimit::per_second(1);
     while let Some(msg) = sub.next().await {
         match decode_control(&msg.payload) {
-            Some(c) => hand_in(&state, Inbound::Control(c)).await,
-            None => {
+            Ok(c) => hand_in(&state, Inbound::Control(c)).await,
+            Err(e) => {
                 if let Some(suppressed) = BAD.allow() {
-                    tracing::warn!(suppressed, "ignored a control message that is not one");
+                    tracing::warn!(error = %e, suppressed, "ignored a control message");
                 }
             }
         }

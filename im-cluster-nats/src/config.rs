@@ -16,11 +16,13 @@ pub struct ClusterConfig {
     pub(crate) heartbeat_interval: Duration,
     pub(crate) node_timeout: Duration,
     pub(crate) node_index: u16,
+    pub(crate) forward_timeout: Duration,
 }
 
 impl ClusterConfig {
     /// A node `node` of cluster `cluster` on the NATS server at `url`,
-    /// heartbeating every 500 ms and dropping peers silent for 3 s.
+    /// heartbeating every 500 ms, dropping peers silent for 3 s, and
+    /// waiting 3 s for an owner to answer a forwarded send.
     pub fn new(
         url: impl Into<String>,
         cluster: impl Into<String>,
@@ -37,6 +39,7 @@ impl ClusterConfig {
             heartbeat_interval: Duration::from_millis(500),
             node_timeout: Duration::from_secs(3),
             node_index: 0,
+            forward_timeout: Duration::from_secs(3),
         })
     }
 
@@ -58,6 +61,16 @@ impl ClusterConfig {
     /// if a live node already uses it.
     pub fn with_node_index(mut self, index: u16) -> Self {
         self.node_index = index;
+        self
+    }
+
+    /// How long a send forwarded to its conversation's owner waits for the
+    /// owner's answer before the client is told to resend (a retryable
+    /// `UNAVAILABLE`; the resend with the same `client_msg_id` lands once).
+    /// Default 3 s: about the node timeout, so a dead owner's sends fail
+    /// while the cluster notices it died.
+    pub fn with_forward_timeout(mut self, timeout: Duration) -> Self {
+        self.forward_timeout = timeout;
         self
     }
 

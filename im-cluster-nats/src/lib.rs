@@ -3,6 +3,7 @@
 mod bus;
 mod config;
 mod error;
+mod forward;
 mod heartbeat;
 mod membership;
 mod subjects;

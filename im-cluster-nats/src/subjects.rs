@@ -3,7 +3,7 @@
 //! the lowercase hex of its bytes.
 
 use im_core::ConversationId;
-use im_core::cluster::Interest;
+use im_core::cluster::{Interest, NodeId};
 
 /// The subjects of cluster `im.<cluster>`.
 #[derive(Debug, Clone)]
@@ -41,6 +41,16 @@ impl Subjects {
             ConversationId::Group(g) => vec![self.interest(&Interest::Group(g.clone()))],
             ConversationId::Room(r) => vec![self.interest(&Interest::Room(r.clone()))],
         }
+    }
+
+    /// Where sends forwarded to `node` (their owner) travel.
+    pub(crate) fn node_send(&self, node: &NodeId) -> String {
+        format!("{}.node.{node}.send", self.prefix)
+    }
+
+    /// Where owners answer the sends `node` forwarded.
+    pub(crate) fn node_answer(&self, node: &NodeId) -> String {
+        format!("{}.node.{node}.answer", self.prefix)
     }
 
     /// Where control commands travel (every node listens).

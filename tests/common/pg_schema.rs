@@ -10,6 +10,22 @@ mod throwaway;
 /// The shared test server.
 pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
+/// A name no other test (or run) uses, for a schema or a cluster:
+/// `<prefix>_<pid>_<n>_<nanos>`.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// Drops schema `.0` of [`PG_URL`] when dropped (even if the test panicked).
 pub struct Schema(pub String);
 

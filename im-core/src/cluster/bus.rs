@@ -11,6 +11,10 @@
 //! - **Control** ([`ClusterBus::control`]): kick a user everywhere; a
 //!   group's membership changed, so other nodes drop their caches and
 //!   re-index their sessions.
+//! - **Forwarding** ([`ClusterBus::remote_owner`], [`ClusterBus::forward`]):
+//!   a send to a conversation another node owns is committed there, and its
+//!   outcome comes back. A bus that does not route (the default) leaves
+//!   every send to the node it arrived at.
 //!
 //! A single-node engine has no bus at all (the engine checks an `Option`),
 //! so none of this costs it anything. The bus is at most once: a receiving
@@ -18,10 +22,14 @@
 
 use std::fmt;
 
+use tokio::sync::oneshot;
+
+use super::NodeId;
+use super::forward::{ForwardResult, ForwardedSend};
 use crate::ids::{ChannelId, ConversationId, Seq, UserId};
 use crate::store::StoredMessage;
 
-pub use crate::engine::ClusterInbound;
+pub use crate::engine::{ClusterInbound, ForwardedOutcomes};
 
 /// What a node's sessions are interested in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -88,4 +96,21 @@ pub trait ClusterBus: Send + Sync + fmt::Debug + 'static {
 
     /// Sends a control command to every other node.
     fn control(&self, control: Control);
+
+    /// The node that commits sends to `conversation` when that is another
+    /// node (its owner among the live nodes), `None` to commit here. Called
+    /// for every send: keep it cheap. Default: `None` (no routing).
+    fn remote_owner(&self, conversation: &ConversationId) -> Option<NodeId> {
+        let _ = conversation;
+        None
+    }
+
+    /// Carries `send` to `owner`, which commits it through its own commit
+    /// path, and answers `done` with the outcome — or with a retryable
+    /// error when the owner does not answer in time. Never block: queue it.
+    /// Default (a bus that never routes): drops `done`, which the engine
+    /// answers as a retryable `UNAVAILABLE`.
+    fn forward(&self, owner: NodeId, send: ForwardedSend, done: oneshot::Sender<ForwardResult>) {
+        let _ = (owner, send, done);
+    }
 }

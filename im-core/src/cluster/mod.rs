@@ -12,11 +12,16 @@
 //! [`Timeline::append`]: crate::store::Timeline::append
 
 mod bus;
+mod forward;
 mod liveness;
 mod order;
 mod ownership;
 
-pub use bus::{ClusterBus, ClusterInbound, Control, Inbound, Interest};
+pub use bus::{ClusterBus, ClusterInbound, Control, ForwardedOutcomes, Inbound, Interest};
+pub use forward::{
+    BatchLimits, ForwardError, ForwardResult, ForwardedAck, ForwardedSend, Route, plan_batches,
+    route,
+};
 pub use liveness::{LiveNodes, MembershipChange};
 pub(crate) use order::{Admit, admit};
 pub use ownership::{owner, owner_weight};

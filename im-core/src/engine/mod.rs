@@ -86,6 +86,10 @@
 //!   `max_calls_per_session`. With a `SessionObserver`, one task
 //!   (`SessionEvents::start`, spawned by `EngineBuilder::build`) calls it
 //!   for the events the session tasks queue (bounded, never waiting).
+//! - **Forwarded-send tasks**, one per send whose conversation another node
+//!   owns (only with a routing cluster bus): spawned by
+//!   `Engine::forward_to_owner` (`forward.rs`); each awaits the owner's
+//!   outcome from the bus and answers the session or host caller.
 //! - **Host calls** run on the caller's task. `Engine::send_as` goes through
 //!   `Engine::submit` like a client send. `create_group`, `add_members` and
 //!   `remove_members` write the store, then the registry's group index, then
@@ -218,6 +222,7 @@ mod builder;
 mod cluster;
 mod commit;
 mod config;
+mod forward;
 mod group_lane;
 mod hooks;
 mod instruction;
@@ -253,8 +258,10 @@ use crate::transport::Connection;
 pub use builder::EngineBuilder;
 pub use cluster::ClusterInbound;
 pub use config::{EngineConfig, KickPolicy};
+pub use forward::ForwardedOutcomes;
 pub use instruction::MAX_INSTRUCTION_KIND_BYTES;
 pub use shard::SendReceipt;
+pub(crate) use wire::error_code;
 
 use registry::Registry;
 use session::QueuedFrames;
@@ -545,7 +552,20 @@ impl Engine {
         &self.inner.shared
     }
 
+    /// Hands a send to the node that commits it: a shard here or, when a
+    /// cluster bus routes it to another owner, that node.
     pub(crate) async fn submit(&self, send: PendingSend) -> Result<(), EngineError> {
+        if let Some(bus) = &self.inner.shared.cluster
+            && let Some(owner) = bus.remote_owner(&send.conversation)
+        {
+            self.forward_to_owner(&**bus, owner, send);
+            return Ok(());
+        }
+        self.submit_here(send).await
+    }
+
+    /// Hands a send to its shard here.
+    pub(crate) async fn submit_here(&self, send: PendingSend) -> Result<(), EngineError> {
         let shard = &self.inner.shards[self.shard_of(&send.conversation)];
         shard
             .send(ShardCommand::Send(send))

@@ -105,8 +105,31 @@ impl Reply {
         }
     }
 
+    /// Answers a send committed on another node (see `engine/forward.rs`).
+    pub(crate) fn receipt(self, r: SendReceipt, client_msg_id: Option<String>) {
+        match self {
+            Reply::Session {
+                session,
+                request_id,
+            } => {
+                let ack = pb::SendAck {
+                    client_msg_id: client_msg_id.unwrap_or_default(),
+                    conversation: Some(r.conversation.to_wire(&session.user)),
+                    seq: r.seq,
+                    message_id: r.message_id.0,
+                    server_time_ms: r.server_time_ms,
+                    duplicate: r.duplicate,
+                };
+                session.send_frame(request_id, pb::server_frame::Body::SendAck(ack));
+            }
+            Reply::Host(tx) => {
+                let _ = tx.send(Ok(r));
+            }
+        }
+    }
+
     /// Answers a failed send.
-    fn fail(self, err: EngineError) {
+    pub(crate) fn fail(self, err: EngineError) {
         match self {
             Reply::Session {
                 session,
