@@ -1,8 +1,11 @@
-//! `--cluster`: join other chat-server processes over NATS so they serve
-//! as one (they must share one PostgreSQL store).
+//! `--cluster`: join other starter-server processes over NATS so they serve
+//! as one (they must share one PostgreSQL store). Shared by the starter
+//! servers (`#[path]`-included: copy this file along with a starter).
+
+use im_engine::core::{EngineBuilder, EngineConfig};
 
 /// Cluster options.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ClusterArgs {
     /// Join a cluster over the NATS server at this URL (e.g.
     /// nats://127.0.0.1:4222). Needs --postgres: the nodes share the store.
@@ -20,49 +23,90 @@ pub struct ClusterArgs {
     pub node_index: u16,
 }
 
+impl ClusterArgs {
+    /// Puts this node's index (part of every message id) in `config`.
+    pub fn configure(&self, config: &mut EngineConfig) {
+        config.node_index = self.node_index;
+    }
+
+    /// Joins the cluster the flags name, if any; `server` names the program
+    /// in errors. Refuses `--cluster` without a shared store (`has_postgres`)
+    /// and in a build without the `cluster` feature.
+    pub async fn join(
+        &self,
+        server: &str,
+        has_postgres: bool,
+    ) -> Result<ClusterNode, Box<dyn std::error::Error>> {
+        let Some(url) = &self.url else {
+            return Ok(ClusterNode::default());
+        };
+        if !has_postgres {
+            return Err(
+                "--cluster needs --postgres: the nodes of a cluster share one store".into(),
+            );
+        }
+        #[cfg(feature = "cluster")]
+        {
+            use im_engine::cluster_nats::{ClusterConfig, Membership, NatsBus};
+            use im_engine::core::cluster::NodeId;
+            let _ = server;
+            let node = self
+                .node_id
+                .as_deref()
+                .ok_or("--cluster needs --node-id, a name for this node unique in the cluster")?;
+            let config = ClusterConfig::new(url, &self.cluster_name, NodeId::new(node)?)?
+                .with_node_index(self.node_index);
+            // The error names the URL (ClusterError::Connect).
+            let bus = NatsBus::connect(&config).await?;
+            let membership = Membership::join(config).await?;
+            tracing::info!(nats = %url, cluster = %self.cluster_name, node, "joined the cluster");
+            Ok(ClusterNode {
+                joined: Some(Joined { bus, membership }),
+            })
+        }
+        #[cfg(not(feature = "cluster"))]
+        {
+            let _ = url;
+            Err(format!(
+                "--cluster is set, but this {server} was built without clustering: \
+                 run it with `--features cluster`"
+            )
+            .into())
+        }
+    }
+}
+
+/// This process's place in a cluster: none when `--cluster` is not set.
+#[derive(Default)]
+pub struct ClusterNode {
+    #[cfg(feature = "cluster")]
+    joined: Option<Joined>,
+}
+
 /// A joined cluster: the bus the engine delivers through and this node's
 /// membership (heartbeats; said goodbye to on shutdown).
 #[cfg(feature = "cluster")]
-pub struct Joined {
-    pub bus: std::sync::Arc<im_engine::cluster_nats::NatsBus>,
-    pub membership: im_engine::cluster_nats::Membership,
+struct Joined {
+    bus: std::sync::Arc<im_engine::cluster_nats::NatsBus>,
+    membership: im_engine::cluster_nats::Membership,
 }
 
-/// Joins the cluster the flags name, if any.
-#[cfg(feature = "cluster")]
-pub async fn join(
-    args: &ClusterArgs,
-    has_postgres: bool,
-) -> Result<Option<Joined>, Box<dyn std::error::Error>> {
-    use im_engine::cluster_nats::{ClusterConfig, Membership, NatsBus};
-    use im_engine::core::cluster::NodeId;
-    let Some(url) = &args.url else {
-        return Ok(None);
-    };
-    if !has_postgres {
-        return Err("--cluster needs --postgres: the nodes of a cluster share one store".into());
+impl ClusterNode {
+    /// Delivers through the cluster's bus, if joined.
+    pub fn wire(&self, builder: EngineBuilder) -> EngineBuilder {
+        #[cfg(feature = "cluster")]
+        if let Some(j) = &self.joined {
+            return builder.cluster(j.bus.clone());
+        }
+        builder
     }
-    let node = args
-        .node_id
-        .as_deref()
-        .ok_or("--cluster needs --node-id, a name for this node unique in the cluster")?;
-    let config = ClusterConfig::new(url, &args.cluster_name, NodeId::new(node)?)?
-        .with_node_index(args.node_index);
-    let bus = NatsBus::connect(&config).await?;
-    let membership = Membership::join(config).await?;
-    tracing::info!(nats = %url, cluster = %args.cluster_name, node, "joined the cluster");
-    Ok(Some(Joined { bus, membership }))
-}
 
-/// Refuses `--cluster` in a build without it.
-#[cfg(not(feature = "cluster"))]
-pub fn refuse(args: &ClusterArgs) -> Result<(), Box<dyn std::error::Error>> {
-    if args.url.is_some() {
-        return Err(
-            "--cluster is set, but this chat-server was built without clustering: \
-                    run it with `--features cluster`"
-                .into(),
-        );
+    /// Says goodbye, so the other nodes take over this node's conversations
+    /// at once instead of after its silence.
+    pub async fn leave(self) {
+        #[cfg(feature = "cluster")]
+        if let Some(j) = self.joined {
+            j.membership.leave().await;
+        }
     }
-    Ok(())
 }
