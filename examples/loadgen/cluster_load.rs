@@ -382,6 +382,7 @@ pub(super) async fn run(args: ClusterArgs) -> Result<(), AnyError> {
             "bus_messages_per_room_message": (batch.published + batch.received) / messages.max(1.0),
             "beacons_per_room_message": (beacon.published + beacon.received) / messages.max(1.0),
             "bus_bytes_per_delivery": (batch.published_bytes + batch.received_bytes + beacon.published_bytes + beacon.received_bytes) / delivered.max(1) as f64,
+            "batch_bytes_per_room_message": (batch.published_bytes + batch.received_bytes) / messages.max(1.0),
             "batch_bytes_per_delivery": (batch.published_bytes + batch.received_bytes) / delivered.max(1) as f64,
             "measured": "sum over nodes of im_cluster_bus_{published,received}{,_bytes}_total{kind=batch|beacon} across the sending window (+2.5 s for beacons); bytes are NATS payload bytes",
         },
