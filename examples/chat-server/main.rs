@@ -16,9 +16,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use im_engine::core::{
-    ChannelId, Engine, EngineConfig, EngineError, KickPolicy, StoreError, UserId,
-};
+use im_engine::core::{ChannelId, EngineConfig, EngineError, KickPolicy, StoreError, UserId};
 use im_engine::metrics_http::MetricsHttp;
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
 use tokio::net::TcpListener;
@@ -109,22 +107,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     config.outbound_queue_bytes = args.outbound_queue_bytes;
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_secs);
     config.kick_policy = args.kick_policy;
-    args.cluster.configure(&mut config);
 
     tracing::warn!(
         "DEVELOPMENT AUTHENTICATION: any token `user` or `user:anything` is accepted as that user. \
          Replace insecure_dev_auth() with your own Authenticator before exposing this server."
     );
-    let node = args
-        .cluster
-        .join("chat-server", args.store.is_shared())
-        .await?;
-    let store = args.store.open("chat-server").await?;
-    let builder = Engine::builder(store.store())
-        .config(config)
-        .insecure_dev_auth();
-    let builder = node.wire(builder);
-    let engine = builder.build()?;
+    let cluster::Started { engine, node, .. } =
+        cluster::start_dev_engine("chat-server", &args.store, &args.cluster, config).await?;
     // Bounded: a flood of half-sent scrapes cannot take the server's sockets.
     MetricsHttp::new(metrics_listener, move || prometheus.render()).spawn(engine.shutdown_token());
 

@@ -2,7 +2,44 @@
 //! as one (they must share one PostgreSQL store). Shared by the starter
 //! servers (`#[path]`-included: copy this file along with a starter).
 
-use im_engine::core::{EngineBuilder, EngineConfig};
+use im_engine::core::{Engine, EngineBuilder, EngineConfig};
+
+use super::store::{OpenedStore, StoreArgs};
+
+/// A starter's engine and what it runs on.
+#[allow(dead_code)] // loadgen builds its engine itself
+pub struct Started {
+    /// The engine (development authentication).
+    pub engine: Engine,
+    /// The store the flags chose.
+    pub store: OpenedStore,
+    /// Its place in the cluster; `leave` it on shutdown.
+    pub node: ClusterNode,
+}
+
+/// Joins the cluster the flags name (if any), opens the store they chose
+/// and builds an engine with development authentication and `config` on
+/// both; `server` names the program in errors.
+#[allow(dead_code)] // loadgen builds its engine itself
+pub async fn start_dev_engine(
+    server: &str,
+    store: &StoreArgs,
+    cluster: &ClusterArgs,
+    mut config: EngineConfig,
+) -> Result<Started, Box<dyn std::error::Error>> {
+    cluster.configure(&mut config);
+    let node = cluster.join(server, store.is_shared()).await?;
+    let opened = store.open(server).await?;
+    let builder = Engine::builder(opened.store())
+        .config(config)
+        .insecure_dev_auth();
+    let engine = node.wire(builder).build()?;
+    Ok(Started {
+        engine,
+        store: opened,
+        node,
+    })
+}
 
 /// Cluster options.
 #[derive(Debug, Clone, clap::Args)]

@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use im_engine::core::EngineConfig;
 use im_engine::core::room::{BatchConfig, BatchTier};
-use im_engine::core::{Engine, EngineConfig};
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
 
 #[path = "../common/cluster.rs"]
@@ -111,7 +111,6 @@ impl Args {
         c.outbound_queue_bytes = self.outbound_queue_bytes;
         c.max_body_bytes = self.max_body_bytes;
         c.heartbeat_interval = Duration::from_secs(self.heartbeat_secs);
-        self.cluster.configure(&mut c);
         c
     }
 }
@@ -143,15 +142,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         None => None,
     };
     tracing::warn!("DEVELOPMENT AUTHENTICATION: any `user:device` token is accepted");
-    let node = args
-        .cluster
-        .join("live-room", args.store.is_shared())
-        .await?;
-    let store = args.store.open("live-room").await?;
-    let builder = Engine::builder(store.store())
-        .config(args.config())
-        .insecure_dev_auth();
-    let engine = node.wire(builder).build()?;
+    let cluster::Started {
+        engine,
+        store,
+        node,
+    } = cluster::start_dev_engine("live-room", &args.store, &args.cluster, args.config()).await?;
     if let Some((handle, listener)) = metrics {
         // Bounded: a flood of half-sent scrapes cannot take the server's sockets.
         im_engine::metrics_http::MetricsHttp::new(listener, move || handle.render())

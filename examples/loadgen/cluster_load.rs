@@ -114,7 +114,7 @@ pub(super) async fn members(args: MembersArgs) -> Result<(), AnyError> {
     };
     let start = |i: usize| {
         let (stats, addr) = (stats.clone(), args.servers[i % args.servers.len()]);
-        let probe = i % args.probe_every.max(1) == 0;
+        let probe = i.is_multiple_of(args.probe_every.max(1));
         tokio::spawn(async move {
             if let Err(e) = member(addr, i, probe, stats).await {
                 eprintln!("member {i}: {e}");

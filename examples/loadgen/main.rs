@@ -308,7 +308,7 @@ async fn run(args: RunArgs) -> Result<(), AnyError> {
     let ws_addr = args.ws_listen;
     let start = |i: usize| {
         let stats = stats.clone();
-        let probe = i % args.probe_every.max(1) == 0;
+        let probe = i.is_multiple_of(args.probe_every.max(1));
         let over_ws = i % 100 < usize::from(args.ws_percent);
         tokio::spawn(async move {
             let joined = if over_ws {

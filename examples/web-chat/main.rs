@@ -128,16 +128,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     config.outbound_queue_bytes = args.outbound_queue_bytes;
     config.max_frame_bytes = args.max_message_bytes;
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_secs);
-    args.cluster.configure(&mut config);
-    let node = args
-        .cluster
-        .join("web-chat", args.store.is_shared())
-        .await?;
-    let store = args.store.open("web-chat").await?;
-    let builder = Engine::builder(store.store())
-        .insecure_dev_auth()
-        .config(config);
-    let engine = node.wire(builder).build()?;
+    let cluster::Started { engine, node, .. } =
+        cluster::start_dev_engine("web-chat", &args.store, &args.cluster, config).await?;
 
     let group = ChannelId::new(&args.group)?;
     let members = args
