@@ -13,22 +13,22 @@
 //! before shipping.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use im_engine::core::{
-    ChannelId, Engine, EngineConfig, EngineError, KickPolicy, Store, StoreError, UserId,
-};
+use im_engine::core::{ChannelId, EngineConfig, EngineError, KickPolicy, StoreError, UserId};
 use im_engine::metrics_http::MetricsHttp;
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
 use tokio::net::TcpListener;
 
+#[path = "../common/cluster.rs"]
 mod cluster;
 #[path = "../common/logging.rs"]
 mod logging;
 #[path = "../common/memory_store.rs"]
 mod memory_store;
+#[path = "../common/store.rs"]
+mod store;
 #[path = "../common/tls.rs"]
 mod tls;
 
@@ -63,54 +63,18 @@ struct Args {
     /// Create the demo group `lobby` with alice, bob and carol.
     #[arg(long)]
     demo: bool,
-    /// Bounds of the in-memory store.
+    /// In memory or PostgreSQL.
     #[command(flatten)]
-    memory: memory_store::MemoryStoreArgs,
+    store: store::StoreArgs,
     /// TLS on the listener.
     #[command(flatten)]
     tls: tls::TlsArgs,
     /// Create a group: `NAME=user1,user2,...` (repeatable; kept if it exists).
     #[arg(long = "group", value_name = "NAME=USERS")]
     groups: Vec<String>,
-    /// Store everything in PostgreSQL at this URL instead of in memory.
-    #[cfg(feature = "postgres")]
-    #[arg(long, env = "IM_PG_URL")]
-    postgres: Option<String>,
-    /// PostgreSQL schema for the tables (created and migrated on start).
-    #[cfg(feature = "postgres")]
-    #[arg(long, env = "IM_PG_SCHEMA", default_value = "im")]
-    pg_schema: String,
     /// Cluster over NATS.
     #[command(flatten)]
     cluster: cluster::ClusterArgs,
-    /// Accepted so a server built without PostgreSQL says so instead of
-    /// silently running in memory.
-    #[cfg(not(feature = "postgres"))]
-    #[arg(long, env = "IM_PG_URL", hide = true)]
-    postgres: Option<String>,
-}
-
-/// The store chosen by the flags.
-async fn open_store(args: &Args) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
-    #[cfg(feature = "postgres")]
-    if let Some(url) = &args.postgres {
-        use im_engine::store_postgres::{PgStore, PgStoreConfig};
-        let store = PgStore::connect(PgStoreConfig::new(url).with_schema(&args.pg_schema))
-            .await
-            // Names the URL (without its password), the sslmode and the cause.
-            .map_err(|e| e.to_string())?;
-        tracing::info!(schema = %args.pg_schema, "store: PostgreSQL");
-        return Ok(Arc::new(store));
-    }
-    #[cfg(not(feature = "postgres"))]
-    if args.postgres.is_some() {
-        return Err(
-            "--postgres / IM_PG_URL is set, but this chat-server was built without \
-                    PostgreSQL: run it with `--features postgres`"
-                .into(),
-        );
-    }
-    Ok(Arc::new(args.memory.open()))
 }
 
 fn parse_kick_policy(s: &str) -> Result<KickPolicy, String> {
@@ -143,25 +107,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     config.outbound_queue_bytes = args.outbound_queue_bytes;
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_secs);
     config.kick_policy = args.kick_policy;
-    config.node_index = args.cluster.node_index;
 
     tracing::warn!(
         "DEVELOPMENT AUTHENTICATION: any token `user` or `user:anything` is accepted as that user. \
          Replace insecure_dev_auth() with your own Authenticator before exposing this server."
     );
-    #[cfg(feature = "cluster")]
-    let joined = cluster::join(&args.cluster, args.postgres.is_some()).await?;
-    #[cfg(not(feature = "cluster"))]
-    cluster::refuse(&args.cluster)?;
-    let builder = Engine::builder(open_store(&args).await?)
-        .config(config)
-        .insecure_dev_auth();
-    #[cfg(feature = "cluster")]
-    let builder = match &joined {
-        Some(j) => builder.cluster(j.bus.clone()),
-        None => builder,
-    };
-    let engine = builder.build()?;
+    let cluster::Started { engine, node, .. } =
+        cluster::start_dev_engine("chat-server", &args.store, &args.cluster, config).await?;
     // Bounded: a flood of half-sent scrapes cannot take the server's sockets.
     MetricsHttp::new(metrics_listener, move || prometheus.render()).spawn(engine.shutdown_token());
 
@@ -208,10 +160,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let signal = stop.await;
     tracing::info!(%signal, "shutting down: draining in-flight commits");
     engine.shutdown().await;
-    #[cfg(feature = "cluster")]
-    if let Some(j) = joined {
-        j.membership.leave().await;
-    }
+    node.leave().await;
     tracing::info!("drained");
     serving.await?;
     Ok(())

@@ -4,6 +4,10 @@
 //! ```text
 //! cargo run --release --example live-room -- --room-send-rate 2000
 //! cargo run --release --example live-room --features ws -- --ws 127.0.0.1:7001
+//! # one node of a cluster (NATS + a shared PostgreSQL), see the README:
+//! cargo run --release --example live-room --features cluster -- --listen 127.0.0.1:7001 \
+//!     --postgres postgres://postgres@127.0.0.1/test --cluster nats://127.0.0.1:4222 \
+//!     --cluster-name live --node-id a --node-index 1
 //! ```
 //!
 //! Clients `JoinRoom{room_id}` and send to `ConversationRef{ROOM, room_id}`.
@@ -11,18 +15,21 @@
 //! replace `insecure_dev_auth()` with your own `Authenticator` before shipping.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use im_engine::core::EngineConfig;
 use im_engine::core::room::{BatchConfig, BatchTier};
-use im_engine::core::{Engine, EngineConfig};
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
 
+#[path = "../common/cluster.rs"]
+mod cluster;
 #[path = "../common/logging.rs"]
 mod logging;
 #[path = "../common/memory_store.rs"]
 mod memory_store;
+#[path = "../common/store.rs"]
+mod store;
 
 /// Command-line options.
 #[derive(Debug, Parser)]
@@ -70,9 +77,12 @@ struct Args {
     /// Print the server's memory use every this many seconds (0: never).
     #[arg(long, default_value_t = 0)]
     report_secs: u64,
-    /// Bounds of the in-memory store.
+    /// In memory or PostgreSQL.
     #[command(flatten)]
-    memory: memory_store::MemoryStoreArgs,
+    store: store::StoreArgs,
+    /// Cluster over NATS.
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
 }
 
 impl Args {
@@ -113,8 +123,12 @@ fn rss_kib() -> Option<u64> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
     logging::init("info,im_core=warn");
+    logging::exit_code("live-room", run().await)
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let metrics = match args.metrics {
         Some(addr) => {
@@ -128,11 +142,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => None,
     };
     tracing::warn!("DEVELOPMENT AUTHENTICATION: any `user:device` token is accepted");
-    let store = Arc::new(args.memory.open());
-    let engine = Engine::builder(store.clone())
-        .config(args.config())
-        .insecure_dev_auth()
-        .build()?;
+    let cluster::Started {
+        engine,
+        store,
+        node,
+    } = cluster::start_dev_engine("live-room", &args.store, &args.cluster, args.config()).await?;
     if let Some((handle, listener)) = metrics {
         // Bounded: a flood of half-sent scrapes cannot take the server's sockets.
         im_engine::metrics_http::MetricsHttp::new(listener, move || handle.render())
@@ -141,7 +155,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Listen before accepting: SIGTERM and Ctrl-C both drain.
     let stop = im_engine::ShutdownSignal::listen()?;
-    let tcp = TcpServer::bind(args.listen, TcpConfig::default()).await?;
+    let tcp = TcpServer::bind(args.listen, TcpConfig::default())
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     tracing::info!(listen = %tcp.local_addr()?, "live-room: TCP ready");
     let serving = tcp.serve(engine.clone());
 
@@ -155,6 +171,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     if args.report_secs > 0 {
         let engine = engine.clone();
+        let memory = store.memory().cloned();
         let every = Duration::from_secs(args.report_secs);
         tokio::spawn(async move {
             loop {
@@ -162,7 +179,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 tracing::info!(
                     sessions = engine.session_count(),
                     rss_kib = rss_kib(),
-                    store_bytes = store.retained_bytes(),
+                    memory_store_bytes = memory.as_ref().map(|m| m.retained_bytes()),
                     "live-room"
                 );
             }
@@ -172,6 +189,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let signal = stop.await;
     tracing::info!(%signal, "shutting down: draining in-flight commits");
     engine.shutdown().await;
+    node.leave().await;
     serving.await?;
     Ok(())
 }

@@ -15,6 +15,17 @@
 //! cargo run --release --example loadgen -- chat --pairs 200 --rate 20 --duration 10 --push-acks
 //! cargo run --release --example loadgen -- chat --pairs 200 --rate 20 --duration 10 --sdk
 //! ```
+//!
+//! With `--cluster-nodes 2` (feature `cluster`) the server is two cluster
+//! nodes on PostgreSQL (see `nodes.rs`): senders on the first, receivers on
+//! the second, so every message crosses the bus; `--same-node` puts the
+//! receivers on the first node too, the baseline on the same store. The
+//! server CPU is summed over the nodes.
+//!
+//! ```text
+//! cargo run --release --features cluster --example loadgen -- chat --pairs 200 --rate 20 --cluster-nodes 2
+//! cargo run --release --features cluster --example loadgen -- chat --pairs 200 --rate 20 --cluster-nodes 2 --same-node
+//! ```
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -57,6 +68,19 @@ pub(super) struct ChatArgs {
     /// Every client is an `im-client` SDK client (with push acks).
     #[arg(long, conflicts_with = "push_acks")]
     sdk: bool,
+    /// Start this many cluster nodes (PostgreSQL store) instead of one
+    /// in-memory server: senders on the first, receivers on the second.
+    #[cfg(feature = "cluster")]
+    #[arg(long, default_value_t = 0, conflicts_with = "server")]
+    cluster_nodes: usize,
+    /// With `--cluster-nodes`: receivers on the senders' node.
+    #[cfg(feature = "cluster")]
+    #[arg(long, requires = "cluster_nodes")]
+    same_node: bool,
+    /// Where the cluster nodes find NATS and PostgreSQL.
+    #[cfg(feature = "cluster")]
+    #[command(flatten)]
+    infra: super::nodes::NodesArgs,
     /// Where to write chat.json (chat-acks.json with `--push-acks`).
     #[arg(long, default_value = "target/loadgen")]
     out: std::path::PathBuf,
@@ -106,15 +130,69 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
 const TICKS_PER_SEC: f64 = 100.0;
 
+/// The servers under load: where senders and receivers connect, and the
+/// processes whose CPU is measured (stopped when dropped).
+struct Servers {
+    senders: SocketAddr,
+    receivers: SocketAddr,
+    pids: Vec<u32>,
+    _child: Option<tokio::process::Child>,
+    #[cfg(feature = "cluster")]
+    _nodes: Option<super::nodes::Nodes>,
+}
+
+impl Servers {
+    /// `--server`, the cluster nodes or a child server, as the flags say.
+    async fn start(args: &ChatArgs) -> Result<Self, AnyError> {
+        #[cfg(feature = "cluster")]
+        if args.cluster_nodes > 0 {
+            let nodes = super::nodes::Nodes::start(&args.infra, args.cluster_nodes).await?;
+            let first = nodes.nodes[0].addr;
+            let second = nodes.nodes[1 % nodes.nodes.len()].addr;
+            return Ok(Self {
+                senders: first,
+                receivers: if args.same_node { first } else { second },
+                pids: nodes.pids(),
+                _child: None,
+                _nodes: Some(nodes),
+            });
+        }
+        let child = match args.server {
+            Some(_) => None,
+            None => Some(spawn_server(args.listen, None).await?),
+        };
+        let addr = args.server.unwrap_or(args.listen);
+        Ok(Self {
+            senders: addr,
+            receivers: addr,
+            pids: child.as_ref().and_then(|c| c.id()).into_iter().collect(),
+            _child: child,
+            #[cfg(feature = "cluster")]
+            _nodes: None,
+        })
+    }
+
+    /// The servers' CPU time, summed, if all of them are measured.
+    fn cpu_ticks(&self) -> Option<u64> {
+        if self.pids.is_empty() {
+            return None;
+        }
+        self.pids.iter().map(|&p| cpu_ticks(p)).sum()
+    }
+
+    /// The servers' CPU seconds since `before` (ticks).
+    fn cpu_seconds(&self, before: Option<u64>) -> Option<f64> {
+        match (before, self.cpu_ticks()) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / TICKS_PER_SEC),
+            _ => None,
+        }
+    }
+}
+
 /// Runs the load and prints (and writes) the report.
 pub(super) async fn run(args: ChatArgs) -> Result<(), AnyError> {
     std::fs::create_dir_all(&args.out)?;
-    let child = match args.server {
-        Some(_) => None,
-        None => Some(spawn_server(args.listen, None).await?),
-    };
-    let pid = child.as_ref().and_then(|c| c.id());
-    let addr = args.server.unwrap_or(args.listen);
+    let servers = Servers::start(&args).await?;
     let received = Arc::new(Received {
         messages: AtomicU64::new(0),
         repeats: AtomicU64::new(0),
@@ -127,22 +205,22 @@ pub(super) async fn run(args: ChatArgs) -> Result<(), AnyError> {
     if args.sdk {
         return finish(
             &args,
-            sdk::run(&args, addr, total, received.clone(), pid).await?,
+            sdk::run(&args, &servers, total, received.clone()).await?,
             &received,
-            child,
+            servers,
         );
     }
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
     for i in 0..args.pairs {
-        let a = Client::connect(addr, &format!("ca{i}:d"), "d").await?;
+        let a = Client::connect(servers.senders, &format!("ca{i}:d"), "d").await?;
         let connect = pb::Connect {
             token: format!("cb{i}:d"),
             device_id: "d".into(),
             push_acks: args.push_acks,
             ..Default::default()
         };
-        let b = Client::connect_frame(addr, connect).await?;
+        let b = Client::connect_frame(servers.receivers, connect).await?;
         receivers.push(tokio::spawn(receive(
             b,
             format!("ca{i}"),
@@ -152,7 +230,7 @@ pub(super) async fn run(args: ChatArgs) -> Result<(), AnyError> {
         )));
         senders.push(a);
     }
-    let cpu_before = pid.and_then(cpu_ticks);
+    let cpu_before = servers.cpu_ticks();
     let t = Instant::now();
     let mut sending = Vec::new();
     for (i, a) in senders.into_iter().enumerate() {
@@ -175,10 +253,10 @@ pub(super) async fn run(args: ChatArgs) -> Result<(), AnyError> {
     }
     let measured = Measured {
         seconds: t.elapsed().as_secs_f64(),
-        cpu: cpu_seconds(cpu_before, pid),
+        cpu: servers.cpu_seconds(cpu_before),
         sent: total * args.pairs as u64,
     };
-    finish(&args, measured, &received, child)
+    finish(&args, measured, &received, servers)
 }
 
 /// The load's duration, the server's CPU time over it and the messages sent.
@@ -188,20 +266,12 @@ struct Measured {
     sent: u64,
 }
 
-/// The server's CPU seconds since `before` (ticks), if it is a child.
-fn cpu_seconds(before: Option<u64>, pid: Option<u32>) -> Option<f64> {
-    match (before, pid.and_then(cpu_ticks)) {
-        (Some(a), Some(b)) => Some((b - a) as f64 / TICKS_PER_SEC),
-        _ => None,
-    }
-}
-
-/// Prints and writes the report, then stops the child server.
+/// Prints and writes the report, then stops the servers it started.
 fn finish(
     args: &ChatArgs,
     measured: Measured,
     received: &Received,
-    child: Option<tokio::process::Child>,
+    servers: Servers,
 ) -> Result<(), AnyError> {
     let Measured {
         seconds: secs,
@@ -214,6 +284,11 @@ fn finish(
     let c = received.commit_to_ack.lock().clone();
     // Recorded as ms + 1.
     let ack_ms = |q: f64| (c.value_at_quantile(q) as f64 - 1.0).max(0.0);
+    let placement = if servers.senders == servers.receivers {
+        "same-node"
+    } else {
+        "cross-node"
+    };
     let report = serde_json::json!({
         "push_acks": args.push_acks || args.sdk,
         "sdk": args.sdk,
@@ -224,24 +299,33 @@ fn finish(
         "received": got,
         "arrival_rate": got as f64 / sent.max(1) as f64,
         "repeats": received.repeats.load(Ordering::Relaxed),
+        // Every send waits for its ack (ack after commit).
+        "send_acks_per_sec": sent as f64 / secs,
         // The SDK acks by itself: not counted from outside.
         "acks_per_sec": (!args.sdk).then(|| acks as f64 / secs),
         "notifies": received.notifies.load(Ordering::Relaxed),
         "latency_ms": { "p50": pct(&h, 0.5), "p99": pct(&h, 0.99), "max": h.max() as f64 / 1000.0 },
         "commit_to_ack_ms": (!args.sdk).then(|| serde_json::json!({ "p50": ack_ms(0.5), "p99": ack_ms(0.99), "samples": c.len(), "measured": "client clock at the ack minus the message's server_time_ms (ms resolution)" })),
+        "cluster_nodes": servers.pids.len(),
+        "receivers": placement,
         "server_cpu_seconds": cpu,
         "server_cpu_share": cpu.map(|c| c / secs),
         "server_cpu_us_per_message": cpu.map(|c| c * 1e6 / sent.max(1) as f64),
     });
     let json = serde_json::to_string_pretty(&report)?;
     let name = match (args.sdk, args.push_acks) {
-        (true, _) => "chat-sdk.json",
-        (false, true) => "chat-acks.json",
-        (false, false) => "chat.json",
+        (true, _) => "chat-sdk",
+        (false, true) => "chat-acks",
+        (false, false) => "chat",
     };
-    std::fs::write(args.out.join(name), &json)?;
+    #[cfg(feature = "cluster")]
+    let name = match args.cluster_nodes {
+        0 => name.to_owned(),
+        n => format!("{name}-cluster{n}-{placement}"),
+    };
+    std::fs::write(args.out.join(format!("{name}.json")), &json)?;
     println!("{json}");
-    drop(child);
+    drop(servers);
     Ok(())
 }
 
@@ -303,20 +387,19 @@ mod sdk {
     /// (the SDK acks by itself, so acks and commit-to-ack are not counted).
     pub(super) async fn run(
         args: &ChatArgs,
-        addr: SocketAddr,
+        servers: &Servers,
         total: u64,
         out: Arc<Received>,
-        pid: Option<u32>,
     ) -> Result<Measured, AnyError> {
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
         for i in 0..args.pairs {
-            let (a, a_events) = start(addr, &format!("ca{i}"))?;
-            let (b, b_events) = start(addr, &format!("cb{i}"))?;
+            let (a, a_events) = start(servers.senders, &format!("ca{i}"))?;
+            let (b, b_events) = start(servers.receivers, &format!("cb{i}"))?;
             receivers.push(tokio::spawn(receive(b, b_events, total, out.clone())));
             senders.push((a, a_events));
         }
-        let cpu_before = pid.and_then(cpu_ticks);
+        let cpu_before = servers.cpu_ticks();
         let t = Instant::now();
         let mut sending = Vec::new();
         for (i, (a, events)) in senders.into_iter().enumerate() {
@@ -344,7 +427,7 @@ mod sdk {
         }
         Ok(Measured {
             seconds: t.elapsed().as_secs_f64(),
-            cpu: cpu_seconds(cpu_before, pid),
+            cpu: servers.cpu_seconds(cpu_before),
             sent: total * args.pairs as u64,
         })
     }

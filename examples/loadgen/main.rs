@@ -22,9 +22,19 @@
 //! for more, run several `loadgen run --server ADDR` against one server.
 
 mod chat_load;
+#[path = "../common/cluster.rs"]
+mod cluster;
+#[cfg(feature = "cluster")]
+mod cluster_load;
 #[cfg(feature = "postgres")]
 mod durable;
 mod members;
+#[path = "../common/memory_store.rs"]
+mod memory_store;
+#[cfg(feature = "cluster")]
+mod nodes;
+#[path = "../common/store.rs"]
+mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,15 +67,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Serve the engine (used by `run`; no send limits).
-    Serve {
-        /// TCP listen address.
-        #[arg(long, default_value = "127.0.0.1:7400")]
-        listen: SocketAddr,
-        /// WebSocket listen address (none: TCP only).
-        #[arg(long)]
-        ws_listen: Option<SocketAddr>,
-    },
+    /// Serve the engine (used by `run`, `chat` and `cluster`; no send limits).
+    Serve(ServeArgs),
     /// Run the load and write the report.
     Run(RunArgs),
     /// Steady 1:1 chat load, with or without push acks (`--push-acks`).
@@ -73,6 +76,33 @@ enum Cmd {
     /// Durable messages/s and ack latency on PostgreSQL vs the memory store.
     #[cfg(feature = "postgres")]
     Durable(durable::DurableArgs),
+    /// One room over N cluster nodes: deliveries/s, latency, bus messages
+    /// per room message, bus bytes per delivery, server RSS per connection.
+    #[cfg(feature = "cluster")]
+    Cluster(cluster_load::ClusterArgs),
+    /// Room members in a child process (used by `cluster`).
+    #[cfg(feature = "cluster")]
+    Members(cluster_load::MembersArgs),
+}
+
+/// Options of `loadgen serve`.
+#[derive(Debug, Clone, Parser)]
+struct ServeArgs {
+    /// TCP listen address.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    listen: SocketAddr,
+    /// WebSocket listen address (none: TCP only).
+    #[arg(long)]
+    ws_listen: Option<SocketAddr>,
+    /// Prometheus `/metrics` address (none: no metrics).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// In memory (unbounded unless bounds are given) or PostgreSQL.
+    #[command(flatten)]
+    store: store::StoreArgs,
+    /// Cluster over NATS (the starter servers' flags).
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -144,15 +174,22 @@ fn histogram() -> Histogram<u64> {
 #[tokio::main]
 async fn main() -> Result<(), AnyError> {
     match Cli::parse().cmd {
-        Cmd::Serve { listen, ws_listen } => serve(listen, ws_listen).await,
+        Cmd::Serve(args) => serve(args).await,
         Cmd::Run(args) => run(args).await,
         Cmd::Chat(args) => chat_load::run(args).await,
         #[cfg(feature = "postgres")]
         Cmd::Durable(args) => durable::run(args).await,
+        #[cfg(feature = "cluster")]
+        Cmd::Cluster(args) => cluster_load::run(args).await,
+        #[cfg(feature = "cluster")]
+        Cmd::Members(args) => cluster_load::members(args).await,
     }
 }
 
-async fn serve(listen: SocketAddr, ws_listen: Option<SocketAddr>) -> Result<(), AnyError> {
+async fn serve(args: ServeArgs) -> Result<(), AnyError> {
+    let ServeArgs {
+        listen, ws_listen, ..
+    } = args;
     let mut c = EngineConfig::default();
     c.room_send_rate = 0;
     c.user_room_send_rate = 0;
@@ -161,10 +198,36 @@ async fn serve(listen: SocketAddr, ws_listen: Option<SocketAddr>) -> Result<(), 
     // the whole login pool, as behind a proxy or a load balancer.
     c.max_pending_handshakes_per_address = c.max_pending_handshakes;
     c.pending_handshakes_reserved_for_new_addresses = 0;
-    let engine = Engine::builder(Arc::new(MemoryStore::new()))
-        .config(c)
-        .insecure_dev_auth()
-        .build()?;
+    args.cluster.configure(&mut c);
+    let metrics = match args.metrics {
+        Some(addr) => Some((
+            metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?,
+            tokio::net::TcpListener::bind(addr).await?,
+        )),
+        None => None,
+    };
+    let to_any = |e: Box<dyn std::error::Error>| -> AnyError { e.to_string().into() };
+    let node = args
+        .cluster
+        .join("loadgen serve", args.store.is_shared())
+        .await
+        .map_err(to_any)?;
+    let store: Arc<dyn im_engine::core::Store> = match args.store.postgres {
+        // Unbounded: what is measured is the engine, not the store's bounds.
+        None => Arc::new(MemoryStore::new()),
+        Some(_) => args
+            .store
+            .open("loadgen serve")
+            .await
+            .map_err(to_any)?
+            .store(),
+    };
+    let builder = Engine::builder(store).config(c).insecure_dev_auth();
+    let engine = node.wire(builder).build()?;
+    if let Some((handle, listener)) = metrics {
+        im_engine::metrics_http::MetricsHttp::new(listener, move || handle.render())
+            .spawn(engine.shutdown_token());
+    }
     // Listen before accepting: SIGTERM and Ctrl-C both drain.
     let stop = im_engine::ShutdownSignal::listen()?;
     let tcp = TcpServer::bind(listen, TcpConfig::default()).await?;
@@ -178,6 +241,7 @@ async fn serve(listen: SocketAddr, ws_listen: Option<SocketAddr>) -> Result<(), 
     println!("READY");
     stop.await;
     engine.shutdown().await;
+    node.leave().await;
     Ok(())
 }
 
@@ -186,19 +250,27 @@ async fn spawn_server(
     listen: SocketAddr,
     ws_listen: Option<SocketAddr>,
 ) -> Result<tokio::process::Child, AnyError> {
-    let exe = std::env::current_exe()?;
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.args(["serve", "--listen", &listen.to_string()]);
+    let mut args = vec!["--listen".to_owned(), listen.to_string()];
     if let Some(ws) = ws_listen {
-        cmd.args(["--ws-listen", &ws.to_string()]);
+        args.extend(["--ws-listen".to_owned(), ws.to_string()]);
     }
-    let mut c = cmd
+    spawn_serve(&args).await
+}
+
+/// Starts `loadgen serve ARGS` and waits until it prints READY (it listens).
+async fn spawn_serve(args: &[String]) -> Result<tokio::process::Child, AnyError> {
+    let exe = std::env::current_exe()?;
+    let mut c = tokio::process::Command::new(exe)
+        .arg("serve")
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
     let mut out = c.stdout.take().ok_or("no child stdout")?;
     let mut line = [0u8; 6];
-    out.read_exact(&mut line).await?;
+    out.read_exact(&mut line)
+        .await
+        .map_err(|e| format!("loadgen serve {args:?} did not start: {e}"))?;
     Ok(c)
 }
 
@@ -227,42 +299,29 @@ async fn run(args: RunArgs) -> Result<(), AnyError> {
     let rss_idle = pid.and_then(rss_kib);
 
     // 1. Members.
-    let stats = Arc::new(Stats {
-        deliveries: AtomicU64::new(0),
-        joined: AtomicU64::new(0),
-        kicked: AtomicU64::new(0),
-        room_latency: Mutex::new((histogram(), histogram())),
-    });
+    let stats = Arc::new(Stats::new());
     let bar = ProgressBar::new(args.connections as u64).with_style(ProgressStyle::with_template(
         "{msg:12} {bar:40} {pos}/{len} {per_sec}",
     )?);
     bar.set_message("connecting");
     let t = Instant::now();
-    for chunk in (0..args.connections).collect::<Vec<_>>().chunks(500) {
-        for &i in chunk {
-            let stats = stats.clone();
-            let probe = i % args.probe_every.max(1) == 0;
-            let over_ws = i % 100 < usize::from(args.ws_percent);
-            let ws_addr = args.ws_listen;
-            tokio::spawn(async move {
-                let joined = if over_ws {
-                    ws_member(ws_addr, i, probe, stats).await
-                } else {
-                    member(addr, i, probe, stats).await
-                };
-                if let Err(e) = joined {
-                    eprintln!("member {i}: {e}");
-                }
-            });
-        }
-        while (stats.joined.load(Ordering::Relaxed) as usize) < chunk[chunk.len() - 1] + 1 {
-            bar.set_position(stats.joined.load(Ordering::Relaxed));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            if t.elapsed() > Duration::from_secs(120) {
-                return Err("members did not join within 120 s".into());
+    let ws_addr = args.ws_listen;
+    let start = |i: usize| {
+        let stats = stats.clone();
+        let probe = i.is_multiple_of(args.probe_every.max(1));
+        let over_ws = i % 100 < usize::from(args.ws_percent);
+        tokio::spawn(async move {
+            let joined = if over_ws {
+                ws_member(ws_addr, i, probe, stats).await
+            } else {
+                member(addr, i, probe, stats).await
+            };
+            if let Err(e) = joined {
+                eprintln!("member {i}: {e}");
             }
-        }
-    }
+        });
+    };
+    members::join_all(0..args.connections, &stats, start, |n| bar.set_position(n)).await?;
     bar.finish_with_message("joined");
     let connect_secs = t.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -290,28 +349,7 @@ async fn run(args: RunArgs) -> Result<(), AnyError> {
     }
     let deadline = Instant::now() + Duration::from_secs(args.duration);
     let sent = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for (i, c) in senders.into_iter().enumerate() {
-        let (rate, size, sent) = (args.rate, args.body, sent.clone());
-        let c = Arc::new(c);
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut n = 0u64;
-            // Sends are pipelined: the offered rate does not wait for acks.
-            while Instant::now() < deadline {
-                tick.tick().await;
-                let (c, sent) = (c.clone(), sent.clone());
-                let id = format!("s{i}-{n}");
-                tokio::spawn(async move {
-                    if c.send(room(ROOM), &id, body(size)).await.is_ok() {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
-                n += 1;
-            }
-        }));
-    }
+    let tasks = members::flood(senders, args.rate, args.body, deadline, sent.clone());
     let chat_task = tokio::spawn(chat(
         addr,
         "flood",

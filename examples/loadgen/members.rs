@@ -51,6 +51,18 @@ pub(super) struct Stats {
     pub(super) room_latency: Mutex<(Histogram<u64>, Histogram<u64>)>,
 }
 
+impl Stats {
+    /// Nothing counted yet.
+    pub(super) fn new() -> Self {
+        Self {
+            deliveries: AtomicU64::new(0),
+            joined: AtomicU64::new(0),
+            kicked: AtomicU64::new(0),
+            room_latency: Mutex::new((histogram(), histogram())),
+        }
+    }
+}
+
 pub(super) fn frame_bytes(body: In, id: u64) -> BytesMut {
     let bytes = encode_client_frame(&pb::ClientFrame {
         request_id: id,
@@ -230,4 +242,66 @@ pub(super) async fn chat(
             .await?;
     }
     Ok(recv.await?)
+}
+
+/// Starts members `range` 500 at a time, each 500 joined before the next
+/// (`start(i)` spawns member `i`; `stats.joined` counts from 0 for the
+/// range's first); `progress` is told how many joined so far.
+pub(super) async fn join_all(
+    range: std::ops::Range<usize>,
+    stats: &Stats,
+    start: impl Fn(usize),
+    progress: impl Fn(u64),
+) -> Result<(), AnyError> {
+    let t = Instant::now();
+    let first = range.start;
+    for chunk in range.collect::<Vec<_>>().chunks(500) {
+        for &i in chunk {
+            start(i);
+        }
+        let want = (chunk[chunk.len() - 1] + 1 - first) as u64;
+        while stats.joined.load(Ordering::Relaxed) < want {
+            progress(stats.joined.load(Ordering::Relaxed));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if t.elapsed() > Duration::from_secs(120) {
+                return Err("members did not join within 120 s".into());
+            }
+        }
+    }
+    progress(stats.joined.load(Ordering::Relaxed));
+    Ok(())
+}
+
+/// Each of `senders` sends `size`-byte messages to the room at `rate` per
+/// second until `deadline`, pipelined (the offered rate does not wait for
+/// acks); `sent` counts the acked ones.
+pub(super) fn flood(
+    senders: Vec<Client>,
+    rate: u64,
+    size: usize,
+    deadline: Instant,
+    sent: Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for (i, c) in senders.into_iter().enumerate() {
+        let sent = sent.clone();
+        let c = Arc::new(c);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                tick.tick().await;
+                let (c, sent) = (c.clone(), sent.clone());
+                let id = format!("s{i}-{n}");
+                tokio::spawn(async move {
+                    if c.send(room(ROOM), &id, body(size)).await.is_ok() {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                n += 1;
+            }
+        }));
+    }
+    tasks
 }

@@ -5,6 +5,10 @@
 //! ```text
 //! cargo run --example web-chat
 //! # then open the printed URL in two browser windows, log in as alice and bob
+//! # three nodes of one cluster (NATS + a shared PostgreSQL), see the README:
+//! cargo run --example web-chat --features cluster -- --addr 127.0.0.1:8081 \
+//!     --postgres postgres://postgres@127.0.0.1/test --cluster nats://127.0.0.1:4222 \
+//!     --cluster-name demo --node-id a --node-index 1
 //! ```
 //!
 //! Authentication is the engine's insecure development mode: the page's user
@@ -17,15 +21,21 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Parser;
-use im_engine::core::{ChannelId, ConversationId, Engine, EngineConfig, UserId};
+use im_engine::core::{
+    ChannelId, ConversationId, Engine, EngineConfig, EngineError, StoreError, UserId,
+};
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
 use im_engine::transport_ws::http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use im_engine::transport_ws::{HttpHandler, WsConfig, WsServer};
 
+#[path = "../common/cluster.rs"]
+mod cluster;
 #[path = "../common/logging.rs"]
 mod logging;
 #[path = "../common/memory_store.rs"]
 mod memory_store;
+#[path = "../common/store.rs"]
+mod store;
 
 /// Web chat starter server (development authentication: any user name is trusted).
 #[derive(Debug, Parser)]
@@ -52,9 +62,12 @@ struct Args {
     /// Heartbeat interval announced to clients, in seconds.
     #[arg(long, default_value_t = 30)]
     heartbeat_secs: u64,
-    /// Bounds of the in-memory store.
+    /// In memory or PostgreSQL.
     #[command(flatten)]
-    memory: memory_store::MemoryStoreArgs,
+    store: store::StoreArgs,
+    /// Cluster over NATS.
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
 }
 
 /// The page and its assets, compiled into the binary.
@@ -107,18 +120,20 @@ fn text(status: StatusCode, body: &'static str) -> Response<Bytes> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
     logging::init("info");
+    logging::exit_code("web-chat", run().await)
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
 
     let mut config = EngineConfig::default();
     config.outbound_queue_bytes = args.outbound_queue_bytes;
     config.max_frame_bytes = args.max_message_bytes;
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_secs);
-    let engine = Engine::builder(Arc::new(args.memory.open()))
-        .insecure_dev_auth()
-        .config(config)
-        .build()?;
+    let cluster::Started { engine, node, .. } =
+        cluster::start_dev_engine("web-chat", &args.store, &args.cluster, config).await?;
 
     let group = ChannelId::new(&args.group)?;
     let members = args
@@ -126,19 +141,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(UserId::new)
         .collect::<Result<Vec<_>, _>>()?;
-    engine.create_group(&group, &members).await?;
-    engine
-        .send_as(
-            ConversationId::Group(group.clone()),
-            UserId::new("system")?,
-            Bytes::from(format!(
-                "Welcome to #{}! Members: {}.",
-                args.group,
-                args.members.join(", ")
-            )),
-            Some("welcome".into()),
-        )
-        .await?;
+    match engine.create_group(&group, &members).await {
+        Ok(()) => welcome(&engine, &group, &args).await?,
+        // A shared store (PostgreSQL, another node of the cluster) has it.
+        Err(EngineError::Store(StoreError::AlreadyExists(_))) => {
+            tracing::info!(group = %args.group, "group exists; membership left as it is")
+        }
+        Err(e) => return Err(e.into()),
+    }
 
     // Listen before accepting: SIGTERM and Ctrl-C both drain.
     let stop = im_engine::ShutdownSignal::listen()?;
@@ -168,8 +178,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let signal = stop.await;
     tracing::info!(%signal, "shutting down: draining in-flight commits");
     engine.shutdown().await;
+    node.leave().await;
     for s in servers {
         let _ = s.await;
     }
+    Ok(())
+}
+
+/// The demo group's first message, posted when the group is created.
+async fn welcome(
+    engine: &Engine,
+    group: &ChannelId,
+    args: &Args,
+) -> Result<(), Box<dyn std::error::Error>> {
+    engine
+        .send_as(
+            ConversationId::Group(group.clone()),
+            UserId::new("system")?,
+            Bytes::from(format!(
+                "Welcome to #{}! Members: {}.",
+                args.group,
+                args.members.join(", ")
+            )),
+            Some("welcome".into()),
+        )
+        .await?;
     Ok(())
 }

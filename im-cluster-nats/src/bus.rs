@@ -17,6 +17,12 @@
 //! store; to see a lost *last* batch, the publisher repeats the head of
 //! each conversation it published to a few times after (a beacon, a batch
 //! with no messages) — `BEACONS` of them `BEACON_EVERY` apart.
+//!
+//! Traffic is counted per kind (`batch`, `beacon`, `control`) in
+//! `im_cluster_bus_published_total`, `im_cluster_bus_published_bytes_total`,
+//! `im_cluster_bus_received_total` and `im_cluster_bus_received_bytes_total`
+//! (bytes are payload bytes), so an operator can read bus messages per
+//! committed message and bus bytes per delivery.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -330,9 +336,10 @@ async fn publish(state: Arc<BusState>, mut rx: mpsc::Receiver<Outgoing>) {
     let mut beacons: HashMap<ConversationId, Beacon> = HashMap::new();
     let mut tick = tokio::time::interval(BEACON_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let send = |subject: String, payload: Bytes| {
+    let send = |kind: Kind, subject: String, payload: Bytes| {
         let client = state.client.clone();
         async move {
+            kind.published(payload.len());
             if let Err(e) = client.publish(subject, payload).await
                 && let Some(suppressed) = FAILED.allow()
             {
@@ -346,7 +353,7 @@ async fn publish(state: Arc<BusState>, mut rx: mpsc::Receiver<Outgoing>) {
                 Some(Outgoing::Batch { conversation, head, payload }) => {
                     metrics::counter!("im_cluster_batches_out_total").increment(1);
                     for subject in state.subjects.conversation(&conversation) {
-                        send(subject, payload.clone()).await;
+                        send(Kind::Batch, subject, payload.clone()).await;
                     }
                     if beacons.len() < BEACON_CONVERSATIONS || beacons.contains_key(&conversation) {
                         let b = beacons.entry(conversation).or_insert(Beacon { head, left: 0 });
@@ -354,14 +361,16 @@ async fn publish(state: Arc<BusState>, mut rx: mpsc::Receiver<Outgoing>) {
                         b.left = BEACONS;
                     }
                 }
-                Some(Outgoing::Control(payload)) => send(state.subjects.control(), payload).await,
+                Some(Outgoing::Control(payload)) => {
+                    send(Kind::Control, state.subjects.control(), payload).await
+                }
                 None => return,
             },
             _ = tick.tick() => {
                 for (conv, b) in &mut beacons {
                     let payload = encode_batch(conv, b.head, &[]);
                     for subject in state.subjects.conversation(conv) {
-                        send(subject, payload.clone()).await;
+                        send(Kind::Beacon, subject, payload.clone()).await;
                     }
                     b.left -= 1;
                 }
@@ -409,8 +418,10 @@ async fn listen_batches(state: Arc<BusState>, subject: String) {
             }
         };
         let inbound = if decoded.messages.is_empty() {
+            Kind::Beacon.received(msg.payload.len());
             Inbound::Head(decoded.conversation, decoded.head)
         } else {
+            Kind::Batch.received(msg.payload.len());
             Inbound::Batch(decoded.messages)
         };
         match fault(&state) {
@@ -455,6 +466,7 @@ async fn subscribe_confirmed(state: &BusState, subject: &str) -> Option<Subscrib
 async fn listen_control(state: Arc<BusState>, mut sub: Subscriber) {
     static BAD: LogLimit = LogLimit::per_second(1);
     while let Some(msg) = sub.next().await {
+        Kind::Control.received(msg.payload.len());
         match decode_control(&msg.payload) {
             Ok(c) => hand_in(&state, Inbound::Control(c)).await,
             Err(e) => {
@@ -463,6 +475,43 @@ async fn listen_control(state: Arc<BusState>, mut sub: Subscriber) {
                 }
             }
         }
+    }
+}
+
+/// What a bus message carries, as its metrics label.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// Committed messages of one conversation.
+    Batch,
+    /// A conversation's head, repeated after its last batch.
+    Beacon,
+    /// A control command.
+    Control,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Batch => "batch",
+            Self::Beacon => "beacon",
+            Self::Control => "control",
+        }
+    }
+
+    /// Counts one published message of `bytes` payload bytes.
+    fn published(self, bytes: usize) {
+        let kind = self.label();
+        metrics::counter!("im_cluster_bus_published_total", "kind" => kind).increment(1);
+        metrics::counter!("im_cluster_bus_published_bytes_total", "kind" => kind)
+            .increment(bytes as u64);
+    }
+
+    /// Counts one received message of `bytes` payload bytes.
+    fn received(self, bytes: usize) {
+        let kind = self.label();
+        metrics::counter!("im_cluster_bus_received_total", "kind" => kind).increment(1);
+        metrics::counter!("im_cluster_bus_received_bytes_total", "kind" => kind)
+            .increment(bytes as u64);
     }
 }
 

@@ -11,9 +11,16 @@ use im_engine::transport_tcp::client::Client;
 /// The chat-server example, built by `cargo test --all-features` next to this
 /// test (or by `cargo build --all-features --example chat-server`).
 pub fn chat_server_bin() -> PathBuf {
+    example_bin("chat-server")
+}
+
+/// The example `name` (a starter server), built by `cargo test
+/// --all-features` next to this test (or by `cargo build --all-features
+/// --example NAME`).
+pub fn example_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("examples").join("chat-server");
+    let bin = dir.join("examples").join(name);
     assert!(
         bin.exists(),
         "{} is missing: run the tests with `cargo test --workspace --all-features`",
