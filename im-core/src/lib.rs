@@ -13,6 +13,7 @@ pub mod fanout;
 mod fast_hash;
 pub mod ids;
 pub mod log_limit;
+pub mod online_log;
 pub mod push;
 pub mod room;
 pub mod sequencer;

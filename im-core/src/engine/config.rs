@@ -246,6 +246,22 @@ pub struct EngineConfig {
     /// (one member count each), so the work per sync is bounded; a user in
     /// more groups learns of the quieter ones through `ListConversations`.
     pub sync_heads_max: usize,
+    /// Most users one session may watch the presence of (`WatchPresence`);
+    /// a request past it is refused and changes nothing. Each watch costs
+    /// server memory, and each request one store lookup per user.
+    ///
+    /// Default: `256`.
+    pub presence_watch_max: usize,
+    /// Online-state changes kept per group for incremental `GroupOnline`
+    /// answers; a client further behind gets the full list.
+    ///
+    /// Default: `256`.
+    pub group_online_log: usize,
+    /// Most online members one full `GroupOnline` answer lists; the client
+    /// pages for the rest.
+    ///
+    /// Default: `500`.
+    pub group_online_page: usize,
 }
 
 impl EngineConfig {
@@ -302,6 +318,9 @@ impl Default for EngineConfig {
             push_ack_max_bytes: 1024 * 1024,
             ack_cursor_flush: Duration::from_secs(1),
             sync_heads_max: 500,
+            presence_watch_max: 256,
+            group_online_log: 256,
+            group_online_page: 500,
         }
     }
 }

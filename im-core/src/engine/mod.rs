@@ -212,6 +212,7 @@ mod config;
 mod group_lane;
 mod instruction;
 mod offline;
+mod presence;
 mod registry;
 mod rooms;
 mod session;
@@ -367,6 +368,22 @@ impl Engine {
     /// session directory knows, anywhere else.
     pub fn is_online(&self, user: &UserId) -> bool {
         self.inner.shared.is_online(user)
+    }
+
+    /// Up to `limit` members of `group` online on this process, sorted by
+    /// id, after `after` (from the first when `None`); true if more follow.
+    /// The same list `GroupOnline` pages through.
+    pub fn online_members(
+        &self,
+        group: &ChannelId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> (Vec<UserId>, bool) {
+        self.inner
+            .shared
+            .registry
+            .presence()
+            .online_members(group, after, limit)
     }
 
     /// Creates a group with its first members.

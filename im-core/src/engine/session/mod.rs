@@ -27,6 +27,7 @@ mod in_flight;
 mod list;
 pub(crate) mod outbound;
 mod paging;
+mod presence;
 mod pull;
 mod reliable;
 mod request_error;
@@ -357,6 +358,8 @@ impl Session {
             Some(In::Typing(t)) => self.on_typing(t).await,
             Some(In::Recall(r)) => self.on_recall(id, r).await,
             Some(In::Edit(e)) => self.on_edit(id, e).await,
+            Some(In::WatchPresence(w)) => self.on_watch_presence(id, w).await,
+            Some(In::GroupOnline(g)) => self.on_group_online(id, g).await,
             Some(In::Ping(p)) => {
                 self.reply(
                     id,
