@@ -559,39 +559,17 @@ async fn an_old_client_still_works() {
 
 #[cfg(feature = "postgres")]
 mod pg {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    use im_engine::store_postgres::{PgStore, PgStoreConfig};
-
-    use crate::common::pg_schema::{PG_URL, Schema};
-
-    async fn store() -> (Arc<PgStore>, Schema) {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let schema = Schema(format!(
-            "recall_edit_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let store = PgStore::connect(
-            PgStoreConfig::new(PG_URL)
-                .with_pool_size(4)
-                .with_schema(schema.0.clone()),
-        )
-        .await
-        .expect("connect to the test server");
-        (Arc::new(store), schema)
-    }
+    use crate::common::pg_schema::pg_store;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn recall_reaches_online_and_offline_members_postgres() {
-        let (store, _schema) = store().await;
+        let (store, _schema) = pg_store("recall_edit").await;
         super::recall_reaches_online_and_offline_members(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn edits_count_up_postgres() {
-        let (store, _schema) = store().await;
+        let (store, _schema) = pg_store("recall_edit").await;
         super::edits_count_up(store).await;
     }
 }

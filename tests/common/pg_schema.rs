@@ -30,3 +30,29 @@ impl Drop for Schema {
             .status();
     }
 }
+
+/// A PostgreSQL store in a fresh schema named after `prefix`, this process
+/// and a counter, and the guard that drops the schema.
+#[cfg(feature = "postgres")]
+pub async fn pg_store(
+    prefix: &str,
+) -> (std::sync::Arc<im_engine::store_postgres::PgStore>, Schema) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use im_engine::store_postgres::{PgStore, PgStoreConfig};
+
+    static N: AtomicU32 = AtomicU32::new(0);
+    let schema = Schema(format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let store = PgStore::connect(
+        PgStoreConfig::new(PG_URL)
+            .with_pool_size(4)
+            .with_schema(schema.0.clone()),
+    )
+    .await
+    .expect("connect to the test server");
+    (std::sync::Arc::new(store), schema)
+}
