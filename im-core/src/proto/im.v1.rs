@@ -601,9 +601,11 @@ pub struct Error {
 /// (request_id 0) comes whenever a watched user goes online (their first
 /// session opens) or offline (their last one closes). Sending this is the
 /// opt-in: a client that never does never receives presence frames. A session
-/// watches at most a server-set number of users (64 per request, 256 in all by
-/// default); past that the request is refused with INVALID_ARGUMENT and
-/// nothing changes.
+/// watches at most a server-set number of users (256 by default; refused users
+/// do not count); a request that would go past it, or names more than that,
+/// is refused with INVALID_ARGUMENT and changes nothing. Who may be watched is
+/// checked when the watch is made; it lasts until unwatched or the session
+/// ends.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct WatchPresence {
     #[prost(string, repeated, tag = "1")]
