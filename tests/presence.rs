@@ -209,6 +209,9 @@ async fn only_chat_partners_may_be_watched(store: Arc<dyn Store>) {
         .await
         .expect_err("too many");
     assert_eq!(err.code(), Some(pb::ErrorCode::InvalidArgument));
+    // Frank was not watched by the refused request: his coming is not told
+    // (the next event below would be his).
+    let _frank = s.connect("frank", "phone").await;
     alice
         .request(watch(&["dave"], false))
         .await
@@ -221,7 +224,7 @@ async fn only_chat_partners_may_be_watched(store: Arc<dyn Store>) {
             .await
             .map(|p| p.user_id),
         Some("carol".to_owned()),
-        "carol's leaving is still told"
+        "carol's leaving is told, and frank's coming was not"
     );
 }
 
