@@ -559,17 +559,17 @@ async fn an_old_client_still_works() {
 
 #[cfg(feature = "postgres")]
 mod pg {
-    use crate::common::pg_schema::fresh_store;
+    use crate::common::pg_schema::pg_store;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn recall_reaches_online_and_offline_members_postgres() {
-        let (store, _schema) = fresh_store("recall_edit").await;
+        let (store, _schema) = pg_store("recall_edit").await;
         super::recall_reaches_online_and_offline_members(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn edits_count_up_postgres() {
-        let (store, _schema) = fresh_store("recall_edit").await;
+        let (store, _schema) = pg_store("recall_edit").await;
         super::edits_count_up(store).await;
     }
 }

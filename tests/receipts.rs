@@ -266,17 +266,17 @@ async fn group_members_ask_read_counts_memory() {
 
 #[cfg(feature = "postgres")]
 mod pg {
-    use crate::common::pg_schema::fresh_store;
+    use crate::common::pg_schema::pg_store;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_peers_read_cursor_is_in_the_list_postgres() {
-        let (store, _schema) = fresh_store("receipts").await;
+        let (store, _schema) = pg_store("receipts").await;
         super::the_peers_read_cursor_is_in_the_list(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn group_members_ask_read_counts_postgres() {
-        let (store, _schema) = fresh_store("receipts").await;
+        let (store, _schema) = pg_store("receipts").await;
         super::group_members_ask_read_counts(store).await;
     }
 }

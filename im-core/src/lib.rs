@@ -14,6 +14,7 @@ mod fast_hash;
 pub mod hooks;
 pub mod ids;
 pub mod log_limit;
+pub mod online_log;
 pub mod push;
 pub mod room;
 pub mod sequencer;

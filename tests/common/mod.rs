@@ -49,13 +49,7 @@ impl Server {
         config: EngineConfig,
         store: Arc<dyn Store>,
     ) -> (Self, Arc<SessionProbe>) {
-        let probe = Arc::new(SessionProbe::default());
-        let engine = Engine::builder(store)
-            .config(config)
-            .session_directory(probe.clone())
-            .insecure_dev_auth()
-            .build()
-            .expect("engine");
+        let (engine, probe) = probed_engine(config, store);
         (Self::serve(engine).await, probe)
     }
 
@@ -101,6 +95,19 @@ impl Server {
             .await
             .expect("create group");
     }
+}
+
+/// An engine (development authentication) whose session directory is a
+/// probe, to wait on sessions opening and closing.
+pub fn probed_engine(config: EngineConfig, store: Arc<dyn Store>) -> (Engine, Arc<SessionProbe>) {
+    let probe = Arc::new(SessionProbe::default());
+    let engine = Engine::builder(store)
+        .config(config)
+        .session_directory(probe.clone())
+        .insecure_dev_auth()
+        .build()
+        .expect("engine");
+    (engine, probe)
 }
 
 pub fn user(s: &str) -> UserId {

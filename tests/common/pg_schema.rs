@@ -47,14 +47,16 @@ impl Drop for Schema {
     }
 }
 
-/// A store on a fresh schema of [`PG_URL`] named after `prefix`, and the
-/// guard that drops the schema.
+/// A PostgreSQL store in a fresh schema named after `prefix`, this process
+/// and a counter, and the guard that drops the schema.
 #[cfg(feature = "postgres")]
-pub async fn fresh_store(
+pub async fn pg_store(
     prefix: &str,
 ) -> (std::sync::Arc<im_engine::store_postgres::PgStore>, Schema) {
-    use im_engine::store_postgres::{PgStore, PgStoreConfig};
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    use im_engine::store_postgres::{PgStore, PgStoreConfig};
+
     static N: AtomicU32 = AtomicU32::new(0);
     let schema = Schema(format!(
         "{prefix}_{}_{}",

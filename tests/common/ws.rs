@@ -16,6 +16,18 @@ use tokio::net::TcpStream;
 
 use super::WAIT;
 
+/// Serves `engine` over WebSocket at `ws://{addr}/ws` on 127.0.0.1;
+/// returns the address.
+pub async fn serve_ws(engine: &im_engine::core::Engine) -> std::net::SocketAddr {
+    use im_engine::transport_ws::{WsConfig, WsServer};
+    let ws = WsServer::bind("127.0.0.1:0", WsConfig::default().path("/ws"))
+        .await
+        .expect("ws");
+    let addr = ws.local_addr().expect("addr");
+    ws.serve(engine.clone());
+    addr
+}
+
 /// A logged-in WebSocket client.
 pub struct WsClient<S> {
     ws: WebSocketStream<S>,

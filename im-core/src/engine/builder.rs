@@ -167,6 +167,7 @@ impl EngineBuilder {
             FanoutStage::start(self.config.room_fanout_threads),
         );
         let offline_in_flight = self.config.offline_push_in_flight;
+        let registry = Registry::new(rooms, self.config.group_online_log);
         let handshakes = PendingHandshakes::new(self.config.handshake_limits(), "login");
         let sequencer = self.sequencer.unwrap_or_else(|| {
             let entries = self.config.shard_cache_entries.max(1);
@@ -198,7 +199,7 @@ impl EngineBuilder {
                 Some(bus) => Arc::new(InterestDirectory::new(self.directory, bus.clone())),
                 None => self.directory,
             },
-            registry: Registry::new(rooms).with_cluster(self.cluster.clone()),
+            registry: registry.with_cluster(self.cluster.clone()),
             cluster: self.cluster,
             ids,
             next_session: AtomicU64::new(1),

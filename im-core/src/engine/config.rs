@@ -277,6 +277,22 @@ pub struct EngineConfig {
     /// `SessionObserver`; beyond this, events are dropped and counted
     /// (`im_session_events_dropped_total`). Default 4,096.
     pub session_event_queue: usize,
+    /// Most users one session may watch the presence of (`WatchPresence`);
+    /// a request past it is refused and changes nothing. Each watch costs
+    /// server memory, and each request one store lookup per user.
+    ///
+    /// Default: `256`.
+    pub presence_watch_max: usize,
+    /// Online-state changes kept per group for incremental `GroupOnline`
+    /// answers; a client further behind gets the full list.
+    ///
+    /// Default: `256`.
+    pub group_online_log: usize,
+    /// Most online members one full `GroupOnline` answer lists; the client
+    /// pages for the rest.
+    ///
+    /// Default: `500`.
+    pub group_online_page: usize,
 }
 
 impl EngineConfig {
@@ -342,6 +358,9 @@ impl Default for EngineConfig {
             call_rate: 20,
             call_burst: 40,
             session_event_queue: 4096,
+            presence_watch_max: 256,
+            group_online_log: 256,
+            group_online_page: 500,
         }
     }
 }

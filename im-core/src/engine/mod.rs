@@ -125,7 +125,7 @@
 //!
 //! # Locks
 //!
-//! The engine has 16 locks, all `parking_lot`:
+//! The engine has 18 locks, all `parking_lot`:
 //!
 //! | lock | in | guards |
 //! |---|---|---|
@@ -145,6 +145,8 @@
 //! | `HotCache::ring` (Mutex) | `rooms/hot.rs` | recent messages of a room |
 //! | `HotCache::loads` (Mutex) | `rooms/hot.rs` | store loads in flight, per range |
 //! | `GroupLane::waiting` (Mutex) | `group_lane.rs` | frames waiting in a lane, per group |
+//! | `Presence::watches` (Mutex) | `presence.rs` | who watches whose presence, last-seen times |
+//! | `Presence::groups` (Mutex) | `presence.rs` | per-group online members and change logs |
 //!
 //! Rules:
 //!
@@ -154,7 +156,9 @@
 //!   of these two chains (a chain may be entered in the middle):
 //!   1. `Registry::groups` → `Registry::by_user` (read) →
 //!      `SessionHandle::groups`; and `Registry::groups` (read) →
-//!      `Acks::state` → `Outbound::state`.
+//!      `Acks::state` → `Outbound::state`; and `Registry::groups` →
+//!      `Presence::groups`; and `Registry::by_user` → `Presence::watches`
+//!      → `Outbound::state`.
 //!   2. `SessionHandle::rooms` → `RoomIndex::rooms` → `Room::gate` →
 //!      `Room::members` → `SubRoom::sessions` → `Outbound::state`.
 //! - The chains never nest into each other: `Registry::unregister` releases
@@ -172,6 +176,15 @@
 //! - `Registry::groups` (read) → `Outbound::state`: the inline path of
 //!   `ShardWorker::deliver_to_group` calls `SessionHandle::deliver` inside
 //!   `Registry::with_group`. (A group lane snapshots the sessions first.)
+//! - `Registry::by_user` → `Presence::watches` → `Outbound::state`:
+//!   `Registry::register` and `unregister` tell watchers of a user's first
+//!   and last session under the write lock, `Registry::watch_presence`
+//!   answers a watch under the read lock, so no event overtakes an answer
+//!   or another event.
+//! - `Registry::groups` (write) → `Presence::groups`: the group index
+//!   changes (`index_locked`, `unregister`, `remove_group_members`) count
+//!   members' sessions in the group's online log after releasing
+//!   `SessionHandle::groups`.
 //! - `Acks::state` → `Outbound::state`: `SessionHandle::deliver` queues the
 //!   push or notify it decided on under the in-flight lock, and the session
 //!   task queues resends and fresh notifies under it too
@@ -227,6 +240,7 @@ mod group_lane;
 mod hooks;
 mod instruction;
 mod offline;
+mod presence;
 mod registry;
 mod rooms;
 mod session;
@@ -386,6 +400,22 @@ impl Engine {
     /// session directory knows, anywhere else.
     pub fn is_online(&self, user: &UserId) -> bool {
         self.inner.shared.is_online(user)
+    }
+
+    /// Up to `limit` members of `group` online on this process, sorted by
+    /// id, after `after` (from the first when `None`); true if more follow.
+    /// The same list `GroupOnline` pages through.
+    pub fn online_members(
+        &self,
+        group: &ChannelId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> (Vec<UserId>, bool) {
+        self.inner
+            .shared
+            .registry
+            .presence()
+            .online_members(group, after, limit)
     }
 
     /// Creates a group with its first members.

@@ -10,6 +10,7 @@ use parking_lot::RwLock;
 use crate::cluster::{ClusterBus, Interest};
 use crate::ids::{ChannelId, SessionId, UserId};
 
+use super::presence::{Presence, WatchFull};
 use super::rooms::RoomIndex;
 use super::session::SessionHandle;
 
@@ -22,20 +23,25 @@ pub(crate) struct Registry {
     rooms: RoomIndex<SessionHandle>,
     /// Told when a group gets its first online member here or loses its last.
     cluster: Option<Arc<dyn ClusterBus>>,
+    /// Presence watches and group online logs, told of every user's first
+    /// and last session and every session entering or leaving a group.
+    presence: Presence,
 }
 
 /// Group → its live sessions.
 type GroupIndex = HashMap<ChannelId, HashMap<SessionId, Arc<SessionHandle>>>;
 
 impl Registry {
-    /// An empty registry over a room index.
-    pub(crate) fn new(rooms: RoomIndex<SessionHandle>) -> Self {
+    /// An empty registry over a room index; group online logs keep
+    /// `group_online_log` changes each.
+    pub(crate) fn new(rooms: RoomIndex<SessionHandle>, group_online_log: usize) -> Self {
         Self {
             by_user: RwLock::default(),
             groups: RwLock::default(),
             epoch: AtomicU64::new(0),
             rooms,
             cluster: None,
+            presence: Presence::new(group_online_log),
         }
     }
 
@@ -58,6 +64,11 @@ impl Registry {
         &self.rooms
     }
 
+    /// Presence watches and group online logs.
+    pub(crate) fn presence(&self) -> &Presence {
+        &self.presence
+    }
+
     /// Adds a session; returns the user's other sessions.
     pub(crate) fn register(&self, s: &Arc<SessionHandle>) -> Vec<Arc<SessionHandle>> {
         let mut by_user = self.by_user.write();
@@ -65,6 +76,9 @@ impl Registry {
         let others = list.clone();
         list.push(s.clone());
         metrics::gauge!("im_sessions").increment(1.0);
+        if others.is_empty() {
+            self.presence.user_online(&s.user);
+        }
         others
     }
 
@@ -80,22 +94,29 @@ impl Registry {
                 }
                 if list.is_empty() {
                     by_user.remove(&s.user);
+                    self.presence.user_offline(&s.user);
                 }
             }
         }
+        self.presence.forget_session(s.id);
         {
             // Under the index lock, so no concurrent index_groups can re-add it.
             let mut index = self.groups.write();
             s.gone.store(true, Ordering::Release);
+            let mut left = Vec::new();
             for g in s.groups.lock().drain() {
                 if let Some(set) = index.get_mut(&g) {
-                    set.remove(&s.id);
+                    if set.remove(&s.id).is_some() {
+                        left.push(g.clone());
+                    }
                     if set.is_empty() {
                         index.remove(&g);
                         self.group_interest(&g, false);
                     }
                 }
             }
+            self.presence
+                .group_sessions(false, left.iter().map(|g| (g, &s.user)));
         }
         // Held while leaving, so a concurrent join_room waits and then sees `gone`.
         let mut rooms = s.rooms.lock();
@@ -112,6 +133,20 @@ impl Registry {
     /// True if the user has a live session.
     pub(crate) fn is_online(&self, user: &UserId) -> bool {
         self.by_user.read().contains_key(user)
+    }
+
+    /// `s` watches `users` (see [`Presence::watch`]); `answer` gets their
+    /// state, before any later change of it is told.
+    pub(crate) fn watch_presence(
+        &self,
+        s: &Arc<SessionHandle>,
+        users: &[UserId],
+        max: usize,
+        answer: impl FnOnce(Vec<crate::pb::UserPresence>),
+    ) -> Result<(), WatchFull> {
+        let by_user = self.by_user.read();
+        self.presence
+            .watch(s, users, max, |u| by_user.contains_key(u), answer)
     }
 
     /// Number of live sessions.
@@ -150,14 +185,20 @@ impl Registry {
             return;
         }
         let mut mine = s.groups.lock();
+        let mut entered = Vec::new();
         for g in groups {
             let set = index.entry(g.clone()).or_insert_with(|| {
                 self.group_interest(g, true);
                 HashMap::new()
             });
-            set.insert(s.id, s.clone());
+            if set.insert(s.id, s.clone()).is_none() {
+                entered.push(g);
+            }
             mine.insert(g.clone());
         }
+        drop(mine);
+        self.presence
+            .group_sessions(true, entered.into_iter().map(|g| (g, &s.user)));
     }
 
     /// Indexes every live session of `users` under `group`.
@@ -177,16 +218,21 @@ impl Registry {
         // Sessions are looked up under the index lock (unlike when adding):
         // a session that registered and indexed the group just before must
         // be found, or it would keep receiving a group it left.
+        let mut left = Vec::new();
         for s in users.iter().flat_map(|u| self.user_sessions(u)) {
             s.groups.lock().remove(group);
             if let Some(set) = index.get_mut(group) {
-                set.remove(&s.id);
+                if set.remove(&s.id).is_some() {
+                    left.push(s.user.clone());
+                }
                 if set.is_empty() {
                     index.remove(group);
                     self.group_interest(group, false);
                 }
             }
         }
+        self.presence
+            .group_sessions(false, left.iter().map(|u| (group, u)));
     }
 
     /// Calls `f` with the live sessions of a group.

@@ -71,7 +71,7 @@ pub struct ClientFrame {
     pub request_id: u64,
     #[prost(
         oneof = "client_frame::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 30, 31, 40, 50, 90"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 30, 31, 40, 50, 90, 80, 81"
     )]
     pub body: ::core::option::Option<client_frame::Body>,
 }
@@ -110,6 +110,10 @@ pub mod client_frame {
         Call(super::Call),
         #[prost(message, tag = "90")]
         ReadCounts(super::ReadCounts),
+        #[prost(message, tag = "80")]
+        WatchPresence(super::WatchPresence),
+        #[prost(message, tag = "81")]
+        GroupOnline(super::GroupOnline),
     }
 }
 /// First frame of every connection. Answered by `Connected` or `Error` + close.
@@ -314,7 +318,7 @@ pub struct ServerFrame {
     pub request_id: u64,
     #[prost(
         oneof = "server_frame::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 30, 40, 41, 50, 90"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 30, 40, 41, 50, 90, 80, 81, 82"
     )]
     pub body: ::core::option::Option<server_frame::Body>,
 }
@@ -359,6 +363,12 @@ pub mod server_frame {
         CallResult(super::CallResult),
         #[prost(message, tag = "90")]
         ReadCountsResult(super::ReadCountsResult),
+        #[prost(message, tag = "80")]
+        PresenceState(super::PresenceState),
+        #[prost(message, tag = "81")]
+        Presence(super::UserPresence),
+        #[prost(message, tag = "82")]
+        GroupOnlineResult(super::GroupOnlineResult),
     }
 }
 /// An instruction from the host application to this user's devices (see
@@ -640,6 +650,89 @@ pub struct CallResult {
     /// Opaque to the server.
     #[prost(bytes = "bytes", tag = "1")]
     pub data: ::prost::bytes::Bytes,
+}
+/// Watch (or stop watching) the online state of users this user shares a
+/// direct chat (one with at least one message) or a group with. Answered by
+/// `PresenceState`; from then on, for the rest of the session, a `UserPresence`
+/// (request_id 0) comes whenever a watched user goes online (their first
+/// session opens) or offline (their last one closes). Sending this is the
+/// opt-in: a client that never does never receives presence frames. A session
+/// watches at most a server-set number of users (256 by default; refused users
+/// do not count); a request that would go past it, or names more than that,
+/// is refused with INVALID_ARGUMENT and changes nothing. Who may be watched is
+/// checked when the watch is made; it lasts until unwatched or the session
+/// ends.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WatchPresence {
+    #[prost(string, repeated, tag = "1")]
+    pub users: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// True: watch these users. False: stop watching them (answered with an
+    /// empty `PresenceState`).
+    #[prost(bool, tag = "2")]
+    pub watch: bool,
+}
+/// Answer to `WatchPresence`.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PresenceState {
+    /// The users now watched, with their state.
+    #[prost(message, repeated, tag = "1")]
+    pub users: ::prost::alloc::vec::Vec<UserPresence>,
+    /// Users not watched: you share no chat with them (whether they exist is
+    /// not told).
+    #[prost(string, repeated, tag = "2")]
+    pub refused: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// A user's online state; sent alone (request_id 0) when a watched user goes
+/// online or offline.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UserPresence {
+    #[prost(string, tag = "1")]
+    pub user_id: ::prost::alloc::string::String,
+    #[prost(bool, tag = "2")]
+    pub online: bool,
+    /// When they went offline (ms since the Unix epoch); 0 while online, or
+    /// when the server does not know (offline since before anyone watched).
+    #[prost(uint64, tag = "3")]
+    pub last_seen_ms: u64,
+}
+/// Ask for a group's online members. Members only (FORBIDDEN otherwise).
+/// Answered by `GroupOnlineResult`: the changes since `since_version` when
+/// the server still has them, else the full list, in pages.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GroupOnline {
+    #[prost(string, tag = "1")]
+    pub group: ::prost::alloc::string::String,
+    /// The `version` of your last answer for this group; 0 for the full list.
+    #[prost(uint64, tag = "2")]
+    pub since_version: u64,
+    /// For the next page of a full list: the last user of the previous page.
+    /// When set, a full page is returned whatever `since_version` says.
+    #[prost(string, tag = "3")]
+    pub after_user: ::prost::alloc::string::String,
+}
+/// Answer to `GroupOnline`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GroupOnlineResult {
+    #[prost(string, tag = "1")]
+    pub group: ::prost::alloc::string::String,
+    /// The version this answer brings you to; send it as `since_version` next.
+    #[prost(uint64, tag = "2")]
+    pub version: u64,
+    /// True: `online` is the full list (a page of it: see `more`); replace
+    /// what you have. False: apply `online` and `offline` to what you have.
+    #[prost(bool, tag = "3")]
+    pub full: bool,
+    /// Full: online members, sorted by id. Not full: members who came online.
+    #[prost(string, repeated, tag = "4")]
+    pub online: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Not full: members who went offline.
+    #[prost(string, repeated, tag = "5")]
+    pub offline: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Full only: more members follow the last of `online`; ask again with it
+    /// as `after_user`. Then ask for the changes since the `version` of the
+    /// first page, and apply them over the union of the pages.
+    #[prost(bool, tag = "6")]
+    pub more: bool,
 }
 /// What kind of conversation a message lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

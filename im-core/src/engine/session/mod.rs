@@ -29,6 +29,7 @@ mod in_flight;
 mod list;
 pub(crate) mod outbound;
 mod paging;
+mod presence;
 mod presend;
 mod pull;
 mod read_counts;
@@ -381,6 +382,8 @@ impl Session {
             Some(In::Recall(r)) => self.on_recall(id, r).await,
             Some(In::Edit(e)) => self.on_edit(id, e).await,
             Some(In::Call(c)) => self.on_call(id, c),
+            Some(In::WatchPresence(w)) => self.on_watch_presence(id, w).await,
+            Some(In::GroupOnline(g)) => self.on_group_online(id, g).await,
             Some(In::Ping(p)) => {
                 self.reply(
                     id,
