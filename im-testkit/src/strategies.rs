@@ -418,7 +418,7 @@ pub fn arb_server_frame() -> impl Strategy<Value = pb::ServerFrame> {
                 arb_opt_ref(),
                 (edgy_u64(), edgy_u64(), edgy_u64()),
                 edgy_u32(),
-                any::<bool>(),
+                (any::<bool>(), any::<bool>(), any::<bool>()),
                 proptest::option::of(arb_message())
             ),
             0..3,
@@ -432,7 +432,7 @@ pub fn arb_server_frame() -> impl Strategy<Value = pb::ServerFrame> {
                             conversation,
                             (head_seq, read_seq, delivered_seq),
                             unread,
-                            unread_more,
+                            (unread_more, muted, pinned),
                             last_message,
                         )| {
                             pb::ConversationSummary {
@@ -442,6 +442,8 @@ pub fn arb_server_frame() -> impl Strategy<Value = pb::ServerFrame> {
                                 delivered_seq,
                                 unread,
                                 unread_more,
+                                muted,
+                                pinned,
                                 last_message,
                             }
                         },

@@ -146,14 +146,15 @@ impl EngineBuilder {
             max_entries: self.config.push_ack_max_entries,
             max_bytes: self.config.push_ack_max_bytes,
         };
+        let offline_push = self
+            .offline_push
+            .map(|p| offline::OfflineDispatch::new(p, self.store.clone(), offline_in_flight));
         let shared = Arc::new(Shared {
             in_flight,
             config: self.config,
             store: self.store,
             auth,
-            offline_push: self
-                .offline_push
-                .map(|p| offline::OfflineDispatch::new(p, offline_in_flight)),
+            offline_push,
             policy: self.policy,
             sequencer,
             directory: match &self.cluster {

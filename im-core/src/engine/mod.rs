@@ -215,6 +215,7 @@ mod offline;
 mod registry;
 mod rooms;
 mod session;
+mod settings;
 mod shard;
 mod wire;
 
@@ -244,6 +245,7 @@ pub use builder::EngineBuilder;
 pub use cluster::ClusterInbound;
 pub use config::{EngineConfig, KickPolicy};
 pub use instruction::MAX_INSTRUCTION_KIND_BYTES;
+pub use settings::{MAX_BLOCKED_USERS, MAX_PINNED_CONVERSATIONS};
 pub use shard::SendReceipt;
 
 use registry::Registry;

@@ -71,7 +71,7 @@ pub struct ClientFrame {
     pub request_id: u64,
     #[prost(
         oneof = "client_frame::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 30, 31, 40"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 30, 31, 40, 60, 61"
     )]
     pub body: ::core::option::Option<client_frame::Body>,
 }
@@ -105,6 +105,10 @@ pub mod client_frame {
         Edit(super::Edit),
         #[prost(message, tag = "40")]
         Typing(super::Typing),
+        #[prost(message, tag = "60")]
+        SetConversationSettings(super::SetConversationSettings),
+        #[prost(message, tag = "61")]
+        BlockUser(super::BlockUser),
     }
 }
 /// First frame of every connection. Answered by `Connected` or `Error` + close.
@@ -278,6 +282,44 @@ pub struct ListConversations {
     #[prost(uint32, tag = "1")]
     pub limit: u32,
 }
+/// Change your settings of a conversation; unset fields stay as they are.
+/// Answered by `ConversationSettingsResult` or `Error`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetConversationSettings {
+    #[prost(message, optional, tag = "1")]
+    pub conversation: ::core::option::Option<ConversationRef>,
+    #[prost(bool, optional, tag = "2")]
+    pub muted: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "3")]
+    pub pinned: ::core::option::Option<bool>,
+}
+/// Your settings of a conversation after a `SetConversationSettings`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ConversationSettingsResult {
+    #[prost(message, optional, tag = "1")]
+    pub conversation: ::core::option::Option<ConversationRef>,
+    #[prost(bool, tag = "2")]
+    pub muted: bool,
+    #[prost(bool, tag = "3")]
+    pub pinned: bool,
+}
+/// Block (`blocked` true) or unblock a user for direct chats. Answered by
+/// `BlockUserResult` or `Error`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BlockUser {
+    #[prost(string, tag = "1")]
+    pub user: ::prost::alloc::string::String,
+    #[prost(bool, tag = "2")]
+    pub blocked: bool,
+}
+/// The block as it now stands.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BlockUserResult {
+    #[prost(string, tag = "1")]
+    pub user: ::prost::alloc::string::String,
+    #[prost(bool, tag = "2")]
+    pub blocked: bool,
+}
 /// Every frame the server sends.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ServerFrame {
@@ -286,7 +328,7 @@ pub struct ServerFrame {
     pub request_id: u64,
     #[prost(
         oneof = "server_frame::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 30, 40, 41"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 30, 40, 41, 60, 61"
     )]
     pub body: ::core::option::Option<server_frame::Body>,
 }
@@ -326,6 +368,10 @@ pub mod server_frame {
         Typing(super::TypingEvent),
         #[prost(message, tag = "41")]
         ReadReceipt(super::ReadReceipt),
+        #[prost(message, tag = "60")]
+        ConversationSettings(super::ConversationSettingsResult),
+        #[prost(message, tag = "61")]
+        BlockUserResult(super::BlockUserResult),
     }
 }
 /// An instruction from the host application to this user's devices (see
@@ -490,6 +536,12 @@ pub struct ConversationSummary {
     /// The newest message, if any.
     #[prost(message, optional, tag = "7")]
     pub last_message: ::core::option::Option<Message>,
+    /// You muted it: still counted as unread, but no offline notification.
+    #[prost(bool, tag = "8")]
+    pub muted: bool,
+    /// You pinned it: pinned conversations come first in the list.
+    #[prost(bool, tag = "9")]
+    pub pinned: bool,
 }
 /// Someone in one of your conversations is typing (see `Typing`). Show it for
 /// a few seconds unless it is repeated; `active` false ends it at once.
@@ -815,6 +867,9 @@ pub enum ErrorCode {
     ShuttingDown = 10,
     /// Something unexpected on the server.
     Internal = 11,
+    /// A direct send between two users where one blocked the other (see
+    /// "Conversation settings and blocks"). Not retryable.
+    Blocked = 14,
 }
 impl ErrorCode {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -835,6 +890,7 @@ impl ErrorCode {
             Self::Unavailable => "ERROR_CODE_UNAVAILABLE",
             Self::ShuttingDown => "ERROR_CODE_SHUTTING_DOWN",
             Self::Internal => "ERROR_CODE_INTERNAL",
+            Self::Blocked => "ERROR_CODE_BLOCKED",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -852,6 +908,7 @@ impl ErrorCode {
             "ERROR_CODE_UNAVAILABLE" => Some(Self::Unavailable),
             "ERROR_CODE_SHUTTING_DOWN" => Some(Self::ShuttingDown),
             "ERROR_CODE_INTERNAL" => Some(Self::Internal),
+            "ERROR_CODE_BLOCKED" => Some(Self::Blocked),
             _ => None,
         }
     }

@@ -32,6 +32,7 @@ mod reliable;
 mod request_error;
 mod rooms;
 mod send;
+mod settings;
 mod typing;
 
 use cursors::Cursor;
@@ -357,6 +358,8 @@ impl Session {
             Some(In::Typing(t)) => self.on_typing(t).await,
             Some(In::Recall(r)) => self.on_recall(id, r).await,
             Some(In::Edit(e)) => self.on_edit(id, e).await,
+            Some(In::SetConversationSettings(m)) => self.on_set_settings(id, m).await,
+            Some(In::BlockUser(b)) => self.on_block_user(id, b).await,
             Some(In::Ping(p)) => {
                 self.reply(
                     id,
