@@ -75,8 +75,9 @@
 //!   (`BatchTimer::Armed`); it sleeps until then and calls `Room::tick`.
 //! - **Offline push tasks**, one per notice: spawned by
 //!   `OfflineDispatch::dispatch`, at most `offline_push_in_flight` at once
-//!   (beyond that a notice is dropped and counted); each awaits the host's
-//!   `OfflinePush::notify`.
+//!   (beyond that a notice is dropped and counted); each reads which
+//!   recipients muted the conversation (`Settings::muted`) and awaits the
+//!   host's `OfflinePush::notify` for the others.
 //! - **Host calls** run on the caller's task. `Engine::send_as` goes through
 //!   `Engine::submit` like a client send. `create_group`, `add_members` and
 //!   `remove_members` write the store, then the registry's group index, then
