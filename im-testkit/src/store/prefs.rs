@@ -111,7 +111,10 @@ pub async fn conversation_settings(store: Arc<dyn Store>, _cfg: ConformanceConfi
     );
     assert!(ok(s.pinned(&user("bob"), 10).await, "pinned").is_empty());
     assert_eq!(
-        ok(s.settings(&user("bob"), &[dm.clone()]).await, "settings"),
+        ok(
+            s.settings(&user("bob"), std::slice::from_ref(&dm)).await,
+            "settings"
+        ),
         [settings(false, false)],
         "settings are per user"
     );

@@ -131,7 +131,7 @@ mod tests {
 
     fn state(g: &str) -> ConversationState {
         ConversationState {
-            conversation: ConversationId::Group(ChannelId::new(g).unwrap()),
+            conversation: ConversationId::Group(ChannelId::new(g).expect("id")),
             head_seq: 0,
             delivered_seq: 0,
             read_seq: 0,
