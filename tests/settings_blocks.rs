@@ -22,6 +22,7 @@ use im_engine::store_memory::MemoryStore;
 use im_engine::transport_tcp::client::{Client, ClientError, direct, group, room};
 use im_engine::transport_tcp::{TcpConfig, TcpServer};
 use im_engine::transport_ws::{WsConfig, WsServer};
+use im_testkit::probe::SessionProbe;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -41,13 +42,17 @@ struct Both {
     tcp: std::net::SocketAddr,
     ws: std::net::SocketAddr,
     pushed: mpsc::UnboundedReceiver<OfflineNotice>,
+    /// Who is online, to wait on.
+    probe: Arc<SessionProbe>,
 }
 
 impl Both {
     async fn start(store: Arc<dyn Store>) -> Self {
         let (tx, pushed) = mpsc::unbounded_channel();
+        let probe = Arc::new(SessionProbe::default());
         let engine = Engine::builder(store)
             .insecure_dev_auth()
+            .session_directory(probe.clone())
             .offline_push(Arc::new(RecordingPush(tx)))
             .build()
             .expect("engine");
@@ -66,6 +71,7 @@ impl Both {
             tcp: tcp_addr,
             ws: ws_addr,
             pushed,
+            probe,
         }
     }
 
@@ -273,15 +279,9 @@ async fn muted_counts_unread_but_is_not_pushed(store: Arc<dyn Store>) {
     let got = settings(phone.request(set(direct("alice"), Some(false), None)).await);
     assert_eq!(got, (false, false));
     drop(phone);
-    let probe = s.engine.clone();
     // Wait until bob's session is gone, so he is offline for the next send.
-    tokio::time::timeout(WAIT, async {
-        while probe.is_online(&bob) {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("bob goes offline");
+    s.probe.wait_for(|now| now.sessions_of("bob") == 0).await;
+    assert!(!s.engine.is_online(&bob));
     alice
         .send(direct("bob"), "m3", "again")
         .await
