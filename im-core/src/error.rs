@@ -171,6 +171,9 @@ pub enum EngineError {
     /// Too many requests.
     #[error("rate limited: {0}")]
     RateLimited(String),
+    /// A direct send between users where one blocked the other.
+    #[error("blocked: {0}")]
+    Blocked(String),
     /// The engine is shutting down.
     #[error("the engine is shutting down")]
     ShuttingDown,

@@ -18,6 +18,7 @@ pub mod online_log;
 pub mod push;
 pub mod room;
 pub mod sequencer;
+pub mod settings;
 pub mod store;
 pub mod transport;
 
@@ -35,8 +36,8 @@ pub use directory::{LocalDirectory, SessionDirectory, SessionInfo};
 #[doc(hidden)]
 pub use engine::bench_support;
 pub use engine::{
-    Engine, EngineBuilder, EngineConfig, KickPolicy, MAX_INSTRUCTION_KIND_BYTES, RoomStats,
-    SendReceipt,
+    Engine, EngineBuilder, EngineConfig, KickPolicy, MAX_BLOCKED_USERS, MAX_INSTRUCTION_KIND_BYTES,
+    MAX_PINNED_CONVERSATIONS, RoomStats, SendReceipt,
 };
 pub use error::{AuthError, EngineError, StoreError};
 pub use fanout::{DefaultFanoutPolicy, FanoutPolicy};

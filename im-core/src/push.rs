@@ -13,7 +13,9 @@ pub struct OfflineNotice {
     /// (`message.event` is set): skip it, or update the notification it
     /// changes.
     pub message: StoredMessage,
-    /// Recipients with no live session.
+    /// Recipients with no live session who did not mute the conversation
+    /// (`store::Settings`): a muted conversation still counts unread but is
+    /// never handed to this hook.
     pub users: Vec<UserId>,
 }
 

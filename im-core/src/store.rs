@@ -1,6 +1,7 @@
-//! The storage seam: timelines, inboxes, cursors and membership.
+//! The storage seam: timelines, inboxes, cursors, membership, and per-user
+//! settings and blocks ([`crate::settings`]).
 //!
-//! A store is four traits bundled as [`Store`]; the engine holds an
+//! A store is six traits bundled as [`Store`]; the engine holds an
 //! `Arc<dyn Store>`. Every method takes or returns whole batches so a network
 //! store can answer each in one round trip. `im-store-memory` is the
 //! reference semantics; `im-testkit` checks any store against them.
@@ -35,6 +36,7 @@ use bytes::Bytes;
 pub use crate::content::{ContentType, MessageEvent};
 use crate::error::StoreError;
 use crate::ids::{ChannelId, ConversationId, DedupKey, DeviceId, MessageId, Seq, UserId};
+pub use crate::settings::{BlockPair, Blocks, ConversationSettings, Settings, SettingsChange};
 
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -385,9 +387,9 @@ pub trait Membership: Send + Sync + 'static {
 }
 
 /// Everything the engine needs from storage.
-pub trait Store: Timeline + Inboxes + Cursors + Membership {}
+pub trait Store: Timeline + Inboxes + Cursors + Membership + Settings + Blocks {}
 
-impl<T: Timeline + Inboxes + Cursors + Membership> Store for T {}
+impl<T: Timeline + Inboxes + Cursors + Membership + Settings + Blocks> Store for T {}
 
 /// Conveniences over the batch methods of a [`Store`], for callers that ask
 /// about one thing at a time. Implemented for every store (including

@@ -15,6 +15,7 @@ mod append;
 mod cursors;
 mod inboxes;
 mod membership;
+mod prefs;
 mod retention;
 mod state;
 mod timeline;
@@ -155,6 +156,9 @@ impl MemoryStoreConfig {
 /// - **Membership**: `remove_members`, `are_members` and `members` on a
 ///   group that does not exist succeed (no-op, all `false`, empty); only
 ///   `add_members` reports [`StoreError::NotFound`](im_core::error::StoreError::NotFound).
+/// - **Settings and blocks** are kept for as long as the store lives, in
+///   memory of their own (not charged against `max_total_bytes`); settings
+///   brought back to the default and lifted blocks are forgotten.
 /// - **Cursors** are stored as given (moved only forward), not clamped to
 ///   the head: bounding them is the engine's job.
 ///
@@ -183,6 +187,8 @@ pub struct MemoryStore {
     dedup_hasher: RandomState,
     /// Group membership.
     groups: RwLock<Groups>,
+    /// Conversation settings and blocks.
+    prefs: RwLock<prefs::Prefs>,
     /// Source of commit stamps (ordering of the conversation list and of
     /// eviction under the byte budget).
     activity: AtomicU64,
@@ -228,6 +234,7 @@ impl MemoryStore {
                 .collect(),
             dedup_hasher: RandomState::new(),
             groups: RwLock::new(Groups::default()),
+            prefs: RwLock::new(prefs::Prefs::default()),
             activity: AtomicU64::new(0),
             retained_bytes: AtomicUsize::new(0),
             oldest: Mutex::new(BTreeSet::new()),

@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "message_events",
         include_str!("migrations/0005_message_events.sql"),
     ),
+    (
+        6,
+        "settings_blocks",
+        include_str!("migrations/0006_settings_blocks.sql"),
+    ),
 ];
 
 /// Advisory lock key for `schema`: a stable 64-bit FNV-1a hash, so every

@@ -30,6 +30,9 @@ use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 
 use crate::ConformanceConfig;
 
+mod prefs;
+pub use prefs::PrefsOp;
+
 /// One message of an [`Op::Append`], before its seq is known.
 #[derive(Debug, Clone)]
 pub struct MsgSpec {
@@ -166,6 +169,8 @@ pub enum Op {
     },
     /// `Membership::user_groups`.
     UserGroups(UserId),
+    /// Conversation settings and blocks.
+    Prefs(PrefsOp),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -226,6 +231,7 @@ pub struct StoreModel {
     cursors: HashMap<(UserId, ConversationId), (Seq, Seq)>,
     groups: BTreeMap<ChannelId, BTreeSet<UserId>>,
     appends: u64,
+    prefs: prefs::PrefsModel,
 }
 
 impl StoreModel {
@@ -1029,6 +1035,7 @@ impl Runner {
                 same("user_groups (as a set)", &got_set, &m.user_groups(user))?;
                 Ok(format!("user_groups({user})"))
             }
+            Op::Prefs(op) => m.prefs.step(store, op).await,
         }
     }
 }

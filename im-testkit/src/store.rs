@@ -204,14 +204,18 @@ checks!(
     events_are_all_or_nothing,
     read_cursors_follow_reads,
     read_counts_count_other_members,
+    conversation_settings,
+    user_blocks,
 );
 
 mod events;
+mod prefs;
 mod receipts;
 pub use events::{
     content_types_are_kept, edits_count_up_and_refuse_races, events_are_all_or_nothing,
     recall_leaves_a_tombstone,
 };
+pub use prefs::{conversation_settings, user_blocks};
 pub use receipts::{read_counts_count_other_members, read_cursors_follow_reads};
 
 /// Runs every check of the suite, each against a fresh store from `factory`,

@@ -13,11 +13,12 @@
 use bytes::Bytes;
 use im_core::ids::{ChannelId, ConversationId, DeviceId, MAX_ID_BYTES, UserId};
 use im_core::pb::{self, client_frame::Body as In, server_frame::Body as Out};
+use im_core::store::{BlockPair, SettingsChange};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
 use crate::fixtures::{channel, device, user};
-use crate::model::{CursorSpec, EventSpec, MsgSpec, Op};
+use crate::model::{CursorSpec, EventSpec, MsgSpec, Op, PrefsOp};
 
 /// Users `u0` … `u4`.
 pub fn arb_user() -> impl Strategy<Value = UserId> {
@@ -144,6 +145,26 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => (arb_group(), proptest::option::of(arb_user()), 0u8..4)
             .prop_map(|(group, after, limit)| Op::Members { group, after, limit }),
         1 => arb_user().prop_map(Op::UserGroups),
+        3 => arb_prefs_op().prop_map(Op::Prefs),
+    ]
+}
+
+/// A settings or blocks operation.
+pub fn arb_prefs_op() -> impl Strategy<Value = PrefsOp> {
+    let pair =
+        || (arb_user(), arb_user()).prop_map(|(blocker, blocked)| BlockPair { blocker, blocked });
+    let flag = || proptest::option::of(any::<bool>());
+    prop_oneof![
+        3 => (arb_user(), arb_conversation(), flag(), flag()).prop_map(|(user, conversation, muted, pinned)| {
+            PrefsOp::Update(SettingsChange { user, conversation, muted, pinned })
+        }),
+        1 => (arb_user(), vec(arb_conversation(), 0..4)).prop_map(|(u, c)| PrefsOp::Get(u, c)),
+        1 => (arb_user(), 0u8..5).prop_map(|(u, n)| PrefsOp::Pinned(u, n)),
+        1 => (arb_conversation(), arb_users(5)).prop_map(|(c, u)| PrefsOp::Muted(c, u)),
+        2 => (pair(), any::<bool>()).prop_map(|(p, on)| PrefsOp::SetBlock(p, on)),
+        1 => vec(pair(), 0..4).prop_map(PrefsOp::AreBlocked),
+        1 => (arb_user(), proptest::option::of(arb_user()), 0u8..5)
+            .prop_map(|(u, after, n)| PrefsOp::BlockedUsers(u, after, n)),
     ]
 }
 
@@ -420,7 +441,7 @@ pub fn arb_server_frame() -> impl Strategy<Value = pb::ServerFrame> {
                 arb_opt_ref(),
                 (edgy_u64(), edgy_u64(), edgy_u64(), edgy_u64()),
                 edgy_u32(),
-                any::<bool>(),
+                (any::<bool>(), any::<bool>(), any::<bool>()),
                 proptest::option::of(arb_message())
             ),
             0..3,
@@ -434,7 +455,7 @@ pub fn arb_server_frame() -> impl Strategy<Value = pb::ServerFrame> {
                             conversation,
                             (head_seq, read_seq, delivered_seq, peer_read_seq),
                             unread,
-                            unread_more,
+                            (unread_more, muted, pinned),
                             last_message,
                         )| {
                             pb::ConversationSummary {
@@ -444,6 +465,8 @@ pub fn arb_server_frame() -> impl Strategy<Value = pb::ServerFrame> {
                                 delivered_seq,
                                 unread,
                                 unread_more,
+                                muted,
+                                pinned,
                                 last_message,
                                 peer_read_seq,
                             }

@@ -135,3 +135,41 @@ impl Membership for GatedStore {
         self.inner.user_groups(u).await
     }
 }
+
+#[async_trait]
+impl Settings for GatedStore {
+    async fn update_settings(&self, change: SettingsChange) -> StoreResult<ConversationSettings> {
+        self.inner.update_settings(change).await
+    }
+    async fn settings(
+        &self,
+        u: &UserId,
+        c: &[ConversationId],
+    ) -> StoreResult<Vec<ConversationSettings>> {
+        self.inner.settings(u, c).await
+    }
+    async fn pinned(&self, u: &UserId, limit: usize) -> StoreResult<Vec<ConversationId>> {
+        self.inner.pinned(u, limit).await
+    }
+    async fn muted(&self, c: &ConversationId, u: &[UserId]) -> StoreResult<Vec<bool>> {
+        self.inner.muted(c, u).await
+    }
+}
+
+#[async_trait]
+impl Blocks for GatedStore {
+    async fn set_block(&self, pair: BlockPair, on: bool) -> StoreResult<()> {
+        self.inner.set_block(pair, on).await
+    }
+    async fn are_blocked(&self, pairs: &[BlockPair]) -> StoreResult<Vec<bool>> {
+        self.inner.are_blocked(pairs).await
+    }
+    async fn blocked_users(
+        &self,
+        u: &UserId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> StoreResult<Vec<UserId>> {
+        self.inner.blocked_users(u, after, limit).await
+    }
+}

@@ -184,15 +184,16 @@ impl EngineBuilder {
         hooks.session_events = self
             .observer
             .map(|o| SessionEvents::start(o, self.config.session_event_queue));
+        let offline_push = self
+            .offline_push
+            .map(|p| offline::OfflineDispatch::new(p, self.store.clone(), offline_in_flight));
         let shared = Arc::new(Shared {
             in_flight,
             hooks,
             config: self.config,
             store: self.store,
             auth,
-            offline_push: self
-                .offline_push
-                .map(|p| offline::OfflineDispatch::new(p, offline_in_flight)),
+            offline_push,
             policy: self.policy,
             sequencer,
             directory: match &self.cluster {

@@ -75,8 +75,9 @@
 //!   (`BatchTimer::Armed`); it sleeps until then and calls `Room::tick`.
 //! - **Offline push tasks**, one per notice: spawned by
 //!   `OfflineDispatch::dispatch`, at most `offline_push_in_flight` at once
-//!   (beyond that a notice is dropped and counted); each awaits the host's
-//!   `OfflinePush::notify`.
+//!   (beyond that a notice is dropped and counted); each reads which
+//!   recipients muted the conversation (`Settings::muted`) and awaits the
+//!   host's `OfflinePush::notify` for the others.
 //! - **Host hooks** (`hooks.rs`): the pre-send hook and the room-join
 //!   policy run on the session task, inside `Session::on_send`,
 //!   `Session::amend` and `Session::on_join`, bounded by `hook_timeout`;
@@ -244,6 +245,7 @@ mod presence;
 mod registry;
 mod rooms;
 mod session;
+mod settings;
 mod shard;
 mod wire;
 
@@ -274,6 +276,7 @@ pub use cluster::ClusterInbound;
 pub use config::{EngineConfig, KickPolicy};
 pub use forward::ForwardedOutcomes;
 pub use instruction::MAX_INSTRUCTION_KIND_BYTES;
+pub use settings::{MAX_BLOCKED_USERS, MAX_PINNED_CONVERSATIONS};
 pub use shard::SendReceipt;
 pub(crate) use wire::error_code;
 

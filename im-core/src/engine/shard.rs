@@ -266,6 +266,9 @@ impl ShardWorker {
                 Step::CheckMembers { group, users } => {
                     batch.on_members(store.are_members(&group, &users).await);
                 }
+                Step::CheckBlocks(pairs) => {
+                    batch.on_blocks(store.are_blocked(&pairs).await);
+                }
                 Step::FindOriginals(keys) => {
                     batch.on_originals(store.find_by_dedup_keys(&keys).await);
                 }

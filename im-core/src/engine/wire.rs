@@ -3,7 +3,7 @@
 use crate::error::{EngineError, StoreError};
 use crate::ids::{Seq, UserId};
 use crate::pb;
-use crate::store::{ConversationState, StoredMessage};
+use crate::store::{ConversationSettings, ConversationState, StoredMessage};
 
 /// Unread counts are exact to this, then shown as "99+".
 pub(crate) const UNREAD_EXACT_MAX: u32 = 99;
@@ -21,6 +21,7 @@ pub(crate) fn error_code(err: &EngineError) -> pb::ErrorCode {
         }
         EngineError::Forbidden(_) => pb::ErrorCode::Forbidden,
         EngineError::RateLimited(_) => pb::ErrorCode::RateLimited,
+        EngineError::Blocked(_) => pb::ErrorCode::Blocked,
         EngineError::ShuttingDown => pb::ErrorCode::ShuttingDown,
     }
 }
@@ -68,6 +69,7 @@ pub(crate) fn unread_display(count: u32) -> (u32, bool) {
 /// a group).
 pub(crate) fn summary_to_wire(
     s: &ConversationState,
+    settings: ConversationSettings,
     viewer: &UserId,
     peer_read_seq: Seq,
 ) -> pb::ConversationSummary {
@@ -80,6 +82,8 @@ pub(crate) fn summary_to_wire(
         unread,
         unread_more,
         last_message: s.last_message.as_ref().map(|m| message_to_wire(m, viewer)),
+        muted: settings.muted,
+        pinned: settings.pinned,
         peer_read_seq,
     }
 }

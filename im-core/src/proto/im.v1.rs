@@ -71,7 +71,7 @@ pub struct ClientFrame {
     pub request_id: u64,
     #[prost(
         oneof = "client_frame::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 30, 31, 40, 50, 90, 80, 81"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 30, 31, 40, 50, 90, 80, 81, 60, 61"
     )]
     pub body: ::core::option::Option<client_frame::Body>,
 }
@@ -114,6 +114,10 @@ pub mod client_frame {
         WatchPresence(super::WatchPresence),
         #[prost(message, tag = "81")]
         GroupOnline(super::GroupOnline),
+        #[prost(message, tag = "60")]
+        SetConversationSettings(super::SetConversationSettings),
+        #[prost(message, tag = "61")]
+        BlockUser(super::BlockUser),
     }
 }
 /// First frame of every connection. Answered by `Connected` or `Error` + close.
@@ -310,6 +314,44 @@ pub struct ListConversations {
     #[prost(uint32, tag = "1")]
     pub limit: u32,
 }
+/// Change your settings of a conversation; unset fields stay as they are.
+/// Answered by `ConversationSettingsResult` or `Error`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetConversationSettings {
+    #[prost(message, optional, tag = "1")]
+    pub conversation: ::core::option::Option<ConversationRef>,
+    #[prost(bool, optional, tag = "2")]
+    pub muted: ::core::option::Option<bool>,
+    #[prost(bool, optional, tag = "3")]
+    pub pinned: ::core::option::Option<bool>,
+}
+/// Your settings of a conversation after a `SetConversationSettings`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ConversationSettingsResult {
+    #[prost(message, optional, tag = "1")]
+    pub conversation: ::core::option::Option<ConversationRef>,
+    #[prost(bool, tag = "2")]
+    pub muted: bool,
+    #[prost(bool, tag = "3")]
+    pub pinned: bool,
+}
+/// Block (`blocked` true) or unblock a user for direct chats. Answered by
+/// `BlockUserResult` or `Error`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BlockUser {
+    #[prost(string, tag = "1")]
+    pub user: ::prost::alloc::string::String,
+    #[prost(bool, tag = "2")]
+    pub blocked: bool,
+}
+/// The block as it now stands.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BlockUserResult {
+    #[prost(string, tag = "1")]
+    pub user: ::prost::alloc::string::String,
+    #[prost(bool, tag = "2")]
+    pub blocked: bool,
+}
 /// Every frame the server sends.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ServerFrame {
@@ -318,7 +360,7 @@ pub struct ServerFrame {
     pub request_id: u64,
     #[prost(
         oneof = "server_frame::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 30, 40, 41, 50, 90, 80, 81, 82"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 30, 40, 41, 50, 90, 80, 81, 82, 60, 61"
     )]
     pub body: ::core::option::Option<server_frame::Body>,
 }
@@ -369,6 +411,10 @@ pub mod server_frame {
         Presence(super::UserPresence),
         #[prost(message, tag = "82")]
         GroupOnlineResult(super::GroupOnlineResult),
+        #[prost(message, tag = "60")]
+        ConversationSettings(super::ConversationSettingsResult),
+        #[prost(message, tag = "61")]
+        BlockUserResult(super::BlockUserResult),
     }
 }
 /// An instruction from the host application to this user's devices (see
@@ -537,6 +583,12 @@ pub struct ConversationSummary {
     /// for "seen" marks after a reconnect. 0 for groups.
     #[prost(uint64, tag = "10")]
     pub peer_read_seq: u64,
+    /// You muted it: still counted as unread, but no offline notification.
+    #[prost(bool, tag = "8")]
+    pub muted: bool,
+    /// You pinned it: pinned conversations come first in the list.
+    #[prost(bool, tag = "9")]
+    pub pinned: bool,
 }
 /// Someone in one of your conversations is typing (see `Typing`). Show it for
 /// a few seconds unless it is repeated; `active` false ends it at once.
@@ -970,6 +1022,9 @@ pub enum ErrorCode {
     /// The server has no handler for this request (a `Call` with a method the
     /// host does not serve, or no call handler at all).
     Unimplemented = 13,
+    /// A direct send between two users where one blocked the other (see
+    /// "Conversation settings and blocks"). Not retryable.
+    Blocked = 14,
 }
 impl ErrorCode {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -992,6 +1047,7 @@ impl ErrorCode {
             Self::Internal => "ERROR_CODE_INTERNAL",
             Self::Rejected => "ERROR_CODE_REJECTED",
             Self::Unimplemented => "ERROR_CODE_UNIMPLEMENTED",
+            Self::Blocked => "ERROR_CODE_BLOCKED",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -1011,6 +1067,7 @@ impl ErrorCode {
             "ERROR_CODE_INTERNAL" => Some(Self::Internal),
             "ERROR_CODE_REJECTED" => Some(Self::Rejected),
             "ERROR_CODE_UNIMPLEMENTED" => Some(Self::Unimplemented),
+            "ERROR_CODE_BLOCKED" => Some(Self::Blocked),
             _ => None,
         }
     }

@@ -18,6 +18,7 @@ mod batch;
 mod cursors;
 mod inboxes;
 mod membership;
+mod prefs;
 mod sql;
 mod timeline;
 

@@ -6,6 +6,7 @@ use crate::log_limit::LogLimit;
 use crate::store::StoredMessage;
 
 use super::batch::{Admitted, CommitBatch, Phase, conflict};
+use super::blocks::Refusal;
 use super::step::{Outcome, PendingSend, Step};
 use crate::ids::ConversationId;
 
@@ -15,7 +16,7 @@ impl<R> CommitBatch<R> {
     /// message; the rest get FORBIDDEN.
     pub(super) fn answer_refused(
         &mut self,
-        refused: Vec<PendingSend<R>>,
+        refused: Vec<(PendingSend<R>, Refusal)>,
         found: Result<Vec<Option<StoredMessage>>, StoreError>,
     ) {
         let mut found = match found {
@@ -25,7 +26,7 @@ impl<R> CommitBatch<R> {
                 Vec::new().into_iter()
             }
         };
-        for s in refused {
+        for (s, why) in refused {
             let original = if s.client_msg_id.is_some() {
                 found.next().flatten()
             } else {
@@ -39,13 +40,19 @@ impl<R> CommitBatch<R> {
                         duplicate: true,
                     },
                 )),
-                None => self.refuse(s),
+                None => self.refuse_for(s, why),
             }
         }
     }
 
+    /// Refuses a send from a non-member.
     pub(super) fn refuse(&mut self, s: PendingSend<R>) {
-        let error = EngineError::Forbidden(format!("not a member of {}", s.conversation));
+        self.refuse_for(s, Refusal::NotMember);
+    }
+
+    /// Refuses a send for `why`.
+    pub(super) fn refuse_for(&mut self, s: PendingSend<R>, why: Refusal) {
+        let error = why.error(&s.sender, &s.conversation);
         self.answer_failed(s, error, None);
     }
 

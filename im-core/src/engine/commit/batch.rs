@@ -7,8 +7,9 @@ use crate::error::{SharedStoreError, StoreError};
 use crate::fast_hash::{FastMap, FastSet};
 use crate::ids::{ChannelId, ConversationId, DedupKey, MessageIdGenerator, Seq, UserId};
 use crate::sequencer::assign_seqs;
-use crate::store::{AppendRequest, NewMessage, StoredMessage};
+use crate::store::{AppendRequest, BlockPair, NewMessage, StoredMessage};
 
+use super::blocks::Refusal;
 use super::step::{Committed, GroupFacts, GroupLookup, GroupMembers, PendingSend, Step};
 
 /// Appends retried after duplicate or seq conflicts before giving up.
@@ -38,7 +39,7 @@ pub(super) enum Phase<R> {
     Authorize(Authorizing<R>),
     /// Waiting for originals of refused sends; the admitted ones wait too.
     AwaitRefusedOriginals {
-        refused: Vec<PendingSend<R>>,
+        refused: Vec<(PendingSend<R>, Refusal)>,
         admitted: Vec<PendingSend<R>>,
     },
     /// Appending the chunks.
@@ -55,10 +56,14 @@ pub(super) enum Phase<R> {
 
 /// Authorization in progress.
 pub(super) struct Authorizing<R> {
-    admitted: Vec<PendingSend<R>>,
-    refused: Vec<PendingSend<R>>,
+    pub(super) admitted: Vec<PendingSend<R>>,
+    pub(super) refused: Vec<(PendingSend<R>, Refusal)>,
     to_check: VecDeque<(ChannelId, Vec<PendingSend<R>>)>,
     checking: Option<Vec<PendingSend<R>>>,
+    /// Direct sends from clients, checked against blocks after the groups.
+    pub(super) direct: Vec<PendingSend<R>>,
+    /// The direct sends whose blocks are being asked, with the pairs asked.
+    pub(super) checking_blocks: Option<(Vec<PendingSend<R>>, Vec<BlockPair>)>,
 }
 
 /// One batch's commit, from sends in to answers and deliveries out.
@@ -179,11 +184,17 @@ impl<R> CommitBatch<R> {
             refused: Vec::new(),
             to_check: VecDeque::new(),
             checking: None,
+            direct: Vec::new(),
+            checking_blocks: None,
         };
         let mut check_index: FastMap<ChannelId, usize> = FastMap::default();
         for s in sends {
             let group = match &s.conversation {
                 ConversationId::Group(g) if s.check_membership => g,
+                ConversationId::Direct(_) if s.check_membership => {
+                    auth.direct.push(s);
+                    continue;
+                }
                 _ => {
                     auth.admitted.push(s);
                     continue;
@@ -191,7 +202,7 @@ impl<R> CommitBatch<R> {
             };
             match self.groups.get(group).map(|f| &f.members) {
                 Some(GroupMembers::Listed(m)) if m.contains(&s.sender) => auth.admitted.push(s),
-                Some(GroupMembers::Listed(_)) | None => auth.refused.push(s),
+                Some(GroupMembers::Listed(_)) | None => auth.refused.push((s, Refusal::NotMember)),
                 Some(GroupMembers::Unlisted) => {
                     let i = *check_index.entry(group.clone()).or_insert_with(|| {
                         auth.to_check.push_back((group.clone(), Vec::new()));
@@ -212,10 +223,18 @@ impl<R> CommitBatch<R> {
             self.phase = Phase::Authorize(auth);
             return;
         }
-        let keys: Vec<DedupKey> = auth.refused.iter().filter_map(|s| s.dedup_key()).collect();
+        if self.check_blocks(&mut auth) {
+            self.phase = Phase::Authorize(auth);
+            return;
+        }
+        let keys: Vec<DedupKey> = auth
+            .refused
+            .iter()
+            .filter_map(|(s, _)| s.dedup_key())
+            .collect();
         if keys.is_empty() {
-            for s in auth.refused {
-                self.refuse(s);
+            for (s, why) in auth.refused {
+                self.refuse_for(s, why);
             }
             self.begin_append(auth.admitted);
         } else {
@@ -240,7 +259,7 @@ impl<R> CommitBatch<R> {
                     if flags.next().unwrap_or(false) {
                         auth.admitted.push(s);
                     } else {
-                        auth.refused.push(s);
+                        auth.refused.push((s, Refusal::NotMember));
                     }
                 }
             }

@@ -6,7 +6,8 @@
 //! names (load group facts or heads, check members, look up originals,
 //! append), feeds the result back with the matching `on_*` method, and
 //! delivers the answers and committed messages the batch hands out. Every
-//! decision — authorization, in-batch dedup folding, seq assignment, which
+//! decision — authorization (membership, and blocks between the two users
+//! of a direct chat: `blocks.rs`), in-batch dedup folding, seq assignment, which
 //! inboxes get an entry, what to do after each kind of store failure — is
 //! made here, so it is property-tested with an in-memory harness
 //! (`tests.rs`) and the worker stays a thin loop.
@@ -17,6 +18,7 @@
 
 mod answers;
 mod batch;
+mod blocks;
 mod hold_back;
 mod step;
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::error::{EngineError, StoreError};
 use crate::fanout::Diffusion;
 use crate::fast_hash::FastMap;
 use crate::ids::{ChannelId, ConversationId, DedupKey, DeviceId, Seq, UserId};
-use crate::store::{AppendRequest, ContentType, MessageEvent, StoredMessage};
+use crate::store::{AppendRequest, BlockPair, ContentType, MessageEvent, StoredMessage};
 
 /// A send waiting for its commit; `R` says where its outcome goes.
 pub(crate) struct PendingSend<R> {
@@ -119,6 +119,9 @@ pub(crate) enum Step<R> {
         /// The senders, in order.
         users: Vec<UserId>,
     },
+    /// Ask the store which pairs are blocked, then call
+    /// `CommitBatch::on_blocks`.
+    CheckBlocks(Vec<BlockPair>),
     /// Look up committed messages by key, then call
     /// `CommitBatch::on_originals`.
     FindOriginals(Vec<DedupKey>),

@@ -27,6 +27,8 @@ struct ModelStore {
     inboxes: HashMap<UserId, Vec<(ConversationId, Seq)>>,
     /// Groups: members and whether they are listed (write diffusion).
     groups: HashMap<ChannelId, (HashSet<UserId>, bool)>,
+    /// Blocks: (blocker, blocked).
+    blocks: HashSet<(UserId, UserId)>,
     /// Bodies the store refuses (a value it cannot hold).
     poison: Vec<u8>,
     /// Appends that fail as unavailable before the store recovers.
@@ -136,6 +138,16 @@ fn run(store: &mut ModelStore, sends: Vec<PendingSend<usize>>) -> HashMap<usize,
             Step::CheckMembers { group, users } => {
                 let members = &store.groups[&group].0;
                 batch.on_members(Ok(users.iter().map(|u| members.contains(u)).collect()));
+            }
+            Step::CheckBlocks(pairs) => {
+                batch.on_blocks(Ok(pairs
+                    .iter()
+                    .map(|p| {
+                        store
+                            .blocks
+                            .contains(&(p.blocker.clone(), p.blocked.clone()))
+                    })
+                    .collect()));
             }
             Step::FindOriginals(keys) => {
                 batch.on_originals(Ok(keys
@@ -342,4 +354,111 @@ fn a_batch_keeps_its_group_facts_when_the_worker_forgets_them() {
     );
     let inbox = |u: u8| store.inboxes.get(&user(u)).map_or(0, Vec::len);
     assert_eq!((inbox(0), inbox(1), inbox(2), inbox(3)), (3, 2, 2, 1));
+}
+
+/// One generated direct or group send: (sender, peer or group, client id,
+/// to a group).
+type MixedSpec = (u8, u8, u8, bool);
+
+fn mixed_strategy() -> impl Strategy<Value = Vec<MixedSpec>> {
+    proptest::collection::vec(
+        (0u8..4, 0u8..4, 0u8..12, proptest::bool::weighted(0.3)),
+        1..60,
+    )
+}
+
+fn build_mixed(specs: &[MixedSpec]) -> Vec<PendingSend<usize>> {
+    let groups: Vec<SendSpec> = specs
+        .iter()
+        .map(|&(u, g, id, _)| (u, g % 3, id, false))
+        .collect();
+    build(&groups)
+        .into_iter()
+        .zip(specs)
+        .map(|(mut s, &(u, peer, _, to_group))| {
+            if !to_group {
+                s.conversation = ConversationId::direct(user(u), user(peer));
+            }
+            s
+        })
+        .collect()
+}
+
+/// The model with u1 blocking u0 and u2 blocking u3.
+fn blocking_model() -> ModelStore {
+    let mut store = model();
+    store.blocks.insert((user(1), user(0)));
+    store.blocks.insert((user(2), user(3)));
+    store
+}
+
+fn blocked_between(a: u8, b: u8) -> bool {
+    let pair = (a.min(b), a.max(b));
+    pair == (0, 1) || pair == (2, 3)
+}
+
+proptest! {
+    #[test]
+    fn direct_sends_between_blocked_users_are_refused_either_way(specs in mixed_strategy()) {
+        let mut store = blocking_model();
+        let answers = run(&mut store, build_mixed(&specs));
+        prop_assert_eq!(answers.len(), specs.len());
+        for (i, &(u, peer, _, to_group)) in specs.iter().enumerate() {
+            let outcome = &answers[&i][0];
+            if to_group {
+                // Blocks never touch groups.
+                let member = store.groups[&group(peer % 3)].0.contains(&user(u));
+                prop_assert_eq!(matches!(outcome, Outcome::Committed { .. }), member);
+                continue;
+            }
+            match outcome {
+                Outcome::Committed { duplicate, .. } => prop_assert!(
+                    !blocked_between(u, peer) || *duplicate,
+                    "send {} between blocked users committed", i
+                ),
+                Outcome::Failed { error, hold_back } => {
+                    prop_assert!(blocked_between(u, peer), "send {}: {}", i, error);
+                    prop_assert!(matches!(error, crate::error::EngineError::Blocked(_)));
+                    prop_assert!(!error.is_retryable());
+                    prop_assert!(hold_back.is_none());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_retry_of_a_message_sent_before_the_block_gets_its_original() {
+    let mut store = model();
+    let send = || build_mixed(&[(0, 1, 7, false)]);
+    let first = run(&mut store, send());
+    let Outcome::Committed { message, .. } = &first[&0][0] else {
+        panic!("not committed: {:?}", first[&0]);
+    };
+    let seq = message.seq;
+    store.blocks.insert((user(1), user(0)));
+    let again = run(&mut store, send());
+    assert!(
+        matches!(&again[&0][0], Outcome::Committed { message, duplicate: true } if message.seq == seq),
+        "{:?}",
+        again[&0]
+    );
+    let mut recall = build_mixed(&[(0, 1, 8, false)]);
+    recall[0].event = Some(crate::store::MessageEvent::Recall { target: seq });
+    let recalled = run(&mut store, recall);
+    assert!(matches!(
+        &recalled[&0][0],
+        Outcome::Committed {
+            duplicate: false,
+            ..
+        }
+    ));
+    let fresh = run(&mut store, build_mixed(&[(0, 1, 9, false)]));
+    assert!(matches!(
+        &fresh[&0][0],
+        Outcome::Failed {
+            error: crate::error::EngineError::Blocked(_),
+            ..
+        }
+    ));
 }

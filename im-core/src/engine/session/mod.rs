@@ -37,6 +37,7 @@ mod reliable;
 mod request_error;
 mod rooms;
 mod send;
+mod settings;
 mod typing;
 
 use cursors::Cursor;
@@ -384,6 +385,8 @@ impl Session {
             Some(In::Call(c)) => self.on_call(id, c),
             Some(In::WatchPresence(w)) => self.on_watch_presence(id, w).await,
             Some(In::GroupOnline(g)) => self.on_group_online(id, g).await,
+            Some(In::SetConversationSettings(m)) => self.on_set_settings(id, m).await,
+            Some(In::BlockUser(b)) => self.on_block_user(id, b).await,
             Some(In::Ping(p)) => {
                 self.reply(
                     id,

@@ -87,6 +87,11 @@ mod tests {
                 true,
             ),
             (
+                EngineError::Blocked("x".into()),
+                pb::ErrorCode::Blocked,
+                false,
+            ),
+            (
                 EngineError::ShuttingDown,
                 pb::ErrorCode::ShuttingDown,
                 false,
