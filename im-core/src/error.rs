@@ -171,6 +171,9 @@ pub enum EngineError {
     /// Too many requests.
     #[error("rate limited: {0}")]
     RateLimited(String),
+    /// The sender is muted in this group (not retryable).
+    #[error("muted: {0}")]
+    Muted(String),
     /// The engine is shutting down.
     #[error("the engine is shutting down")]
     ShuttingDown,

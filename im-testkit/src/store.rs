@@ -202,13 +202,17 @@ checks!(
     recall_leaves_a_tombstone,
     edits_count_up_and_refuse_races,
     events_are_all_or_nothing,
+    roles_are_kept_per_member,
+    members_are_muted_and_unmuted,
 );
 
 mod events;
+mod roles;
 pub use events::{
     content_types_are_kept, edits_count_up_and_refuse_races, events_are_all_or_nothing,
     recall_leaves_a_tombstone,
 };
+pub use roles::{members_are_muted_and_unmuted, roles_are_kept_per_member};
 
 /// Runs every check of the suite, each against a fresh store from `factory`,
 /// and panics listing every check that failed (name and message).

@@ -209,6 +209,7 @@ mod builder;
 mod cluster;
 mod commit;
 mod config;
+mod group_admin;
 mod group_lane;
 mod instruction;
 mod offline;
@@ -243,6 +244,7 @@ use crate::transport::Connection;
 pub use builder::EngineBuilder;
 pub use cluster::ClusterInbound;
 pub use config::{EngineConfig, KickPolicy};
+pub use group_admin::{GroupActor, GroupChange, MAX_GROUP_ACTION_USERS, SYSTEM_SENDER};
 pub use instruction::MAX_INSTRUCTION_KIND_BYTES;
 pub use shard::SendReceipt;
 

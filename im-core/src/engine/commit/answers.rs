@@ -6,7 +6,7 @@ use crate::log_limit::LogLimit;
 use crate::store::StoredMessage;
 
 use super::batch::{Admitted, CommitBatch, Phase, conflict};
-use super::step::{Outcome, PendingSend, Step};
+use super::step::{Outcome, PendingSend, Refused, Step};
 use crate::ids::ConversationId;
 
 impl<R> CommitBatch<R> {
@@ -15,7 +15,7 @@ impl<R> CommitBatch<R> {
     /// message; the rest get FORBIDDEN.
     pub(super) fn answer_refused(
         &mut self,
-        refused: Vec<PendingSend<R>>,
+        refused: Vec<(PendingSend<R>, Refused)>,
         found: Result<Vec<Option<StoredMessage>>, StoreError>,
     ) {
         let mut found = match found {
@@ -25,7 +25,7 @@ impl<R> CommitBatch<R> {
                 Vec::new().into_iter()
             }
         };
-        for s in refused {
+        for (s, why) in refused {
             let original = if s.client_msg_id.is_some() {
                 found.next().flatten()
             } else {
@@ -39,13 +39,30 @@ impl<R> CommitBatch<R> {
                         duplicate: true,
                     },
                 )),
-                None => self.refuse(s),
+                None => self.refuse_for(s, why),
             }
         }
     }
 
     pub(super) fn refuse(&mut self, s: PendingSend<R>) {
-        let error = EngineError::Forbidden(format!("not a member of {}", s.conversation));
+        self.refuse_for(s, Refused::NotMember);
+    }
+
+    /// Answers a send refused before the append: FORBIDDEN for a
+    /// non-member, MUTED for a muted member.
+    pub(super) fn refuse_for(&mut self, s: PendingSend<R>, why: Refused) {
+        let error = match why {
+            Refused::NotMember => {
+                EngineError::Forbidden(format!("not a member of {}", s.conversation))
+            }
+            Refused::Muted(until) if until == crate::group_roles::MUTED_FOREVER => {
+                EngineError::Muted(format!("muted in {} until unmuted", s.conversation))
+            }
+            Refused::Muted(until) => EngineError::Muted(format!(
+                "muted in {} until {until} (ms since the Unix epoch)",
+                s.conversation
+            )),
+        };
         self.answer_failed(s, error, None);
     }
 

@@ -7,9 +7,9 @@ use crate::error::{SharedStoreError, StoreError};
 use crate::fast_hash::{FastMap, FastSet};
 use crate::ids::{ChannelId, ConversationId, DedupKey, MessageIdGenerator, Seq, UserId};
 use crate::sequencer::assign_seqs;
-use crate::store::{AppendRequest, NewMessage, StoredMessage};
+use crate::store::{AppendRequest, MessageEvent, NewMessage, StoredMessage};
 
-use super::step::{Committed, GroupFacts, GroupLookup, GroupMembers, PendingSend, Step};
+use super::step::{Committed, GroupFacts, GroupLookup, GroupMembers, PendingSend, Refused, Step};
 
 /// Appends retried after duplicate or seq conflicts before giving up.
 const APPEND_ATTEMPTS: usize = 4;
@@ -38,7 +38,7 @@ pub(super) enum Phase<R> {
     Authorize(Authorizing<R>),
     /// Waiting for originals of refused sends; the admitted ones wait too.
     AwaitRefusedOriginals {
-        refused: Vec<PendingSend<R>>,
+        refused: Vec<(PendingSend<R>, Refused)>,
         admitted: Vec<PendingSend<R>>,
     },
     /// Appending the chunks.
@@ -56,7 +56,7 @@ pub(super) enum Phase<R> {
 /// Authorization in progress.
 pub(super) struct Authorizing<R> {
     admitted: Vec<PendingSend<R>>,
-    refused: Vec<PendingSend<R>>,
+    refused: Vec<(PendingSend<R>, Refused)>,
     to_check: VecDeque<(ChannelId, Vec<PendingSend<R>>)>,
     checking: Option<Vec<PendingSend<R>>>,
 }
@@ -189,9 +189,19 @@ impl<R> CommitBatch<R> {
                     continue;
                 }
             };
-            match self.groups.get(group).map(|f| &f.members) {
+            let facts = self.groups.get(group);
+            // A muted member may still recall; everything else waits.
+            if let Some(until) = facts.and_then(|f| f.muted_until(&s.sender, self.now_ms))
+                && !matches!(s.event, Some(MessageEvent::Recall { .. }))
+            {
+                auth.refused.push((s, Refused::Muted(until)));
+                continue;
+            }
+            match facts.map(|f| &f.members) {
                 Some(GroupMembers::Listed(m)) if m.contains(&s.sender) => auth.admitted.push(s),
-                Some(GroupMembers::Listed(_)) | None => auth.refused.push(s),
+                Some(GroupMembers::Listed(_)) | None => {
+                    auth.refused.push((s, Refused::NotMember));
+                }
                 Some(GroupMembers::Unlisted) => {
                     let i = *check_index.entry(group.clone()).or_insert_with(|| {
                         auth.to_check.push_back((group.clone(), Vec::new()));
@@ -212,10 +222,14 @@ impl<R> CommitBatch<R> {
             self.phase = Phase::Authorize(auth);
             return;
         }
-        let keys: Vec<DedupKey> = auth.refused.iter().filter_map(|s| s.dedup_key()).collect();
+        let keys: Vec<DedupKey> = auth
+            .refused
+            .iter()
+            .filter_map(|(s, _)| s.dedup_key())
+            .collect();
         if keys.is_empty() {
-            for s in auth.refused {
-                self.refuse(s);
+            for (s, why) in auth.refused {
+                self.refuse_for(s, why);
             }
             self.begin_append(auth.admitted);
         } else {
@@ -240,7 +254,7 @@ impl<R> CommitBatch<R> {
                     if flags.next().unwrap_or(false) {
                         auth.admitted.push(s);
                     } else {
-                        auth.refused.push(s);
+                        auth.refused.push((s, Refused::NotMember));
                     }
                 }
             }

@@ -61,9 +61,27 @@ pub(crate) struct GroupFacts {
     pub(crate) member_count: u64,
     /// The diffusion decision, with the member list it needs.
     pub(crate) members: GroupMembers,
+    /// Members muted when the facts were loaded, with the end of each mute;
+    /// `None` when no one was (the common case: one branch per send).
+    pub(crate) muted: Option<Arc<FastMap<UserId, i64>>>,
+}
+
+/// Why a send is refused before it is appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The sender is not a member of the conversation.
+    NotMember,
+    /// The sender is muted in the group until this time.
+    Muted(i64),
 }
 
 impl GroupFacts {
+    /// Until when `user` is muted at `now_ms`, if they are.
+    pub(crate) fn muted_until(&self, user: &UserId, now_ms: i64) -> Option<i64> {
+        let until = *self.muted.as_ref()?.get(user)?;
+        (until > now_ms).then_some(until)
+    }
+
     /// The diffusion the policy chose for this group.
     pub(crate) fn diffusion(&self) -> Diffusion {
         match self.members {

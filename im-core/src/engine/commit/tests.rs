@@ -101,6 +101,7 @@ impl ModelStore {
             } else {
                 GroupMembers::Unlisted
             },
+            muted: None,
         }))
     }
 }

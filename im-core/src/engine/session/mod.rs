@@ -20,6 +20,7 @@ use super::{Engine, Shared};
 
 mod amend;
 mod cursors;
+mod group_admin;
 mod handle;
 mod handshake;
 mod heads;
@@ -357,6 +358,26 @@ impl Session {
             Some(In::Typing(t)) => self.on_typing(t).await,
             Some(In::Recall(r)) => self.on_recall(id, r).await,
             Some(In::Edit(e)) => self.on_edit(id, e).await,
+            Some(In::AddMembers(a)) => {
+                self.on_group_action(id, &a.group_id, group_admin::add(&a))
+                    .await
+            }
+            Some(In::RemoveMembers(r)) => {
+                self.on_group_action(id, &r.group_id, group_admin::remove(&r))
+                    .await
+            }
+            Some(In::SetMemberRole(r)) => {
+                self.on_group_action(id, &r.group_id, group_admin::set_role(&r))
+                    .await
+            }
+            Some(In::MuteMember(m)) => {
+                self.on_group_action(id, &m.group_id, group_admin::mute(&m))
+                    .await
+            }
+            Some(In::LeaveGroup(l)) => {
+                self.on_group_action(id, &l.group_id, Ok(crate::engine::GroupChange::Leave))
+                    .await
+            }
             Some(In::Ping(p)) => {
                 self.reply(
                     id,
