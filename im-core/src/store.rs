@@ -388,14 +388,15 @@ pub trait Membership: Send + Sync + 'static {
     /// Gives each listed member its role, all or nothing:
     /// [`StoreError::NotFound`] if any user is not a member (or the group
     /// does not exist), and nothing changes. A user listed twice gets the
-    /// last role. The store does not check that a group has one owner; the
-    /// engine does.
+    /// last role; an empty list changes nothing (even for a missing group).
+    /// The store does not check that a group has one owner; the engine does.
     async fn set_roles(&self, group: &ChannelId, roles: &[(UserId, GroupRole)]) -> StoreResult<()>;
 
     /// Mutes `users` until `until_ms` (ms since the Unix epoch;
     /// [`MUTED_FOREVER`](crate::group_roles::MUTED_FOREVER) until lifted),
     /// or lifts their mute (`None`), all or nothing: [`StoreError::NotFound`]
-    /// if any user is not a member, and nothing changes.
+    /// if any user is not a member, and nothing changes (an empty list
+    /// changes nothing).
     async fn set_muted(
         &self,
         group: &ChannelId,

@@ -143,6 +143,9 @@ impl Membership for MemoryStore {
     }
 
     async fn set_roles(&self, group: &ChannelId, roles: &[(UserId, GroupRole)]) -> StoreResult<()> {
+        if roles.is_empty() {
+            return Ok(());
+        }
         let mut groups = self.groups.write();
         groups.all_members(group, roles.iter().map(|(u, _)| u))?;
         for (u, role) in roles {
@@ -157,6 +160,9 @@ impl Membership for MemoryStore {
         users: &[UserId],
         until_ms: Option<i64>,
     ) -> StoreResult<()> {
+        if users.is_empty() {
+            return Ok(());
+        }
         let mut groups = self.groups.write();
         groups.all_members(group, users.iter())?;
         for u in users {
