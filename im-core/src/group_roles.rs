@@ -291,6 +291,7 @@ pub fn summary(e: &pb::SystemEvent) -> String {
     };
     let targets = e.targets.join(", ");
     match K::try_from(e.kind) {
+        Ok(K::MembersAdded) if targets.is_empty() => format!("{actor} created the group"),
         Ok(K::MembersAdded) => format!("{actor} added {targets}"),
         Ok(K::MembersRemoved) => format!("{actor} removed {targets}"),
         Ok(K::MemberLeft) => format!("{actor} left"),
