@@ -81,6 +81,10 @@
 //!   `Engine::submit` like a client send. `create_group`, `add_members` and
 //!   `remove_members` write the store, then the registry's group index, then
 //!   send `ShardCommand::InvalidateGroup` to the owning shard.
+//!   `change_group` (`group_admin.rs`, also behind a session's group
+//!   actions) does the same around a system event it submits like a send;
+//!   for a removal it first waits for that event's fanout
+//!   (`ShardCommand::Drain`).
 //!   `Engine::shutdown` cancels the shutdown token, drains every shard
 //!   (`ShardCommand::Drain`), kicks every session and waits at most
 //!   `shutdown_grace`.
