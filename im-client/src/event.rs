@@ -32,6 +32,10 @@ pub enum ConnectionState {
 }
 
 /// One thing the host application should know about.
+// `Message` is the common event and the biggest (a `pb::Message` with its
+// optional recall/edit and system event parts): boxing it would cost an
+// allocation per message to save a few bytes on the rarer events.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {

@@ -5,13 +5,12 @@
 //! same target) when it commits the event message (`store::check_event`);
 //! this module decides what does not: who is asking, and when.
 //!
-//! Hook for group roles (issue 11 item 7, not built here): a group admin
-//! who may recall others' messages at any time becomes another [`Actor`]
-//! variant, decided in [`authorize`] next to [`Actor::Host`].
+//! A group's owner and admins ([`Actor::GroupAdmin`]) recall any message of
+//! the group at any time; they edit only their own, like anyone.
 
 use std::time::Duration;
 
-use crate::content::MessageEvent;
+use crate::content::{ContentType, MessageEvent};
 use crate::ids::UserId;
 use crate::store::StoredMessage;
 
@@ -29,6 +28,9 @@ pub enum Change {
 pub enum Actor<'a> {
     /// A user: only their own messages, and a recall only within the window.
     User(&'a UserId),
+    /// An owner or admin of the target's group (the caller checked the
+    /// role): recalls any message at any time, edits only their own.
+    GroupAdmin(&'a UserId),
     /// The host application: any message, at any time.
     Host,
 }
@@ -59,6 +61,9 @@ pub enum Refusal {
     /// The edit count would overflow.
     #[error("seq {0} cannot be edited again")]
     TooManyEdits(u64),
+    /// System events (membership changes) cannot be changed.
+    #[error("seq {0} is a system event and cannot be changed")]
+    SystemEvent(u64),
 }
 
 impl Refusal {
@@ -83,10 +88,18 @@ pub fn authorize(
     if target.event.is_some() {
         return Err(Refusal::EventMessage(seq));
     }
+    if target.content_type == ContentType::System {
+        return Err(Refusal::SystemEvent(seq));
+    }
     if target.recalled {
         return Err(Refusal::Recalled(seq));
     }
-    if let Actor::User(user) = actor {
+    let user = match actor {
+        Actor::User(user) => Some(user),
+        Actor::GroupAdmin(user) if change == Change::Edit => Some(user),
+        Actor::GroupAdmin(_) | Actor::Host => None,
+    };
+    if let Some(user) = user {
         if *user != target.sender {
             let verb = match change {
                 Change::Recall => "recall",
@@ -125,7 +138,6 @@ mod tests {
 
     use super::*;
     use crate::ids::{ConversationId, DeviceId, MessageId};
-    use crate::store::ContentType;
 
     fn target(sender: &str, time: i64) -> StoredMessage {
         StoredMessage {
@@ -192,6 +204,30 @@ mod tests {
         assert_eq!(
             authorize(Change::Recall, Actor::Host, &event, 0, WINDOW),
             Err(Refusal::EventMessage(7))
+        );
+    }
+
+    #[test]
+    fn group_admins_recall_any_message_any_time_but_edit_only_their_own() {
+        let admin = UserId::new("admin").expect("valid");
+        let t = target("alice", 0);
+        assert_eq!(
+            authorize(
+                Change::Recall,
+                Actor::GroupAdmin(&admin),
+                &t,
+                i64::MAX,
+                WINDOW
+            ),
+            Ok(MessageEvent::Recall { target: 7 })
+        );
+        let edit = authorize(Change::Edit, Actor::GroupAdmin(&admin), &t, 0, WINDOW);
+        assert!(matches!(edit, Err(Refusal::NotSender(..))), "{edit:?}");
+        let mut system = t.clone();
+        system.content_type = ContentType::System;
+        assert_eq!(
+            authorize(Change::Recall, Actor::Host, &system, 0, WINDOW),
+            Err(Refusal::SystemEvent(7))
         );
     }
 

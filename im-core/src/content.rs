@@ -18,6 +18,10 @@ pub enum ContentType {
     /// The application's own type, by name (1..=128 bytes, no control
     /// characters, like an id).
     Custom(String),
+    /// A system event written by the engine (a membership change): the
+    /// body is an encoded `pb::SystemEvent` (see `group_roles`). Clients
+    /// may not send it ([`ContentType::from_client`]).
+    System,
 }
 
 impl ContentType {
@@ -32,8 +36,20 @@ impl ContentType {
                 crate::ids::validate("custom_content_type", custom)?;
                 Self::Custom(custom.to_owned())
             }
+            Ok(pb::ContentType::System) => Self::System,
             _ => Self::Text,
         })
+    }
+
+    /// [`ContentType::from_wire`] for what a client sends: a client may not
+    /// write system events.
+    pub fn from_client(kind: i32, custom: &str) -> Result<Self, crate::error::EngineError> {
+        match Self::from_wire(kind, custom)? {
+            Self::System => Err(crate::error::EngineError::InvalidRequest(
+                "content type SYSTEM is written by the server only".into(),
+            )),
+            t => Ok(t),
+        }
     }
 
     /// The wire pair (`content_type`, `custom_content_type`). Text is sent
@@ -44,17 +60,19 @@ impl ContentType {
             Self::ImageRef => (pb::ContentType::ImageRef as i32, String::new()),
             Self::FileRef => (pb::ContentType::FileRef as i32, String::new()),
             Self::Custom(name) => (pb::ContentType::Custom as i32, name.clone()),
+            Self::System => (pb::ContentType::System as i32, String::new()),
         }
     }
 
     /// A small number for stores: 0 text, 1 image ref, 2 file ref, 3
-    /// custom (its name kept beside it).
+    /// custom (its name kept beside it), 4 system.
     pub fn code(&self) -> i16 {
         match self {
             Self::Text => 0,
             Self::ImageRef => 1,
             Self::FileRef => 2,
             Self::Custom(_) => 3,
+            Self::System => 4,
         }
     }
 
@@ -66,6 +84,7 @@ impl ContentType {
             (1, _) => Some(Self::ImageRef),
             (2, _) => Some(Self::FileRef),
             (3, Some(name)) => Some(Self::Custom(name.to_owned())),
+            (4, _) => Some(Self::System),
             _ => None,
         }
     }
@@ -155,6 +174,7 @@ mod tests {
             ContentType::ImageRef,
             ContentType::FileRef,
             ContentType::Custom("app/poll".into()),
+            ContentType::System,
         ] {
             let (kind, custom) = t.to_wire();
             assert_eq!(ContentType::from_wire(kind, &custom).expect("valid"), t);
@@ -170,6 +190,11 @@ mod tests {
             ContentType::Text
         );
         assert!(ContentType::from_wire(pb::ContentType::Custom as i32, "").is_err());
+        assert!(ContentType::from_client(pb::ContentType::System as i32, "").is_err());
+        assert_eq!(
+            ContentType::from_client(pb::ContentType::FileRef as i32, "").expect("valid"),
+            ContentType::FileRef
+        );
         assert!(ContentType::from_wire(pb::ContentType::Custom as i32, "a\u{0}").is_err());
     }
 

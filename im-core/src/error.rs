@@ -174,6 +174,9 @@ pub enum EngineError {
     /// A direct send between users where one blocked the other.
     #[error("blocked: {0}")]
     Blocked(String),
+    /// The sender is muted in this group (not retryable).
+    #[error("muted: {0}")]
+    Muted(String),
     /// The engine is shutting down.
     #[error("the engine is shutting down")]
     ShuttingDown,

@@ -11,6 +11,7 @@ mod engine;
 pub mod error;
 pub mod fanout;
 mod fast_hash;
+pub mod group_roles;
 pub mod hooks;
 pub mod ids;
 pub mod log_limit;
@@ -36,8 +37,9 @@ pub use directory::{LocalDirectory, SessionDirectory, SessionInfo};
 #[doc(hidden)]
 pub use engine::bench_support;
 pub use engine::{
-    Engine, EngineBuilder, EngineConfig, KickPolicy, MAX_BLOCKED_USERS, MAX_INSTRUCTION_KIND_BYTES,
-    MAX_PINNED_CONVERSATIONS, RoomStats, SendReceipt,
+    Engine, EngineBuilder, EngineConfig, GroupActor, GroupChange, KickPolicy, MAX_BLOCKED_USERS,
+    MAX_GROUP_ACTION_USERS, MAX_INSTRUCTION_KIND_BYTES, MAX_PINNED_CONVERSATIONS, RoomStats,
+    SYSTEM_SENDER, SendReceipt,
 };
 pub use error::{AuthError, EngineError, StoreError};
 pub use fanout::{DefaultFanoutPolicy, FanoutPolicy};

@@ -35,6 +35,7 @@ use bytes::Bytes;
 
 pub use crate::content::{ContentType, MessageEvent};
 use crate::error::StoreError;
+pub use crate::group_roles::{GroupRole, MemberInfo};
 use crate::ids::{ChannelId, ConversationId, DedupKey, DeviceId, MessageId, Seq, UserId};
 pub use crate::settings::{BlockPair, Blocks, ConversationSettings, Settings, SettingsChange};
 
@@ -384,6 +385,56 @@ pub trait Membership: Send + Sync + 'static {
 
     /// Groups the user is a member of.
     async fn user_groups(&self, user: &UserId) -> StoreResult<Vec<ChannelId>>;
+
+    /// Creates a group whose owner is `owner` (a member with
+    /// [`GroupRole::Owner`]; listed in `members` or not), the others
+    /// members with [`GroupRole::Member`], in one step.
+    /// [`StoreError::AlreadyExists`] if it exists, and nothing changes.
+    async fn create_group_with_owner(
+        &self,
+        group: &ChannelId,
+        owner: &UserId,
+        members: &[UserId],
+    ) -> StoreResult<()>;
+
+    /// Each user's role and mute in `group`, in request order; `None` for
+    /// a non-member (every answer `None` for a group that does not exist).
+    /// Members added by [`Membership::add_members`] have
+    /// [`GroupRole::Member`] and no mute; a member removed and added again
+    /// starts over.
+    async fn member_infos(
+        &self,
+        group: &ChannelId,
+        users: &[UserId],
+    ) -> StoreResult<Vec<Option<MemberInfo>>>;
+
+    /// Gives each listed member its role, all or nothing:
+    /// [`StoreError::NotFound`] if any user is not a member (or the group
+    /// does not exist), and nothing changes. A user listed twice gets the
+    /// last role; an empty list changes nothing (even for a missing group).
+    /// The store does not check that a group has one owner; the engine does.
+    async fn set_roles(&self, group: &ChannelId, roles: &[(UserId, GroupRole)]) -> StoreResult<()>;
+
+    /// Mutes `users` until `until_ms` (ms since the Unix epoch;
+    /// [`MUTED_FOREVER`](crate::group_roles::MUTED_FOREVER) until lifted),
+    /// or lifts their mute (`None`), all or nothing: [`StoreError::NotFound`]
+    /// if any user is not a member, and nothing changes (an empty list
+    /// changes nothing).
+    async fn set_muted(
+        &self,
+        group: &ChannelId,
+        users: &[UserId],
+        until_ms: Option<i64>,
+    ) -> StoreResult<()>;
+
+    /// Members of `group` muted past `now_ms`, with the end of their mute,
+    /// in id order, at most `limit`; empty for a group that does not exist.
+    async fn muted_members(
+        &self,
+        group: &ChannelId,
+        now_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(UserId, i64)>>;
 }
 
 /// Everything the engine needs from storage.

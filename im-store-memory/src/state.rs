@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use im_core::ids::{ChannelId, ConversationId, DedupKey, Seq, UserId};
-use im_core::store::{InboxEntry, StoredMessage};
+use im_core::store::{InboxEntry, MemberInfo, StoredMessage};
 use parking_lot::Mutex;
 
 /// Number of shards of the idempotency index.
@@ -178,6 +178,9 @@ pub(crate) struct Groups {
     pub(crate) members: HashMap<ChannelId, BTreeSet<UserId>>,
     /// Groups of each user who is in at least one.
     pub(crate) by_user: HashMap<UserId, BTreeSet<ChannelId>>,
+    /// Roles and mutes of members who are not plain unmuted members (most
+    /// members have no entry, so a big group costs nothing here).
+    pub(crate) standing: HashMap<ChannelId, HashMap<UserId, MemberInfo>>,
 }
 
 /// A shared handle to one lock of the store's state.

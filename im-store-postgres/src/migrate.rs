@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "settings_blocks",
         include_str!("migrations/0006_settings_blocks.sql"),
     ),
+    (
+        7,
+        "group_roles",
+        include_str!("migrations/0007_group_roles.sql"),
+    ),
 ];
 
 /// Advisory lock key for `schema`: a stable 64-bit FNV-1a hash, so every

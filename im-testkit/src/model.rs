@@ -22,9 +22,9 @@ use bytes::Bytes;
 use im_core::error::StoreError;
 use im_core::ids::{ChannelId, ConversationId, DedupKey, DeviceId, MessageId, Seq, UserId};
 use im_core::store::{
-    AppendRequest, ConversationState, ConversationStatesRequest, CursorUpdate, InboxEntry,
-    InboxPage, InboxRequest, MessageEvent, NewMessage, RangePage, RangeRequest, Store, StoreResult,
-    StoredMessage, apply_event, blank_recalled_edit, check_event,
+    AppendRequest, ConversationState, ConversationStatesRequest, CursorUpdate, GroupRole,
+    InboxEntry, InboxPage, InboxRequest, MemberInfo, MessageEvent, NewMessage, RangePage,
+    RangeRequest, Store, StoreResult, StoredMessage, apply_event, blank_recalled_edit, check_event,
 };
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 
@@ -171,6 +171,38 @@ pub enum Op {
     UserGroups(UserId),
     /// Conversation settings and blocks.
     Prefs(PrefsOp),
+    /// `Membership::set_roles`.
+    SetRoles {
+        /// Group.
+        group: ChannelId,
+        /// Users and roles.
+        roles: Vec<(UserId, GroupRole)>,
+    },
+    /// `Membership::set_muted`.
+    SetMuted {
+        /// Group.
+        group: ChannelId,
+        /// Users.
+        users: Vec<UserId>,
+        /// Until (`None`: lifted).
+        until_ms: Option<i64>,
+    },
+    /// `Membership::member_infos`.
+    MemberInfos {
+        /// Group.
+        group: ChannelId,
+        /// Users.
+        users: Vec<UserId>,
+    },
+    /// `Membership::muted_members`.
+    MutedMembers {
+        /// Group.
+        group: ChannelId,
+        /// The time asked about.
+        now_ms: i64,
+        /// Limit.
+        limit: u8,
+    },
 }
 
 #[derive(Debug, Default, Clone)]
@@ -230,11 +262,28 @@ pub struct StoreModel {
     inboxes: HashMap<UserId, InboxModel>,
     cursors: HashMap<(UserId, ConversationId), (Seq, Seq)>,
     groups: BTreeMap<ChannelId, BTreeSet<UserId>>,
+    /// Role and mute of members that differ from the default.
+    standing: BTreeMap<(ChannelId, UserId), MemberInfo>,
     appends: u64,
     prefs: prefs::PrefsModel,
 }
 
 impl StoreModel {
+    /// Changes a member's role or mute, keeping only non-default entries.
+    fn change_standing(
+        &mut self,
+        group: &ChannelId,
+        user: &UserId,
+        f: impl FnOnce(&mut MemberInfo),
+    ) {
+        let key = (group.clone(), user.clone());
+        let mut info = self.standing.remove(&key).unwrap_or_default();
+        f(&mut info);
+        if info != MemberInfo::default() {
+            self.standing.insert(key, info);
+        }
+    }
+
     /// An empty model of a store configured as `cfg`.
     pub fn new(cfg: ConformanceConfig) -> Self {
         Self {
@@ -964,6 +1013,7 @@ impl Runner {
                     (Some(set), Ok(())) => {
                         for u in users {
                             set.remove(u);
+                            m.standing.remove(&(group.clone(), u.clone()));
                         }
                     }
                     (None, Ok(()) | Err(StoreError::NotFound(_))) => {}
@@ -1022,6 +1072,89 @@ impl Runner {
                     (_, got) => return Err(unexpected("members", &got)),
                 }
                 Ok(format!("members({group}, after {after:?}, limit {limit})"))
+            }
+            Op::SetRoles { group, roles } => {
+                let got = store.set_roles(group, roles).await;
+                // An empty list changes nothing, even in a missing group.
+                let all_members = roles.is_empty()
+                    || m.groups
+                        .get(group)
+                        .is_some_and(|set| roles.iter().all(|(u, _)| set.contains(u)));
+                match (all_members, &got) {
+                    (true, Ok(())) => {
+                        for (u, role) in roles {
+                            m.change_standing(group, u, |i| i.role = *role);
+                        }
+                    }
+                    (false, Err(StoreError::NotFound(_))) => {}
+                    _ => return Err(unexpected("set_roles", &got)),
+                }
+                Ok(format!("set_roles({group}, {roles:?})"))
+            }
+            Op::SetMuted {
+                group,
+                users,
+                until_ms,
+            } => {
+                let got = store.set_muted(group, users, *until_ms).await;
+                let all_members = users.is_empty()
+                    || m.groups
+                        .get(group)
+                        .is_some_and(|set| users.iter().all(|u| set.contains(u)));
+                match (all_members, &got) {
+                    (true, Ok(())) => {
+                        for u in users {
+                            m.change_standing(group, u, |i| i.muted_until_ms = *until_ms);
+                        }
+                    }
+                    (false, Err(StoreError::NotFound(_))) => {}
+                    _ => return Err(unexpected("set_muted", &got)),
+                }
+                Ok(format!("set_muted({group}, {users:?}, {until_ms:?})"))
+            }
+            Op::MemberInfos { group, users } => {
+                let got = store.member_infos(group, users).await;
+                let Ok(got) = got else {
+                    return Err(unexpected("member_infos", &got));
+                };
+                let want: Vec<Option<MemberInfo>> = users
+                    .iter()
+                    .map(|u| {
+                        m.groups.get(group).filter(|set| set.contains(u)).map(|_| {
+                            m.standing
+                                .get(&(group.clone(), u.clone()))
+                                .copied()
+                                .unwrap_or_default()
+                        })
+                    })
+                    .collect();
+                same("member_infos", &got, &want)?;
+                Ok(format!("member_infos({group}, {users:?})"))
+            }
+            Op::MutedMembers {
+                group,
+                now_ms,
+                limit,
+            } => {
+                let got = store
+                    .muted_members(group, *now_ms, usize::from(*limit))
+                    .await;
+                let Ok(got) = got else {
+                    return Err(unexpected("muted_members", &got));
+                };
+                let want: Vec<(UserId, i64)> = m
+                    .standing
+                    .iter()
+                    .filter(|((g, _), _)| g == group)
+                    .filter_map(|((_, u), i)| {
+                        i.muted_until_ms
+                            .filter(|t| t > now_ms)
+                            .map(|t| (u.clone(), t))
+                    })
+                    .take(usize::from(*limit))
+                    .collect();
+                same("muted_members", &got, &want)?;
+                Ok(format!("muted_members({group}, {now_ms}, {limit})"))
             }
             Op::UserGroups(user) => {
                 let got = store.user_groups(user).await;

@@ -206,17 +206,21 @@ checks!(
     read_counts_count_other_members,
     conversation_settings,
     user_blocks,
+    roles_are_kept_per_member,
+    members_are_muted_and_unmuted,
 );
 
 mod events;
 mod prefs;
 mod receipts;
+mod roles;
 pub use events::{
     content_types_are_kept, edits_count_up_and_refuse_races, events_are_all_or_nothing,
     recall_leaves_a_tombstone,
 };
 pub use prefs::{conversation_settings, user_blocks};
 pub use receipts::{read_counts_count_other_members, read_cursors_follow_reads};
+pub use roles::{members_are_muted_and_unmuted, roles_are_kept_per_member};
 
 /// Runs every check of the suite, each against a fresh store from `factory`,
 /// and panics listing every check that failed (name and message).

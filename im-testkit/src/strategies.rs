@@ -145,6 +145,13 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => (arb_group(), proptest::option::of(arb_user()), 0u8..4)
             .prop_map(|(group, after, limit)| Op::Members { group, after, limit }),
         1 => arb_user().prop_map(Op::UserGroups),
+        1 => (arb_group(), vec((arb_user(), arb_role()), 0..3))
+            .prop_map(|(group, roles)| Op::SetRoles { group, roles }),
+        1 => (arb_group(), arb_users(2), proptest::option::of(prop_oneof![0i64..4, Just(i64::MAX)]))
+            .prop_map(|(group, users, until_ms)| Op::SetMuted { group, users, until_ms }),
+        1 => (arb_group(), arb_users(4)).prop_map(|(group, users)| Op::MemberInfos { group, users }),
+        1 => (arb_group(), 0i64..4, 0u8..4)
+            .prop_map(|(group, now_ms, limit)| Op::MutedMembers { group, now_ms, limit }),
         3 => arb_prefs_op().prop_map(Op::Prefs),
     ]
 }
@@ -165,6 +172,16 @@ pub fn arb_prefs_op() -> impl Strategy<Value = PrefsOp> {
         1 => vec(pair(), 0..4).prop_map(PrefsOp::AreBlocked),
         1 => (arb_user(), proptest::option::of(arb_user()), 0u8..5)
             .prop_map(|(u, after, n)| PrefsOp::BlockedUsers(u, after, n)),
+    ]
+}
+
+/// Any group role.
+fn arb_role() -> impl Strategy<Value = im_core::store::GroupRole> {
+    use im_core::store::GroupRole;
+    prop_oneof![
+        Just(GroupRole::Member),
+        Just(GroupRole::Admin),
+        Just(GroupRole::Owner)
     ]
 }
 

@@ -134,6 +134,35 @@ impl Membership for GatedStore {
     async fn user_groups(&self, u: &UserId) -> StoreResult<Vec<ChannelId>> {
         self.inner.user_groups(u).await
     }
+    async fn create_group_with_owner(
+        &self,
+        g: &ChannelId,
+        owner: &UserId,
+        m: &[UserId],
+    ) -> StoreResult<()> {
+        self.inner.create_group_with_owner(g, owner, m).await
+    }
+    async fn member_infos(
+        &self,
+        g: &ChannelId,
+        u: &[UserId],
+    ) -> StoreResult<Vec<Option<MemberInfo>>> {
+        self.inner.member_infos(g, u).await
+    }
+    async fn set_roles(&self, g: &ChannelId, roles: &[(UserId, GroupRole)]) -> StoreResult<()> {
+        self.inner.set_roles(g, roles).await
+    }
+    async fn set_muted(&self, g: &ChannelId, u: &[UserId], until: Option<i64>) -> StoreResult<()> {
+        self.inner.set_muted(g, u, until).await
+    }
+    async fn muted_members(
+        &self,
+        g: &ChannelId,
+        now_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(UserId, i64)>> {
+        self.inner.muted_members(g, now_ms, limit).await
+    }
 }
 
 #[async_trait]

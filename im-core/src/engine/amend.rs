@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::amend::{Actor, Change, Refusal, authorize};
 use crate::error::{EngineError, StoreError};
+use crate::group_roles::GroupRole;
 use crate::ids::{ConversationId, DedupKey, DeviceId, Seq, now_ms};
 use crate::store::{ContentType, StoreExt};
 
@@ -124,6 +125,11 @@ impl Engine {
                 shared.config.max_body_bytes
             )));
         }
+        if req.content_type == ContentType::System {
+            return Err(EngineError::InvalidRequest(
+                "content type SYSTEM is written by the engine only".into(),
+            ));
+        }
         if matches!(req.conversation, ConversationId::Room(_)) {
             return Err(EngineError::InvalidRequest(
                 "rooms do not support recall or edit".into(),
@@ -141,16 +147,25 @@ impl Engine {
                 ))
             })?;
         let sender = match req.actor {
-            Actor::User(u) => u.clone(),
+            Actor::User(u) | Actor::GroupAdmin(u) => u.clone(),
             Actor::Host => target.sender.clone(),
         };
-        let event = match authorize(
-            req.change,
-            req.actor,
-            &target,
-            now_ms(),
-            shared.config.recall_window,
-        ) {
+        let now = now_ms();
+        let window = shared.config.recall_window;
+        let mut decision = authorize(req.change, req.actor, &target, now, window);
+        // A user refused a recall may still be a manager of the group, who
+        // recalls any message at any time: their role is read only then.
+        if let (Err(refusal), Change::Recall, Actor::User(user), ConversationId::Group(g)) =
+            (&decision, req.change, req.actor, &req.conversation)
+            && refusal.is_forbidden()
+            && self
+                .group_role(g, user)
+                .await?
+                .is_some_and(GroupRole::is_manager)
+        {
+            decision = authorize(req.change, Actor::GroupAdmin(user), &target, now, window);
+        }
+        let event = match decision {
             Ok(event) => event,
             Err(refusal) => {
                 if let Some(id) = &req.client_msg_id {

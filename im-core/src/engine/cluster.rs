@@ -321,6 +321,7 @@ impl ShardWorker {
                     let facts = GroupFacts {
                         member_count: f.member_count,
                         members: GroupMembers::Unlisted,
+                        muted: None,
                     };
                     self.deliver_to_group(g, &facts, &msgs, &mut tally).await;
                 }

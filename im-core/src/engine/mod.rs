@@ -95,6 +95,10 @@
 //!   `Engine::submit` like a client send. `create_group`, `add_members` and
 //!   `remove_members` write the store, then the registry's group index, then
 //!   send `ShardCommand::InvalidateGroup` to the owning shard.
+//!   `change_group` (`group_admin.rs`, also behind a session's group
+//!   actions) does the same around a system event it submits like a send;
+//!   for a removal it first waits for that event's fanout
+//!   (`ShardCommand::Drain`).
 //!   `Engine::shutdown` cancels the shutdown token, drains every shard
 //!   (`ShardCommand::Drain`), kicks every session and waits at most
 //!   `shutdown_grace`.
@@ -237,6 +241,7 @@ mod cluster;
 mod commit;
 mod config;
 mod forward;
+mod group_admin;
 mod group_lane;
 mod hooks;
 mod instruction;
@@ -275,6 +280,7 @@ pub use builder::EngineBuilder;
 pub use cluster::ClusterInbound;
 pub use config::{EngineConfig, KickPolicy};
 pub use forward::ForwardedOutcomes;
+pub use group_admin::{GroupActor, GroupChange, MAX_GROUP_ACTION_USERS, SYSTEM_SENDER};
 pub use instruction::MAX_INSTRUCTION_KIND_BYTES;
 pub use settings::{MAX_BLOCKED_USERS, MAX_PINNED_CONVERSATIONS};
 pub use shard::SendReceipt;

@@ -30,6 +30,9 @@ use super::wire::{error_code, message_to_wire, send_ack};
 
 /// Members read per store call when a group's member list is loaded.
 const MEMBERS_PAGE: usize = 1000;
+/// At most this many muted members of one group are loaded with its facts
+/// (and so enforced); a group with more logs a warning.
+const MUTED_LOAD_MAX: usize = 10_000;
 
 /// Work for a shard worker.
 pub(crate) enum ShardCommand {
@@ -388,9 +391,15 @@ impl ShardWorker {
             }
             Diffusion::Read => GroupMembers::Unlisted,
         };
+        let muted = store.muted_members(group, now_ms(), MUTED_LOAD_MAX).await?;
+        if muted.len() >= MUTED_LOAD_MAX {
+            tracing::warn!(%group, limit = MUTED_LOAD_MAX, "more muted members than enforced");
+        }
+        let muted = (!muted.is_empty()).then(|| Arc::new(muted.into_iter().collect()));
         Ok(Some(Arc::new(GroupFacts {
             member_count: count,
             members,
+            muted,
         })))
     }
 

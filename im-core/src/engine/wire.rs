@@ -3,7 +3,7 @@
 use crate::error::{EngineError, StoreError};
 use crate::ids::{Seq, UserId};
 use crate::pb;
-use crate::store::{ConversationSettings, ConversationState, StoredMessage};
+use crate::store::{ContentType, ConversationSettings, ConversationState, StoredMessage};
 
 /// Unread counts are exact to this, then shown as "99+".
 pub(crate) const UNREAD_EXACT_MAX: u32 = 99;
@@ -22,13 +22,24 @@ pub(crate) fn error_code(err: &EngineError) -> pb::ErrorCode {
         EngineError::Forbidden(_) => pb::ErrorCode::Forbidden,
         EngineError::RateLimited(_) => pb::ErrorCode::RateLimited,
         EngineError::Blocked(_) => pb::ErrorCode::Blocked,
+        EngineError::Muted(_) => pb::ErrorCode::Muted,
         EngineError::ShuttingDown => pb::ErrorCode::ShuttingDown,
     }
 }
 
-/// A stored message as `viewer` sees it on the wire.
+/// A stored message as `viewer` sees it on the wire. A system event's
+/// stored body (the encoded event) goes out as `system`, and the body as a
+/// short text for clients that predate system events.
 pub(crate) fn message_to_wire(m: &StoredMessage, viewer: &UserId) -> pb::Message {
     let (content_type, custom_content_type) = m.content_type.to_wire();
+    let (body, system) = match m.content_type {
+        ContentType::System => {
+            let event = crate::group_roles::decode_body(&m.body);
+            let text = crate::group_roles::summary(&event);
+            (bytes::Bytes::from(text), Some(event))
+        }
+        _ => (m.body.clone(), None),
+    };
     pb::Message {
         conversation: Some(m.conversation.to_wire(viewer)),
         seq: m.seq,
@@ -36,13 +47,14 @@ pub(crate) fn message_to_wire(m: &StoredMessage, viewer: &UserId) -> pb::Message
         sender_user: m.sender.to_string(),
         sender_device: m.sender_device.to_string(),
         client_msg_id: m.client_msg_id.clone().unwrap_or_default(),
-        body: m.body.clone(),
+        body,
         server_time_ms: m.server_time_ms,
         content_type,
         custom_content_type,
         recalled: m.recalled,
         edit_count: m.edit_count,
         event: m.event.as_ref().map(crate::content::MessageEvent::to_wire),
+        system,
     }
 }
 

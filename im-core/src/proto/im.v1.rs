@@ -48,6 +48,11 @@ pub struct Message {
     /// Set on an event message: what it does to an earlier message.
     #[prost(message, optional, tag = "24")]
     pub event: ::core::option::Option<MessageEvent>,
+    /// Set on a system event (`content_type` SYSTEM): a membership change of
+    /// the group (see "Group roles and system events"). `body` is then a
+    /// short human-readable summary, for clients that do not read this field.
+    #[prost(message, optional, tag = "25")]
+    pub system: ::core::option::Option<SystemEvent>,
 }
 /// An event message's effect on an earlier message of the same conversation.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -71,7 +76,7 @@ pub struct ClientFrame {
     pub request_id: u64,
     #[prost(
         oneof = "client_frame::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 30, 31, 40, 50, 90, 80, 81, 60, 61"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 30, 31, 40, 50, 90, 80, 81, 60, 61, 70, 71, 72, 73, 74"
     )]
     pub body: ::core::option::Option<client_frame::Body>,
 }
@@ -118,6 +123,16 @@ pub mod client_frame {
         SetConversationSettings(super::SetConversationSettings),
         #[prost(message, tag = "61")]
         BlockUser(super::BlockUser),
+        #[prost(message, tag = "70")]
+        AddMembers(super::AddMembers),
+        #[prost(message, tag = "71")]
+        RemoveMembers(super::RemoveMembers),
+        #[prost(message, tag = "72")]
+        SetMemberRole(super::SetMemberRole),
+        #[prost(message, tag = "73")]
+        MuteMember(super::MuteMember),
+        #[prost(message, tag = "74")]
+        LeaveGroup(super::LeaveGroup),
     }
 }
 /// First frame of every connection. Answered by `Connected` or `Error` + close.
@@ -307,6 +322,62 @@ pub struct ReadCountsResult {
     #[prost(uint64, repeated, tag = "2")]
     pub counts: ::prost::alloc::vec::Vec<u64>,
 }
+/// Add users to a group (owner and admins). Users already in it are ignored.
+/// Answered by `GroupActionAck` or `Error`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AddMembers {
+    #[prost(string, tag = "1")]
+    pub group_id: ::prost::alloc::string::String,
+    /// At most 100 per request.
+    #[prost(string, repeated, tag = "2")]
+    pub user_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// Remove members from a group (see the matrix above). Non-members are
+/// ignored. Answered by `GroupActionAck` or `Error`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RemoveMembers {
+    #[prost(string, tag = "1")]
+    pub group_id: ::prost::alloc::string::String,
+    /// At most 100 per request.
+    #[prost(string, repeated, tag = "2")]
+    pub user_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// Change a member's role (the owner only). Role OWNER transfers the group:
+/// the target becomes the owner and the caller an admin. Answered by
+/// `GroupActionAck` or `Error`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetMemberRole {
+    #[prost(string, tag = "1")]
+    pub group_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub user_id: ::prost::alloc::string::String,
+    /// MEMBER, ADMIN or OWNER.
+    #[prost(enumeration = "GroupRole", tag = "3")]
+    pub role: i32,
+}
+/// Mute (or unmute) a member (see the matrix above): a muted member reads as
+/// before, but `Send` and `Edit` are refused with ERROR_CODE_MUTED. Answered
+/// by `GroupActionAck` or `Error`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MuteMember {
+    #[prost(string, tag = "1")]
+    pub group_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub user_id: ::prost::alloc::string::String,
+    /// Muted until this time (ms since the Unix epoch); 0 lifts the mute.
+    /// `forever` mutes until lifted, whatever this says.
+    #[prost(int64, tag = "3")]
+    pub until_ms: i64,
+    #[prost(bool, tag = "4")]
+    pub forever: bool,
+}
+/// Leave a group (anyone but its owner). Answered by `GroupActionAck` or
+/// `Error`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LeaveGroup {
+    #[prost(string, tag = "1")]
+    pub group_id: ::prost::alloc::string::String,
+}
 /// List the user's conversations with heads and unread counts. Answered by
 /// `ConversationList`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -360,7 +431,7 @@ pub struct ServerFrame {
     pub request_id: u64,
     #[prost(
         oneof = "server_frame::Body",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 30, 40, 41, 50, 90, 80, 81, 82, 60, 61"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 30, 40, 41, 50, 90, 80, 81, 82, 60, 61, 70"
     )]
     pub body: ::core::option::Option<server_frame::Body>,
 }
@@ -415,7 +486,40 @@ pub mod server_frame {
         ConversationSettings(super::ConversationSettingsResult),
         #[prost(message, tag = "61")]
         BlockUserResult(super::BlockUserResult),
+        #[prost(message, tag = "70")]
+        GroupActionAck(super::GroupActionAck),
     }
+}
+/// Answer to `AddMembers`, `RemoveMembers`, `SetMemberRole`, `MuteMember`
+/// and `LeaveGroup`: the change is stored and its system event committed.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GroupActionAck {
+    #[prost(string, tag = "1")]
+    pub group_id: ::prost::alloc::string::String,
+    /// The seq of the system event in the group (0 when nothing changed, e.g.
+    /// every user asked to be added already was a member).
+    #[prost(uint64, tag = "2")]
+    pub event_seq: u64,
+}
+/// A membership change, carried by a system event message (`Message.system`).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SystemEvent {
+    #[prost(enumeration = "SystemEventKind", tag = "1")]
+    pub kind: i32,
+    /// Who did it; empty when the host application did.
+    #[prost(string, tag = "2")]
+    pub actor: ::prost::alloc::string::String,
+    /// Whom it concerns.
+    #[prost(string, repeated, tag = "3")]
+    pub targets: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// For ROLE_CHANGED: the new role.
+    #[prost(enumeration = "GroupRole", tag = "4")]
+    pub role: i32,
+    /// For MEMBER_MUTED.
+    #[prost(int64, tag = "5")]
+    pub muted_until_ms: i64,
+    #[prost(bool, tag = "6")]
+    pub forever: bool,
 }
 /// An instruction from the host application to this user's devices (see
 /// "Instructions"): not a chat message, not stored. Sent with request_id 0.
@@ -874,6 +978,9 @@ pub enum ContentType {
     FileRef = 3,
     /// The application's own type, named in `custom_content_type`.
     Custom = 4,
+    /// A system event written by the server (`Message.system`); clients may
+    /// not send it.
+    System = 5,
 }
 impl ContentType {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -887,6 +994,7 @@ impl ContentType {
             Self::ImageRef => "CONTENT_TYPE_IMAGE_REF",
             Self::FileRef => "CONTENT_TYPE_FILE_REF",
             Self::Custom => "CONTENT_TYPE_CUSTOM",
+            Self::System => "CONTENT_TYPE_SYSTEM",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -897,6 +1005,7 @@ impl ContentType {
             "CONTENT_TYPE_IMAGE_REF" => Some(Self::ImageRef),
             "CONTENT_TYPE_FILE_REF" => Some(Self::FileRef),
             "CONTENT_TYPE_CUSTOM" => Some(Self::Custom),
+            "CONTENT_TYPE_SYSTEM" => Some(Self::System),
             _ => None,
         }
     }
@@ -930,6 +1039,87 @@ impl MessageEventKind {
             "MESSAGE_EVENT_KIND_UNSPECIFIED" => Some(Self::Unspecified),
             "MESSAGE_EVENT_KIND_RECALL" => Some(Self::Recall),
             "MESSAGE_EVENT_KIND_EDIT" => Some(Self::Edit),
+            _ => None,
+        }
+    }
+}
+/// A member's role in a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum GroupRole {
+    Unspecified = 0,
+    Member = 1,
+    Admin = 2,
+    Owner = 3,
+}
+impl GroupRole {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "GROUP_ROLE_UNSPECIFIED",
+            Self::Member => "GROUP_ROLE_MEMBER",
+            Self::Admin => "GROUP_ROLE_ADMIN",
+            Self::Owner => "GROUP_ROLE_OWNER",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "GROUP_ROLE_UNSPECIFIED" => Some(Self::Unspecified),
+            "GROUP_ROLE_MEMBER" => Some(Self::Member),
+            "GROUP_ROLE_ADMIN" => Some(Self::Admin),
+            "GROUP_ROLE_OWNER" => Some(Self::Owner),
+            _ => None,
+        }
+    }
+}
+/// What kind of membership change a system event records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum SystemEventKind {
+    Unspecified = 0,
+    /// `targets` joined (were added, or are the first members).
+    MembersAdded = 1,
+    /// `targets` were removed by `actor`.
+    MembersRemoved = 2,
+    /// `actor` left.
+    MemberLeft = 3,
+    /// `targets` now have `role` (OWNER: the group changed hands).
+    RoleChanged = 4,
+    /// `targets` are muted until `muted_until_ms` (or `forever`).
+    MemberMuted = 5,
+    /// `targets` may send again.
+    MemberUnmuted = 6,
+}
+impl SystemEventKind {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "SYSTEM_EVENT_KIND_UNSPECIFIED",
+            Self::MembersAdded => "SYSTEM_EVENT_KIND_MEMBERS_ADDED",
+            Self::MembersRemoved => "SYSTEM_EVENT_KIND_MEMBERS_REMOVED",
+            Self::MemberLeft => "SYSTEM_EVENT_KIND_MEMBER_LEFT",
+            Self::RoleChanged => "SYSTEM_EVENT_KIND_ROLE_CHANGED",
+            Self::MemberMuted => "SYSTEM_EVENT_KIND_MEMBER_MUTED",
+            Self::MemberUnmuted => "SYSTEM_EVENT_KIND_MEMBER_UNMUTED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "SYSTEM_EVENT_KIND_UNSPECIFIED" => Some(Self::Unspecified),
+            "SYSTEM_EVENT_KIND_MEMBERS_ADDED" => Some(Self::MembersAdded),
+            "SYSTEM_EVENT_KIND_MEMBERS_REMOVED" => Some(Self::MembersRemoved),
+            "SYSTEM_EVENT_KIND_MEMBER_LEFT" => Some(Self::MemberLeft),
+            "SYSTEM_EVENT_KIND_ROLE_CHANGED" => Some(Self::RoleChanged),
+            "SYSTEM_EVENT_KIND_MEMBER_MUTED" => Some(Self::MemberMuted),
+            "SYSTEM_EVENT_KIND_MEMBER_UNMUTED" => Some(Self::MemberUnmuted),
             _ => None,
         }
     }
@@ -1025,6 +1215,10 @@ pub enum ErrorCode {
     /// A direct send between two users where one blocked the other (see
     /// "Conversation settings and blocks"). Not retryable.
     Blocked = 14,
+    /// The sender is muted in this group (by its owner or an admin, or the
+    /// host): the message was not committed. Not retryable; `reason` says
+    /// until when.
+    Muted = 15,
 }
 impl ErrorCode {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -1048,6 +1242,7 @@ impl ErrorCode {
             Self::Rejected => "ERROR_CODE_REJECTED",
             Self::Unimplemented => "ERROR_CODE_UNIMPLEMENTED",
             Self::Blocked => "ERROR_CODE_BLOCKED",
+            Self::Muted => "ERROR_CODE_MUTED",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -1068,6 +1263,7 @@ impl ErrorCode {
             "ERROR_CODE_REJECTED" => Some(Self::Rejected),
             "ERROR_CODE_UNIMPLEMENTED" => Some(Self::Unimplemented),
             "ERROR_CODE_BLOCKED" => Some(Self::Blocked),
+            "ERROR_CODE_MUTED" => Some(Self::Muted),
             _ => None,
         }
     }

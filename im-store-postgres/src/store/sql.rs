@@ -204,8 +204,9 @@ pub(super) const STATES_ONLY: &str = concat!(
 pub(super) const CREATE_GROUP: &str = "WITH g AS ( \
         INSERT INTO groups (group_id, member_count) VALUES ($1, $3) \
         ON CONFLICT (group_id) DO NOTHING RETURNING group_id), \
-    ins AS (INSERT INTO group_members (group_id, user_id) \
-        SELECT g.group_id, u.u FROM g CROSS JOIN unnest($2::text[]) AS u(u)) \
+    ins AS (INSERT INTO group_members (group_id, user_id, role) \
+        SELECT g.group_id, u.u, CASE WHEN u.u = $4::text THEN 2 ELSE 0 END \
+        FROM g CROSS JOIN unnest($2::text[]) AS u(u)) \
     SELECT count(*) FROM g";
 
 /// Adds members to an existing group; answers 1 if the group exists, else 0.
@@ -257,3 +258,34 @@ pub(super) const READ_COUNTS: &str = "WITH r AS ( \
     SELECT (SELECT count(*) FROM r WHERE r.read >= s.seq) \
     FROM unnest($4::bigint[]) WITH ORDINALITY AS s(seq, ord) \
     ORDER BY s.ord";
+
+/// Role and mute of each of the users `$2` in group `$1`, in input order;
+/// the last column is false for a non-member.
+pub(super) const MEMBER_INFOS: &str = "SELECT gm.role, gm.muted_until_ms, gm.user_id IS NOT NULL \
+    FROM unnest($2::text[]) WITH ORDINALITY AS x(u, ord) \
+    LEFT JOIN group_members gm ON gm.group_id = $1 AND gm.user_id = x.u \
+    ORDER BY x.ord";
+
+/// Sets the roles `$3` of the distinct users `$2` in group `$1`, only if
+/// every one is a member; answers how many rows changed.
+pub(super) const SET_ROLES: &str = "WITH upd AS (UPDATE group_members gm SET role = r.r \
+        FROM unnest($2::text[], $3::int2[]) AS r(u, r) \
+        WHERE gm.group_id = $1 AND gm.user_id = r.u \
+        AND (SELECT count(*) FROM group_members WHERE group_id = $1 AND user_id = ANY ($2::text[])) \
+            = cardinality($2::text[]) \
+        RETURNING 1) \
+    SELECT count(*) FROM upd";
+
+/// Sets the mute `$3` (NULL: lifted) of the distinct users `$2` in group
+/// `$1`, only if every one is a member; answers how many rows changed.
+pub(super) const SET_MUTED: &str = "WITH upd AS (UPDATE group_members SET muted_until_ms = $3 \
+        WHERE group_id = $1 AND user_id = ANY ($2::text[]) \
+        AND (SELECT count(*) FROM group_members WHERE group_id = $1 AND user_id = ANY ($2::text[])) \
+            = cardinality($2::text[]) \
+        RETURNING 1) \
+    SELECT count(*) FROM upd";
+
+/// Members of group `$1` muted past `$2`, in id order, at most `$3`.
+pub(super) const MUTED_MEMBERS: &str = "SELECT user_id, muted_until_ms FROM group_members \
+    WHERE group_id = $1 AND muted_until_ms IS NOT NULL AND muted_until_ms > $2 \
+    ORDER BY user_id LIMIT $3";

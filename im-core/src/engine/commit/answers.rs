@@ -6,8 +6,7 @@ use crate::log_limit::LogLimit;
 use crate::store::StoredMessage;
 
 use super::batch::{Admitted, CommitBatch, Phase, conflict};
-use super::blocks::Refusal;
-use super::step::{Outcome, PendingSend, Step};
+use super::step::{Outcome, PendingSend, Refusal, Step};
 use crate::ids::ConversationId;
 
 impl<R> CommitBatch<R> {

@@ -7,10 +7,9 @@ use crate::error::{SharedStoreError, StoreError};
 use crate::fast_hash::{FastMap, FastSet};
 use crate::ids::{ChannelId, ConversationId, DedupKey, MessageIdGenerator, Seq, UserId};
 use crate::sequencer::assign_seqs;
-use crate::store::{AppendRequest, BlockPair, NewMessage, StoredMessage};
+use crate::store::{AppendRequest, BlockPair, MessageEvent, NewMessage, StoredMessage};
 
-use super::blocks::Refusal;
-use super::step::{Committed, GroupFacts, GroupLookup, GroupMembers, PendingSend, Step};
+use super::step::{Committed, GroupFacts, GroupLookup, GroupMembers, PendingSend, Refusal, Step};
 
 /// Appends retried after duplicate or seq conflicts before giving up.
 const APPEND_ATTEMPTS: usize = 4;
@@ -200,7 +199,15 @@ impl<R> CommitBatch<R> {
                     continue;
                 }
             };
-            match self.groups.get(group).map(|f| &f.members) {
+            let facts = self.groups.get(group);
+            // A muted member may still recall; everything else waits.
+            if let Some(until) = facts.and_then(|f| f.muted_until(&s.sender, self.now_ms))
+                && !matches!(s.event, Some(MessageEvent::Recall { .. }))
+            {
+                auth.refused.push((s, Refusal::Muted(until)));
+                continue;
+            }
+            match facts.map(|f| &f.members) {
                 Some(GroupMembers::Listed(m)) if m.contains(&s.sender) => auth.admitted.push(s),
                 Some(GroupMembers::Listed(_)) | None => auth.refused.push((s, Refusal::NotMember)),
                 Some(GroupMembers::Unlisted) => {

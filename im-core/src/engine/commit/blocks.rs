@@ -17,44 +17,13 @@
 //! block applies to every batch whose check runs after the block was
 //! written; a batch checked just before may still commit.
 
-use crate::error::{EngineError, StoreError};
+use crate::error::StoreError;
 use crate::fast_hash::FastSet;
-use crate::ids::{ConversationId, UserId};
+use crate::ids::ConversationId;
 use crate::store::{BlockPair, MessageEvent};
 
 use super::batch::{Authorizing, CommitBatch, Phase};
-use super::step::{PendingSend, Step};
-
-/// Why a send was refused before its append.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// The sender is not a member of the group.
-    NotMember,
-    /// The peer of the direct chat blocked the sender.
-    BlockedByPeer,
-    /// The sender blocked the peer.
-    BlockedPeer,
-}
-
-impl Refusal {
-    /// The error the sender is answered with.
-    pub(super) fn error(self, sender: &UserId, conversation: &ConversationId) -> EngineError {
-        let peer = || match conversation {
-            ConversationId::Direct(pair) => pair.peer_of(sender).to_string(),
-            other => other.to_string(),
-        };
-        match self {
-            Refusal::NotMember => EngineError::Forbidden(format!("not a member of {conversation}")),
-            Refusal::BlockedByPeer => EngineError::Blocked(format!(
-                "{} does not accept direct messages from you",
-                peer()
-            )),
-            Refusal::BlockedPeer => {
-                EngineError::Blocked(format!("you blocked {}: unblock to send", peer()))
-            }
-        }
-    }
-}
+use super::step::{PendingSend, Refusal, Step};
 
 /// The pairs to ask about for a direct send: the peer blocking the sender,
 /// and the sender blocking the peer. `None` for a send that needs no check

@@ -61,9 +61,57 @@ pub(crate) struct GroupFacts {
     pub(crate) member_count: u64,
     /// The diffusion decision, with the member list it needs.
     pub(crate) members: GroupMembers,
+    /// Members muted when the facts were loaded, with the end of each mute;
+    /// `None` when no one was (the common case: one branch per send).
+    pub(crate) muted: Option<Arc<FastMap<UserId, i64>>>,
+}
+
+/// Why a send is refused before it is appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The sender is not a member of the conversation.
+    NotMember,
+    /// The sender is muted in the group until this time.
+    Muted(i64),
+    /// The peer of the direct chat blocked the sender.
+    BlockedByPeer,
+    /// The sender blocked the peer.
+    BlockedPeer,
+}
+
+impl Refusal {
+    /// The error the sender is answered with.
+    pub(super) fn error(self, sender: &UserId, conversation: &ConversationId) -> EngineError {
+        let peer = || match conversation {
+            ConversationId::Direct(pair) => pair.peer_of(sender).to_string(),
+            other => other.to_string(),
+        };
+        match self {
+            Refusal::NotMember => EngineError::Forbidden(format!("not a member of {conversation}")),
+            Refusal::Muted(until) if until == crate::group_roles::MUTED_FOREVER => {
+                EngineError::Muted(format!("muted in {conversation} until unmuted"))
+            }
+            Refusal::Muted(until) => EngineError::Muted(format!(
+                "muted in {conversation} until {until} (ms since the Unix epoch)"
+            )),
+            Refusal::BlockedByPeer => EngineError::Blocked(format!(
+                "{} does not accept direct messages from you",
+                peer()
+            )),
+            Refusal::BlockedPeer => {
+                EngineError::Blocked(format!("you blocked {}: unblock to send", peer()))
+            }
+        }
+    }
 }
 
 impl GroupFacts {
+    /// Until when `user` is muted at `now_ms`, if they are.
+    pub(crate) fn muted_until(&self, user: &UserId, now_ms: i64) -> Option<i64> {
+        let until = *self.muted.as_ref()?.get(user)?;
+        (until > now_ms).then_some(until)
+    }
+
     /// The diffusion the policy chose for this group.
     pub(crate) fn diffusion(&self) -> Diffusion {
         match self.members {

@@ -36,6 +36,8 @@ struct ModelStore {
     /// Forget every group once their facts were handed out, as a worker's
     /// cache may evict them while the batch is in flight.
     forget_groups_after_load: bool,
+    /// Members muted (in every group) until the time given.
+    muted: HashMap<UserId, i64>,
 }
 
 impl ModelStore {
@@ -103,6 +105,8 @@ impl ModelStore {
             } else {
                 GroupMembers::Unlisted
             },
+            muted: (!self.muted.is_empty())
+                .then(|| Arc::new(self.muted.iter().map(|(u, t)| (u.clone(), *t)).collect())),
         }))
     }
 }
@@ -461,4 +465,38 @@ fn a_retry_of_a_message_sent_before_the_block_gets_its_original() {
             ..
         }
     ));
+}
+
+/// A muted member's sends and edits are refused with `Muted` (in write and
+/// read diffusion groups alike), a recall passes, and a mute that ended
+/// (the batch commits at time 1) no longer counts.
+#[test]
+fn muted_members_are_refused_until_their_mute_ends() {
+    let mut store = model();
+    store.muted.insert(user(1), 5);
+    store.muted.insert(user(2), 1);
+    let mut sends = build(&[
+        (0, 0, 0, false),
+        (1, 0, 1, false),
+        (2, 0, 2, false),
+        (1, 1, 3, false),
+    ]);
+    let mut recall = build(&[(1, 0, 4, false)]).remove(0);
+    recall.event = Some(crate::store::MessageEvent::Recall { target: 1 });
+    recall.reply = 4;
+    sends.push(recall);
+    let answers = run(&mut store, sends);
+    let muted = |i: usize| {
+        matches!(
+            answers[&i].as_slice(),
+            [Outcome::Failed {
+                error: crate::error::EngineError::Muted(_),
+                ..
+            }]
+        )
+    };
+    let committed = |i: usize| matches!(answers[&i].as_slice(), [Outcome::Committed { .. }]);
+    assert!(committed(0) && committed(2), "{answers:?}");
+    assert!(muted(1) && muted(3), "{answers:?}");
+    assert!(committed(4), "a muted member may still recall: {answers:?}");
 }

@@ -30,7 +30,7 @@ impl Session {
 
     /// Edits one of the user's messages.
     pub(super) async fn on_edit(&mut self, request_id: u64, e: pb::Edit) -> RequestResult {
-        let content_type = ContentType::from_wire(e.content_type, &e.custom_content_type)?;
+        let content_type = ContentType::from_client(e.content_type, &e.custom_content_type)?;
         self.amend(
             request_id,
             e.conversation,

@@ -22,6 +22,7 @@ use super::{Engine, Shared};
 mod amend;
 mod call;
 mod cursors;
+mod group_admin;
 mod handle;
 mod handshake;
 mod heads;
@@ -387,6 +388,26 @@ impl Session {
             Some(In::GroupOnline(g)) => self.on_group_online(id, g).await,
             Some(In::SetConversationSettings(m)) => self.on_set_settings(id, m).await,
             Some(In::BlockUser(b)) => self.on_block_user(id, b).await,
+            Some(In::AddMembers(a)) => {
+                self.on_group_action(id, &a.group_id, group_admin::add(&a))
+                    .await
+            }
+            Some(In::RemoveMembers(r)) => {
+                self.on_group_action(id, &r.group_id, group_admin::remove(&r))
+                    .await
+            }
+            Some(In::SetMemberRole(r)) => {
+                self.on_group_action(id, &r.group_id, group_admin::set_role(&r))
+                    .await
+            }
+            Some(In::MuteMember(m)) => {
+                self.on_group_action(id, &m.group_id, group_admin::mute(&m))
+                    .await
+            }
+            Some(In::LeaveGroup(l)) => {
+                self.on_group_action(id, &l.group_id, Ok(crate::engine::GroupChange::Leave))
+                    .await
+            }
             Some(In::Ping(p)) => {
                 self.reply(
                     id,

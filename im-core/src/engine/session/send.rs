@@ -26,7 +26,7 @@ impl Session {
                 ),
             ));
         }
-        let content_type = ContentType::from_wire(s.content_type, &s.custom_content_type)?;
+        let content_type = ContentType::from_client(s.content_type, &s.custom_content_type)?;
         let conversation = self.conversation(s.conversation)?;
         if let ConversationId::Room(r) = &conversation {
             if !self.handle.rooms.lock().contains(r) {
