@@ -152,7 +152,9 @@ import {
       const last = document.createElement("span");
       last.className = "last";
       if (c.last_message) {
-        last.textContent = `${c.last_message.sender_user}: ${summary(c.last_message)}`;
+        // A notice names who acted itself.
+        const who = isSystem(c.last_message) ? "" : `${c.last_message.sender_user}: `;
+        last.textContent = `${who}${summary(c.last_message)}`;
       }
       li.append(name, badge, last);
       li.onclick = () => openConversation({ kind: c.conversation.kind, id: c.conversation.id });
