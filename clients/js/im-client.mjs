@@ -787,13 +787,17 @@ export class ImClient extends EventTarget {
    */
   async watchPresence(users, watch = true) {
     const names = [...new Set(users)];
-    const before = new Set(this.watched);
+    const had = names.filter((u) => this.watched.has(u));
     for (const u of names) (watch ? this.watched.add(u) : this.watched.delete(u));
     if (!this.conn?.ready || this.conn.closed) return null;
     try {
       return await this.watchOn(this.conn, names, watch);
     } catch (e) {
-      if (!e.retryable) this.watched = before; // refused as a whole: nothing changed
+      if (!e.retryable) {
+        // Refused as a whole: nothing changed on the server, nor here.
+        for (const u of names) this.watched.delete(u);
+        for (const u of had) this.watched.add(u);
+      }
       throw e;
     }
   }

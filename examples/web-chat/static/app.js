@@ -349,9 +349,9 @@ import {
     }
     const open = state.open;
     const mine = open ? messages.filter((m) => key(m.conversation) === open.key) : [];
-    // A new direct chat has its first message: its peer can be watched now.
-    if (mine.length) watchPeer(open.ref);
     if (mine.length) {
+      // A new direct chat has its first message: its peer can be watched now.
+      watchPeer(open.ref);
       addMessages(mine, {});
       if (document.visibilityState === "visible") markRead();
     }
@@ -451,7 +451,7 @@ import {
   function watchPeer(ref, previous) {
     const c = client();
     if (previous?.kind === Kind.DIRECT && previous.id !== ref?.id && c.watching(previous.id)) {
-      c.watchPresence([previous.id], false).catch(() => {});
+      c.watchPresence([previous.id], false).catch(() => {}); // a stale watch only costs a frame now and then
       state.presence.delete(previous.id);
     }
     if (ref?.kind !== Kind.DIRECT || c.watching(ref.id)) return;
