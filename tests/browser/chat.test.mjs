@@ -213,8 +213,11 @@ test("the page reconnects by itself after its connection is cut, and misses noth
   // Cut erin's connection; frank writes while she is away (or just back).
   await sockets[0].close({ code: 1001, reason: "test cut" });
   await erin.locator("#status[data-state=offline]").waitFor();
+  await erin.locator("#presence[hidden]").waitFor({ state: "attached" }); // unknown while offline
   await say(frank, "while you were cut off");
   await erin.locator("#status[data-state=online]").waitFor();
+  // The client renewed its watch of frank on the new connection.
+  await presenceShows(erin, /^online$/);
   await waitForMessage(erin, "while you were cut off");
   assert.ok(sockets.length >= 2, "the page opened a new WebSocket by itself");
 
