@@ -81,5 +81,6 @@ echo "== js client (clients/js): unit tests, then against a real web-chat"
 WEB_CHAT_BIN="$(cd "$(dirname "$bin")" && pwd)/examples/web-chat" \
   timeout 300 node --experimental-websocket --test \
   clients/js/test/im-sync.test.mjs clients/js/test/im-timeline.test.mjs \
-  clients/js/test/im-typing.test.mjs clients/js/test/im-frames.test.mjs \
+  clients/js/test/im-typing.test.mjs clients/js/test/im-presence.test.mjs \
+  clients/js/test/im-system.test.mjs clients/js/test/im-frames.test.mjs \
   clients/js/test/im-client.test.mjs

@@ -22,12 +22,15 @@ import {
   num,
   reconnectAfterKick,
 } from "./im-sync.mjs";
+import { plainPresence } from "./im-presence.mjs";
 import { EventKind, isEvent } from "./im-timeline.mjs";
 import { TypingThrottle } from "./im-typing.mjs";
 
 export { Kind, convKey, num } from "./im-sync.mjs";
 export { ContentType, EventKind, Timeline, isEvent } from "./im-timeline.mjs";
 export { TypingIndicator, typingText } from "./im-typing.mjs";
+export { presenceText, presenceTextChangesIn } from "./im-presence.mjs";
+export { GroupRole, SystemKind, isSystem, systemText } from "./im-system.mjs";
 
 /** The WebSocket subprotocol of the binary protobuf frames. */
 export const SUBPROTOCOL = "im.v1.proto";
@@ -110,6 +113,9 @@ function randomId() {
  * - `readreceipt`: a `ReadReceipt` (`{conversation, user_id, read_seq}`): the
  *   peer of a direct chat or this user on another device read up to a seq,
  *   with `receiptEvents`;
+ * - `presence`: `{user_id, online, last_seen_ms}` of a watched user (see
+ *   `watchPresence`): for each user in the answer to a watch (also the
+ *   re-watch after a reconnect), then whenever one goes online or offline;
  * - `instruction`: an `Instruction` (`{kind, payload}`) from the host;
  * - `sendack`: `{client_msg_id, ack}` when a send is committed;
  * - `sendfailed`: `{client_msg_id, error}` when the server refused it for good;
@@ -167,6 +173,7 @@ export class ImClient extends EventTarget {
     this.outbox = new Outbox();
     this.sendWaiters = new Map(); // client_msg_id -> {resolve, reject}
     this.rooms = new Set();
+    this.watched = new Set(); // users whose presence is watched, again after each reconnect
     this.state = State.IDLE;
     /** The latest `Connected` (user_id, session_id, push_acks, ...), or null. */
     this.connected = null;
@@ -434,6 +441,9 @@ export class ImClient extends EventTarget {
       case "read_receipt":
         this.emit("readreceipt", value);
         break;
+      case "presence":
+        this.emit("presence", plainPresence(value));
+        break;
       case "instruction":
         this.emit("instruction", value);
         break;
@@ -546,6 +556,7 @@ export class ImClient extends EventTarget {
     }
     for (const room of [...this.rooms]) await this.joinOn(conn, room);
     await this.pullsDone(conn);
+    await this.rewatch(conn);
     if (conn === this.conn) {
       this.inboxVersion = Math.max(this.inboxVersion, version);
       this.synced = true;
@@ -757,6 +768,75 @@ export class ImClient extends EventTarget {
   async leaveRoom(roomId) {
     this.rooms.delete(roomId);
     return this.request(this.live(), "leave_room", { room_id: roomId });
+  }
+
+  // ------------------------------------------------------------ presence
+
+  /**
+   * Watches (`watch` true) or stops watching the online state of `users`
+   * (`WatchPresence`): partners only, i.e. users this user shares a direct
+   * chat with messages, or a group, with. Resolves with
+   * `{users: [{user_id, online, last_seen_ms}], refused: [user_id]}` and
+   * emits a `presence` event for each watched user, then one whenever one
+   * goes online or offline. The watch is renewed after every reconnect;
+   * refused users are not kept. While offline it resolves with null and
+   * the watch is made on the next connect. Rejects with the server's
+   * `ImError` (e.g. INVALID_ARGUMENT past its watch limit; nothing changes).
+   * @param {string[]} users
+   * @param {boolean} [watch=true]
+   */
+  async watchPresence(users, watch = true) {
+    const names = [...new Set(users)];
+    const had = names.filter((u) => this.watched.has(u));
+    for (const u of names) (watch ? this.watched.add(u) : this.watched.delete(u));
+    if (!this.conn?.ready || this.conn.closed) return null;
+    try {
+      return await this.watchOn(this.conn, names, watch);
+    } catch (e) {
+      if (!e.retryable) {
+        // Refused as a whole: nothing changed on the server, nor here.
+        for (const u of names) this.watched.delete(u);
+        for (const u of had) this.watched.add(u);
+      }
+      throw e;
+    }
+  }
+
+  /** Sends one `WatchPresence` on `conn`; the answer's users become events. */
+  async watchOn(conn, users, watch) {
+    const state = await this.request(conn, "watch_presence", { users, watch });
+    const out = { users: (state.users || []).map(plainPresence), refused: [...(state.refused || [])] };
+    for (const u of out.refused) this.watched.delete(u);
+    for (const p of out.users) this.emit("presence", p);
+    return out;
+  }
+
+  /** Renews the watches after a (re)connect; a refusal is reported, not fatal. */
+  async rewatch(conn) {
+    if (!this.watched.size) return;
+    try {
+      await this.watchOn(conn, [...this.watched], true);
+    } catch (e) {
+      if (e.retryable) throw e;
+      this.emit("servererror", e);
+    }
+  }
+
+  /** True if `user`'s presence is watched (or will be, on the next connect). */
+  watching(user) {
+    return this.watched.has(user);
+  }
+
+  /**
+   * `GroupOnline`: the group's online members (members only). Resolves with
+   * the `GroupOnlineResult`: the changes since `sinceVersion` (`full`
+   * false: apply `online` and `offline`) or a page of the full list (`full`
+   * true: replace; ask again with `afterUser` while `more`).
+   * @param {string} group
+   * @param {{sinceVersion?: number, afterUser?: string}} [options]
+   */
+  groupOnline(group, { sinceVersion = 0, afterUser = "" } = {}) {
+    return this.request(this.live(), "group_online", { group, since_version: sinceVersion, after_user: afterUser });
   }
 
   /** What to persist to resume later: pass both back to the constructor. */

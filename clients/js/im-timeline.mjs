@@ -14,9 +14,10 @@
 //   edit: the larger count wins).
 
 import { num } from "./im-sync.mjs";
+import { plainSystem } from "./im-system.mjs";
 
 /** `ContentType` of im.proto: how to read a message body. */
-export const ContentType = Object.freeze({ UNSPECIFIED: 0, TEXT: 1, IMAGE_REF: 2, FILE_REF: 3, CUSTOM: 4 });
+export const ContentType = Object.freeze({ UNSPECIFIED: 0, TEXT: 1, IMAGE_REF: 2, FILE_REF: 3, CUSTOM: 4, SYSTEM: 5 });
 
 /** `MessageEventKind` of im.proto: what an event message does to its target. */
 export const EventKind = Object.freeze({ RECALL: 1, EDIT: 2 });
@@ -49,6 +50,8 @@ export function plainMessage(m) {
     event: isEvent(m)
       ? { kind: num(m.event.kind), target_seq: num(m.event.target_seq), edit_count: num(m.event.edit_count) }
       : null,
+    // A group's membership change (see ./im-system.mjs), or null.
+    system: m.system && num(m.system.kind) ? plainSystem(m.system) : null,
   };
 }
 

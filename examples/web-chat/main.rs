@@ -82,6 +82,8 @@ const IM_CLIENT_JS: &str = include_str!("../../clients/js/im-client.mjs");
 const IM_SYNC_JS: &str = include_str!("../../clients/js/im-sync.mjs");
 const IM_TIMELINE_JS: &str = include_str!("../../clients/js/im-timeline.mjs");
 const IM_TYPING_JS: &str = include_str!("../../clients/js/im-typing.mjs");
+const IM_PRESENCE_JS: &str = include_str!("../../clients/js/im-presence.mjs");
+const IM_SYSTEM_JS: &str = include_str!("../../clients/js/im-system.mjs");
 
 impl HttpHandler for StaticFiles {
     fn handle(&self, request: &Request<()>) -> Response<Bytes> {
@@ -97,6 +99,8 @@ impl HttpHandler for StaticFiles {
             "/im-sync.mjs" => (IM_SYNC_JS, "text/javascript; charset=utf-8"),
             "/im-timeline.mjs" => (IM_TIMELINE_JS, "text/javascript; charset=utf-8"),
             "/im-typing.mjs" => (IM_TYPING_JS, "text/javascript; charset=utf-8"),
+            "/im-presence.mjs" => (IM_PRESENCE_JS, "text/javascript; charset=utf-8"),
+            "/im-system.mjs" => (IM_SYSTEM_JS, "text/javascript; charset=utf-8"),
             // The page parses the server's own schema: one source of truth.
             "/im.proto" => (im_engine::core::PROTO, "text/plain; charset=utf-8"),
             _ => return text(StatusCode::NOT_FOUND, "not found\n"),

@@ -3,6 +3,8 @@
 // logs in late, sees the unread count, and scrolls back through the history.
 // Then a page whose WebSocket is cut reconnects by itself and misses nothing.
 // Then typing, read receipts ("seen"), edit and recall between two pages.
+// Then presence (online, then "last seen" once the peer's page closes) and
+// "seen" surviving a reload; and a group membership change as a notice.
 //
 // Run by .ci/browser-and-conformance.sh. By hand:
 //   cargo build --example web-chat && (cd tests/browser && npm ci && npm test)
@@ -102,6 +104,18 @@ async function startDirect(from, fromUser, to, toUser, text) {
 /** The rendered message (an `li`) whose text is `text`. */
 const item = (page, text) => page.locator("#message-list li", { has: page.locator(".text", { hasText: text }) });
 
+/** Waits until `#presence` of `page` reads `text` (a RegExp). */
+async function presenceShows(page, text) {
+  await page.waitForFunction(
+    (source) => {
+      const el = document.getElementById("presence");
+      return !el.hidden && new RegExp(source).test(el.textContent);
+    },
+    text.source,
+    { timeout: TIMEOUT },
+  );
+}
+
 /** Waits until the typing line of `page` reads `text` ("" for nobody typing). */
 async function typingShows(page, text) {
   await page.waitForFunction((want) => document.getElementById("typing").textContent === want, text, { timeout: TIMEOUT });
@@ -199,8 +213,11 @@ test("the page reconnects by itself after its connection is cut, and misses noth
   // Cut erin's connection; frank writes while she is away (or just back).
   await sockets[0].close({ code: 1001, reason: "test cut" });
   await erin.locator("#status[data-state=offline]").waitFor();
+  await erin.locator("#presence[hidden]").waitFor({ state: "attached" }); // unknown while offline
   await say(frank, "while you were cut off");
   await erin.locator("#status[data-state=online]").waitFor();
+  // The client renewed its watch of frank on the new connection.
+  await presenceShows(erin, /^online$/);
   await waitForMessage(erin, "while you were cut off");
   assert.ok(sockets.length >= 2, "the page opened a new WebSocket by itself");
 
@@ -267,4 +284,58 @@ test("typing, seen, edit and recall between two pages", async () => {
   for (const page of [ann, ben]) {
     assert.deepEqual(page.problems, [], "no page errors");
   }
+});
+
+test("presence of a direct chat's peer, and seen after the sender's page reloads", async () => {
+  const ivy = await login("ivy");
+  const jon = await login("jon");
+  await startDirect(ivy, "ivy", jon, "jon", "hi jon");
+  // Both have the chat open: each sees the other online (ivy's watch was
+  // refused before the first message and is made again after it).
+  await presenceShows(jon, /^online$/);
+  await presenceShows(ivy, /^online$/);
+  assert.equal(await jon.getAttribute("#presence", "data-state"), "online");
+
+  // jon read it: "seen", live first.
+  await item(ivy, "hi jon").locator(".seen").waitFor();
+  // ivy reloads her page: no live receipt this time, the list's peer_read_seq.
+  await ivy.reload();
+  await ivy.fill("#login-user", "ivy");
+  await ivy.click("#login-button");
+  await ivy.waitForSelector("#chat:not([hidden])");
+  await conv(ivy, "1:jon").click();
+  await item(ivy, "hi jon").locator(".seen").waitFor();
+  await presenceShows(ivy, /^online$/);
+
+  // ivy is back online for jon; then she closes her page: last seen.
+  await presenceShows(jon, /^online$/);
+  await ivy.context().close();
+  await presenceShows(jon, /^last seen /);
+  assert.equal(await jon.getAttribute("#presence", "data-state"), "offline");
+  assert.deepEqual(jon.problems, [], "no page errors");
+});
+
+test("a group membership change is a notice, not a chat bubble", async () => {
+  const bob = await login("bob");
+  await conv(bob, "2:lobby").click();
+  await waitForMessage(bob, "carol here, caught up");
+  assert.equal(await bob.isHidden("#presence"), true, "no presence line for a group");
+  // carol leaves the demo group (no page control for it: a client in the page does it).
+  await bob.evaluate(async () => {
+    const { ImClient, loadSchema } = await import("/im-client.mjs");
+    const schema = loadSchema(globalThis.protobuf, await (await fetch("/im.proto")).text());
+    const carol = new ImClient({ urls: [`ws://${location.host}/ws`], token: "carol", schema, fromStart: false });
+    await carol.start();
+    await carol.request(carol.live(), "leave_group", { group_id: "lobby" });
+    carol.close();
+  });
+  const notice = bob.locator("#message-list li.system");
+  await notice.waitFor();
+  assert.equal(await notice.textContent(), "carol left");
+  assert.equal(await notice.locator("button").count(), 0, "no recall or edit on a notice");
+  assert.equal(await notice.locator(".who").count(), 0, "no sender, as a bubble has");
+  await conv(bob, "2:lobby").locator(".last", { hasText: /^carol left$/ }).waitFor();
+  mkdirSync(shots, { recursive: true });
+  await bob.screenshot({ path: join(shots, "web-chat-bob-notice.png") });
+  assert.deepEqual(bob.problems, [], "no page errors");
 });

@@ -74,7 +74,7 @@ function until(cs, check, what) {
     const probe = () => {
       if (check()) done(ok);
     };
-    for (const c of cs) for (const type of ["message", "sendack", "state", "readack", "typing", "readreceipt"]) offs.push(c.on(type, probe));
+    for (const c of cs) for (const type of ["message", "sendack", "state", "readack", "typing", "readreceipt", "presence"]) offs.push(c.on(type, probe));
     probe();
   });
 }
@@ -313,4 +313,55 @@ test("recall and edit reach both sides; a timeline shows them from events and fr
   const reversed = new Timeline();
   for (const m of [...history.messages].reverse()) reversed.add([m]);
   assert.deepEqual(shows(reversed), want);
+});
+
+test("presence: a partner is watched, goes offline with a last-seen time, and a stranger is refused", { timeout: 60_000 }, async () => {
+  const a = user("alice");
+  const b = user("bob");
+  const alice = await connect(a);
+  const bob = await connect(b);
+  // No chat yet: bob is not alice's partner.
+  assert.deepEqual(await alice.watchPresence([b]), { users: [], refused: [b] });
+  assert.equal(alice.watching(b), false);
+  await bob.send({ kind: Kind.DIRECT, id: a }, "hi");
+  const seen = [];
+  alice.on("presence", (p) => seen.push(p));
+  const state = await alice.watchPresence([b]);
+  assert.deepEqual(state, { users: [{ user_id: b, online: true, last_seen_ms: 0 }], refused: [] });
+  bob.close();
+  await until([alice], () => seen.some((p) => !p.online), "bob to go offline");
+  const off = seen.at(-1);
+  assert.equal(off.user_id, b);
+  assert.ok(off.last_seen_ms > 0, "the server knows when");
+});
+
+test("the peer's read cursor is in the list after the fact (peer_read_seq)", { timeout: 60_000 }, async () => {
+  const a = user("alice");
+  const b = user("bob");
+  const alice = await connect(a);
+  const bob = await connect(b);
+  await alice.send({ kind: Kind.DIRECT, id: b }, "one");
+  const two = await alice.send({ kind: Kind.DIRECT, id: b }, "two");
+  await until([bob], () => bodies(bob, a).length === 2, "bob to get both");
+  await bob.read({ kind: Kind.DIRECT, id: a }, Number(two.seq));
+  // A fresh session of alice (no live receipt) still knows.
+  alice.close();
+  const again = await connect(a);
+  const { conversations } = await again.listConversations();
+  const chat = conversations.find((c) => c.conversation.id === b);
+  assert.equal(Number(chat.peer_read_seq), Number(two.seq));
+});
+
+test("groupOnline: the full list, then the changes since its version", { timeout: 60_000 }, async () => {
+  // The demo group's members: alice, bob, carol.
+  const alice = await connect("alice");
+  const full = await alice.groupOnline("lobby");
+  assert.equal(full.full, true);
+  assert.ok(full.online.includes("alice"));
+  const carol = await connect("carol");
+  const changes = await alice.groupOnline("lobby", { sinceVersion: Number(full.version) });
+  assert.ok(Number(changes.version) > Number(full.version));
+  assert.ok(changes.online.includes("carol") || (changes.full && changes.online.includes("carol")));
+  carol.close();
+  await assert.rejects(alice.groupOnline("no-such-group"), /FORBIDDEN|NOT_FOUND/);
 });

@@ -4,7 +4,9 @@
 // only the UI: it renders the client's events and asks it for pages of history.
 // The open conversation is a `Timeline` (/im-timeline.mjs), which applies
 // recalls and edits to the messages they change; typing is shown with a
-// `TypingIndicator` (/im-typing.mjs).
+// `TypingIndicator` (/im-typing.mjs). The open direct chat's peer shows as
+// "online" / "last seen …" (the client's `presence` events, /im-presence.mjs);
+// group membership changes are notices (/im-system.mjs).
 import {
   ContentType,
   EventKind,
@@ -14,8 +16,12 @@ import {
   Timeline,
   TypingIndicator,
   convKey as key,
+  isSystem,
   loadSchema,
   num,
+  presenceText,
+  presenceTextChangesIn,
+  systemText,
   typingText,
 } from "/im-client.mjs";
 
@@ -33,7 +39,9 @@ import {
     editing: null, // seq of the own message being edited in the compose box, or null
     typing: new TypingIndicator(),
     typingTimer: null,
-    peerRead: new Map(), // direct conversation key -> the peer's read seq (live receipts)
+    peerRead: new Map(), // direct conversation key -> the peer's read seq (list, then live receipts)
+    presence: new Map(), // user -> {online, last_seen_ms} of watched users, while connected
+    presenceTimer: null,
   };
 
   const text = new TextDecoder("utf-8", { fatal: false });
@@ -68,6 +76,7 @@ import {
     c.on("historygap", (g) => showError(`messages ${g.from}-${g.to} of ${g.conversation.id} are no longer kept`));
     c.on("typing", onTyping);
     c.on("readreceipt", onReadReceipt);
+    c.on("presence", onPresence);
     c.on("instruction", (i) => showNotice(`instruction from the server: ${i.kind}`));
     c.on("state", ({ state: s, reason }) => {
       if (state.client !== c) return;
@@ -80,6 +89,11 @@ import {
         setStatus("offline", reason);
       } else {
         setStatus(s === State.OFFLINE ? "offline" : "connecting", `${s}: ${reason}`);
+      }
+      if (s === State.OFFLINE || s === State.CLOSED) {
+        // Not known while disconnected; the client renews the watch on reconnect.
+        state.presence.clear();
+        renderPresence();
       }
       $("reconnect").hidden = !state.me || s === State.ONLINE || s === State.CATCHING_UP;
     });
@@ -97,8 +111,15 @@ import {
     try {
       const value = await client().listConversations(200);
       state.conversations.clear();
-      for (const c of value.conversations) state.conversations.set(key(c.conversation), c);
+      for (const c of value.conversations) {
+        const k = key(c.conversation);
+        state.conversations.set(k, c);
+        // The peer's read cursor as the server keeps it: "seen" survives a reload.
+        const peerRead = num(c.peer_read_seq);
+        if (peerRead > (state.peerRead.get(k) || 0)) state.peerRead.set(k, peerRead);
+      }
       renderList();
+      renderSeen();
     } catch (e) {
       showError(`could not list conversations: ${e.message}`);
     }
@@ -131,7 +152,9 @@ import {
       const last = document.createElement("span");
       last.className = "last";
       if (c.last_message) {
-        last.textContent = `${c.last_message.sender_user}: ${summary(c.last_message)}`;
+        // A notice names who acted itself.
+        const who = isSystem(c.last_message) ? "" : `${c.last_message.sender_user}: `;
+        last.textContent = `${who}${summary(c.last_message)}`;
       }
       li.append(name, badge, last);
       li.onclick = () => openConversation({ kind: c.conversation.kind, id: c.conversation.id });
@@ -142,6 +165,7 @@ import {
   async function openConversation(ref) {
     const k = key(ref);
     if (state.open) client().stopTyping(state.open.ref);
+    watchPeer(ref, state.open?.ref);
     if (state.editing !== null) $("compose-text").value = ""; // an edit does not follow to another chat
     stopEditing();
     state.open = { key: k, ref, timeline: new Timeline(), oldest: 0, newest: 0, hasMore: false };
@@ -233,6 +257,7 @@ import {
   function renderMessage(m) {
     const li = document.createElement("li");
     li.dataset.seq = String(m.seq);
+    if (isSystem(m)) return renderNotice(li, m);
     li.dataset.testid = "message";
     const mine = m.sender_user === state.me;
     if (mine) li.classList.add("mine");
@@ -268,6 +293,17 @@ import {
     return li;
   }
 
+  /** A system event (a group membership change): a notice, no sender, no actions. */
+  function renderNotice(li, m) {
+    li.dataset.testid = "system";
+    li.classList.add("system");
+    const body = document.createElement("span");
+    body.className = "text";
+    body.textContent = m.recalled ? "notice removed" : systemText(m.system, text.decode(m.body));
+    li.append(body);
+    return li;
+  }
+
   function action(label, name, onClick) {
     const b = document.createElement("button");
     b.type = "button";
@@ -298,6 +334,7 @@ import {
     if (kind === EventKind.RECALL) return "recalled a message";
     if (kind === EventKind.EDIT) return `edited: ${content(m)}`;
     if (m.recalled) return "message recalled";
+    if (isSystem(m)) return systemText(m.system, text.decode(m.body));
     return content(m);
   }
 
@@ -313,6 +350,8 @@ import {
     const open = state.open;
     const mine = open ? messages.filter((m) => key(m.conversation) === open.key) : [];
     if (mine.length) {
+      // A new direct chat has its first message: its peer can be watched now.
+      watchPeer(open.ref);
       addMessages(mine, {});
       if (document.visibilityState === "visible") markRead();
     }
@@ -396,7 +435,7 @@ import {
     const last = open.timeline
       .list()
       .reverse()
-      .find((m) => m.sender_user === state.me && m.seq <= read && !m.recalled);
+      .find((m) => m.sender_user === state.me && m.seq <= read && !m.recalled && !isSystem(m));
     if (!last) return;
     const seen = document.createElement("span");
     seen.className = "seen";
@@ -405,13 +444,37 @@ import {
   }
 
   /**
-   * Presence of the open conversation's peer or members: the protocol has
-   * none yet. When it does, this fills `#presence` (e.g. "online") from the
-   * client's presence events.
+   * Watches the peer of direct chat `ref` (and stops watching the one of
+   * `previous`). The server refuses users one shares no chat with yet: a new
+   * direct chat's peer is watched again once the first message is there.
    */
+  function watchPeer(ref, previous) {
+    const c = client();
+    if (previous?.kind === Kind.DIRECT && previous.id !== ref?.id && c.watching(previous.id)) {
+      c.watchPresence([previous.id], false).catch(() => {}); // a stale watch only costs a frame now and then
+      state.presence.delete(previous.id);
+    }
+    if (ref?.kind !== Kind.DIRECT || c.watching(ref.id)) return;
+    c.watchPresence([ref.id]).catch((e) => showError(`presence: ${e.message}`));
+  }
+
+  function onPresence(p) {
+    state.presence.set(p.user_id, p);
+    if (state.open?.ref.kind === Kind.DIRECT && state.open.ref.id === p.user_id) renderPresence();
+  }
+
+  /** "online" / "last seen …" next to the open direct chat's title. */
   function renderPresence() {
-    $("presence").textContent = "";
-    $("presence").hidden = true;
+    clearTimeout(state.presenceTimer);
+    const el = $("presence");
+    const ref = state.open?.ref;
+    const p = ref?.kind === Kind.DIRECT ? state.presence.get(ref.id) : undefined;
+    el.hidden = !p;
+    el.textContent = p ? presenceText(p, Date.now()) : "";
+    el.dataset.state = p ? (p.online ? "online" : "offline") : "";
+    // "last seen 3 min ago" moves on by itself.
+    const next = p ? presenceTextChangesIn(p, Date.now()) : null;
+    if (next !== null) state.presenceTimer = setTimeout(renderPresence, next + 50);
   }
 
   // Read cursors to report, per conversation: debounced, and kept per
