@@ -12,7 +12,7 @@ use common::ws::WsClient;
 use common::{Server, next_matching, user};
 use im_engine::core::group_roles::{GroupRole, Mute};
 use im_engine::core::pb::{self, client_frame::Body as In, server_frame::Body as Out};
-use im_engine::core::{ChannelId, EngineConfig, Store};
+use im_engine::core::{ChannelId, EngineConfig, EngineError, GroupActor, GroupChange, Store};
 use im_engine::store_memory::MemoryStore;
 use im_engine::transport_tcp::client::{Client, ClientError, group};
 use im_engine::transport_ws::{WsConfig, WsServer};
@@ -362,6 +362,33 @@ async fn the_host_manages_roles_and_clients_cannot_forge_events() {
         }))
         .await;
     assert_eq!(refusal(forged).0, pb::ErrorCode::InvalidArgument);
+
+    // Not even the host removes the owner: the group would be left with no
+    // one to appoint admins.
+    assert!(
+        matches!(
+            engine
+                .change_group(
+                    &crew(),
+                    GroupChange::Remove(vec![user("bob")]),
+                    GroupActor::Host
+                )
+                .await,
+            Err(EngineError::Forbidden(_))
+        ),
+        "the host removed the owner"
+    );
+    // A mute that would already be over is refused, not committed as an
+    // event that mutes no one.
+    let past = bob
+        .request(In::MuteMember(pb::MuteMember {
+            group_id: "crew".into(),
+            user_id: "olga".into(),
+            until_ms: 1,
+            forever: false,
+        }))
+        .await;
+    assert_eq!(refusal(past).0, pb::ErrorCode::InvalidArgument);
 }
 
 /// The same rules over WebSocket: the owner promotes, a member is refused,

@@ -50,6 +50,13 @@ impl PreSendHook for Moderator {
             self.entered.notify_one();
             self.release.notified().await;
         }
+        if text.contains("forge") {
+            // A buggy host: SYSTEM is the engine's own type.
+            return SendVerdict::Rewrite {
+                body: m.body.clone(),
+                content_type: ContentType::System,
+            };
+        }
         if text.contains("darn") {
             return SendVerdict::Rewrite {
                 body: Bytes::from(text.replace("darn", "d**n")),
@@ -97,8 +104,12 @@ impl SessionObserver for Recorder {
 }
 
 /// `echo` answers its data prefixed by the caller; `refuse` is refused;
-/// `hang` never answers; anything else is unknown.
-struct Calls;
+/// `hang` never answers (and says when it started); anything else is
+/// unknown.
+#[derive(Default)]
+struct Calls {
+    hanging: Notify,
+}
 
 #[async_trait]
 impl CallHandler for Calls {
@@ -110,7 +121,10 @@ impl CallHandler for Calls {
                 Ok(out.into())
             }
             "refuse" => Err(CallError::rejected("not today")),
-            "hang" => std::future::pending().await,
+            "hang" => {
+                self.hanging.notify_one();
+                std::future::pending().await
+            }
             other => Err(CallError::unknown_method(other)),
         }
     }
@@ -241,6 +255,16 @@ async fn rejects_and_rewrites(store: Arc<dyn Store>) {
         .find(|m| m.seq == ack.seq)
         .expect("the edited message");
     assert_eq!(&target.body[..], b"d**n it");
+
+    // A rewrite into a type no client may send is refused, not committed.
+    let e = server_error(alice.request(send(direct("bob"), "m3", "forge")).await);
+    assert_eq!(code(&e), pb::ErrorCode::Internal);
+    let pulled = bob.pull(direct("alice"), 0, 0, 10).await.expect("pull");
+    assert!(
+        pulled.messages.iter().all(|m| &m.body[..] != b"forge"),
+        "{:?}",
+        pulled.messages
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,7 +510,8 @@ async fn calls_reach_the_host_and_come_back_over_tcp_and_websocket() {
     config.max_calls_per_session = 1;
     config.call_timeout = Duration::from_secs(60);
     config.call_rate = 0;
-    let both = Both::start(builder(memory(), config).call_handler(Arc::new(Calls))).await;
+    let calls = Arc::new(Calls::default());
+    let both = Both::start(builder(memory(), config).call_handler(calls.clone())).await;
     let alice = both.tcp.connect("alice", "phone").await;
     let mut bob = both.ws("bob").await;
 
@@ -523,14 +548,9 @@ async fn calls_reach_the_host_and_come_back_over_tcp_and_websocket() {
         let alice = alice.clone();
         async move { alice.request(call("hang", b"")).await }
     });
-    // Until the hanging call holds the one slot, calls go through.
-    let e = loop {
-        match alice.request(call("echo", b"")).await {
-            Err(ClientError::Server(e)) => break e,
-            Ok(_) => tokio::task::yield_now().await,
-            Err(e) => panic!("{e}"),
-        }
-    };
+    // Once the hanging call holds the one slot, the next call is refused.
+    calls.hanging.notified().await;
+    let e = server_error(alice.request(call("echo", b"")).await);
     assert!(e.reason.contains("in flight"), "{e:?}");
     assert_eq!(code(&e), pb::ErrorCode::RateLimited);
     assert!(e.retryable);
@@ -541,7 +561,8 @@ async fn calls_reach_the_host_and_come_back_over_tcp_and_websocket() {
 async fn calls_past_the_rate_are_refused_as_retryable() {
     let mut config = EngineConfig::default();
     (config.call_rate, config.call_burst) = (1, 2);
-    let both = Both::start(builder(memory(), config).call_handler(Arc::new(Calls))).await;
+    let both =
+        Both::start(builder(memory(), config).call_handler(Arc::new(Calls::default()))).await;
     let alice = both.tcp.connect("alice", "phone").await;
     for _ in 0..2 {
         alice

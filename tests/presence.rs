@@ -341,3 +341,25 @@ async fn group_online_members_come_in_full_then_as_changes_then_in_full_again() 
         other => panic!("expected Error, got {other:?}"),
     }
 }
+
+/// A block hides presence as it refuses direct messages: the blocked user
+/// cannot watch the blocker, and can again after the block is lifted.
+#[tokio::test]
+async fn a_blocked_user_cannot_watch_the_blocker() {
+    let s = Served::start(EngineConfig::default(), Arc::new(MemoryStore::new())).await;
+    let alice = s.connect("alice", "phone").await;
+    let _bob = s.connect("bob", "phone").await;
+    alice
+        .send(direct("bob"), "hi", "hello bob")
+        .await
+        .expect("a direct chat");
+    let engine = &s.server.engine;
+    let (a, b) = (user("alice"), user("bob"));
+    engine.block_user(&b, &a).await.expect("bob blocks alice");
+    let state = watch_tcp(&alice, &["bob"]).await;
+    assert!(state.users.is_empty(), "{state:?}");
+    assert_eq!(state.refused, ["bob"]);
+    engine.unblock_user(&b, &a).await.expect("unblock");
+    let state = watch_tcp(&alice, &["bob"]).await;
+    assert_eq!(states(&state), [("bob", true)]);
+}

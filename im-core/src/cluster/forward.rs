@@ -107,6 +107,8 @@ impl ForwardError {
             pb::ErrorCode::InvalidArgument => EngineError::InvalidRequest(message),
             pb::ErrorCode::Forbidden => EngineError::Forbidden(message),
             pb::ErrorCode::RateLimited => EngineError::RateLimited(message),
+            pb::ErrorCode::Blocked => EngineError::Blocked(message),
+            pb::ErrorCode::Muted => EngineError::Muted(message),
             _ if retryable => EngineError::Store(StoreError::Unavailable(message.into())),
             _ => EngineError::Store(StoreError::Backend {
                 source: message.into(),
@@ -218,6 +220,8 @@ mod tests {
             EngineError::Forbidden("not a member".into()),
             EngineError::InvalidRequest("too big".into()),
             EngineError::RateLimited("slow down".into()),
+            EngineError::Blocked("bob does not accept direct messages from you".into()),
+            EngineError::Muted("muted in g:team until unmuted".into()),
             EngineError::Store(StoreError::NotFound("group g".into())),
             EngineError::Store(StoreError::Timeout),
             EngineError::Store(StoreError::Backend {
@@ -228,6 +232,7 @@ mod tests {
         for e in cases {
             let there = ForwardError::from_engine(&e);
             let back = there.clone().into_engine_error();
+            assert_eq!(there.code, crate::engine::error_code(&e), "{e}");
             assert_eq!(crate::engine::error_code(&back), there.code, "{e}");
             assert_eq!(back.is_retryable(), e.is_retryable(), "{e}");
         }

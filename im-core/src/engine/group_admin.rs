@@ -319,6 +319,13 @@ impl Engine {
                 check(GroupAction::Add, None)?;
                 for u in &gone {
                     check(GroupAction::Remove, Some(u))?;
+                    // Not even the host leaves a group without its owner:
+                    // only an owner appoints admins.
+                    if role_of(u) == Some(GroupRole::Owner) {
+                        return Err(EngineError::Forbidden(format!(
+                            "{u} owns {group}: hand the group over (transfer_owner) before removing them"
+                        )));
+                    }
                 }
                 if gone.is_empty() {
                     return Ok(Plan::none());

@@ -16,7 +16,7 @@ use crate::fast_hash::{FastHasher, FastMap};
 use crate::ids::{ChannelId, ConversationId, ConversationKind, Seq, SessionId, UserId, now_ms};
 use crate::pb;
 use crate::push::OfflineNotice;
-use crate::store::{StoreExt, StoredMessage};
+use crate::store::{ContentType, StoreExt, StoredMessage};
 
 use super::Shared;
 use super::cluster::{Remote, ShardCluster};
@@ -252,8 +252,24 @@ impl ShardWorker {
             return;
         }
         let sends = self.hold_back_after_failures(sends);
+        self.forget_changed_groups(&sends);
         self.commit_admitted(sends).await;
         self.answered.record();
+    }
+
+    /// A group change writes the store first, then commits its SYSTEM
+    /// event through the group's shard (on the owner node in a cluster):
+    /// read such a group afresh, so the event and the sends after it see
+    /// the new members and mutes even when the change was made on another
+    /// node, whose `GroupChanged` control may still be on the bus (or lost).
+    fn forget_changed_groups(&mut self, sends: &[PendingSend]) {
+        for s in sends {
+            if s.content_type == ContentType::System
+                && let ConversationId::Group(g) = &s.conversation
+            {
+                self.groups.remove(g);
+            }
+        }
     }
 
     /// Commits the sends a batch admitted.

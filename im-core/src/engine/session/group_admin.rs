@@ -61,7 +61,13 @@ pub(super) fn mute(m: &pb::MuteMember) -> RequestResult<GroupChange> {
     let mute = match (m.forever, m.until_ms) {
         (true, _) => Mute::Forever,
         (false, 0) => Mute::Lifted,
-        (false, until) => Mute::Until(until),
+        (false, until) if until > crate::ids::now_ms() => Mute::Until(until),
+        (false, until) => {
+            return Err(RequestError::new(
+                pb::ErrorCode::InvalidArgument,
+                format!("until_ms {until} is not in the future (0 lifts a mute)"),
+            ));
+        }
     };
     Ok(GroupChange::Mute(UserId::new(&m.user_id)?, mute))
 }

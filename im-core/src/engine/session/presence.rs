@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use crate::ids::{ChannelId, ConversationId, DirectPair, UserId};
 use crate::pb::{self, server_frame::Body as Out};
+use crate::store::BlockPair;
 
 use super::{RequestError, RequestResult, Session};
 
@@ -36,7 +37,7 @@ impl Session {
             self.reply(request_id, Out::PresenceState(pb::PresenceState::default()));
             return Ok(());
         }
-        let (allowed, refused) = self.chat_partners(users).await?;
+        let (allowed, refused) = self.watchable(users).await?;
         let refused: Vec<String> = refused.iter().map(ToString::to_string).collect();
         let handle = &self.handle;
         registry
@@ -50,6 +51,34 @@ impl Session {
                 );
             })
             .map_err(|e| watch_full(e.max))
+    }
+
+    /// Splits `users` into those this user may watch (chat partners who
+    /// did not block this user) and the others. A block hides presence as
+    /// it refuses direct messages; one store call for the blocks.
+    async fn watchable(&self, users: Vec<UserId>) -> RequestResult<(Vec<UserId>, Vec<UserId>)> {
+        let (partners, mut refused) = self.chat_partners(users).await?;
+        let me = &self.handle.user;
+        let pairs: Vec<BlockPair> = partners
+            .iter()
+            .map(|u| BlockPair {
+                blocker: u.clone(),
+                blocked: me.clone(),
+            })
+            .collect();
+        if pairs.is_empty() {
+            return Ok((partners, refused));
+        }
+        let blocked = self.engine.shared().store.are_blocked(&pairs).await?;
+        let mut allowed = Vec::with_capacity(partners.len());
+        for (u, blocked) in partners.into_iter().zip(blocked) {
+            if blocked && u != *me {
+                refused.push(u);
+            } else {
+                allowed.push(u);
+            }
+        }
+        Ok((allowed, refused))
     }
 
     /// Splits `users` into those this user shares a direct chat (with at

@@ -94,6 +94,16 @@ impl Session {
                         "the server's rewrite of this message is too large",
                     ));
                 }
+                // The host's type passes the checks a client's does: never
+                // SYSTEM (the engine's own), a custom name that is valid.
+                let (kind, custom) = content_type.to_wire();
+                if let Err(e) = crate::store::ContentType::from_client(kind, &custom) {
+                    tracing::warn!(error = %e, "pre-send hook rewrote a message into a content type clients may not send");
+                    return Err(RequestError::new(
+                        pb::ErrorCode::Internal,
+                        "the server's rewrite of this message is invalid",
+                    ));
+                }
                 return Ok(PreSend::Go(Cleared { body, content_type }));
             }
             Ok(SendVerdict::Reject { reason }) => {
