@@ -6,6 +6,8 @@
 //! honest clients, each from its own loopback address (Linux routes all of
 //! 127/8 to `lo`), log in one after another; at least 95 % must get
 //! `Connected` within the handshake timeout, over TCP and over WebSocket.
+//! An honest client told `503` (its upgrade was evicted to make room, with
+//! "retry") retries once, as the server asks; the retries are reported.
 //!
 //! The pool of pending handshakes is scaled down with the attack (64 slots
 //! against about 300 sockets, where the issue had 1,024 against about
@@ -54,6 +56,8 @@ const CONNECT_WAIT: Duration = Duration::from_secs(5);
 
 /// Honest connects that took a SYN retransmission.
 static SLOW_CONNECTS: AtomicUsize = AtomicUsize::new(0);
+/// Honest logins retried after a `503` (evicted to make room).
+static RETRIES: AtomicUsize = AtomicUsize::new(0);
 
 /// One attack at a time: they share two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -95,6 +99,7 @@ async fn ws_logins_get_through_a_trickle_attack_from_many_addresses() {
 async fn siege(transport: Transport, attackers: Attackers) {
     let _serial = SERIAL.lock().await;
     SLOW_CONNECTS.store(0, Ordering::Relaxed);
+    RETRIES.store(0, Ordering::Relaxed);
     let server = start(transport).await;
     let attack = Attack::start(server, transport, attackers);
     attack.in_place().await;
@@ -106,11 +111,22 @@ async fn siege(transport: Transport, attackers: Attackers) {
             let mut ok = 0;
             for n in 0..LOGINS_EACH {
                 let user = format!("u{i}x{n}");
-                let login = async {
+                let attempt = || async {
                     let stream = connect_honestly(from, server).await?;
                     match transport {
                         Transport::Tcp => login_tcp(stream, &user).await,
                         Transport::Ws => login_ws(stream, &user).await,
+                    }
+                };
+                // A `503` says "evicted to make room: retry", and an honest
+                // client does, once.
+                let login = async {
+                    match attempt().await {
+                        Err(e) if e.starts_with("HTTP/1.1 503") => {
+                            RETRIES.fetch_add(1, Ordering::Relaxed);
+                            attempt().await
+                        }
+                        other => other,
                     }
                 };
                 match login.await {
@@ -130,8 +146,10 @@ async fn siege(transport: Transport, attackers: Attackers) {
     let ratio = succeeded as f64 / total as f64;
     eprintln!(
         "{transport:?}, attackers from {attackers:?}: {succeeded}/{total} honest logins \
-         ({:.1} %), {} slow connects; the attackers connected {} times and were dropped {} times",
+         ({:.1} %), {} retried after a 503, {} slow connects; the attackers connected {} times \
+         and were dropped {} times",
         ratio * 100.0,
+        RETRIES.load(Ordering::Relaxed),
         SLOW_CONNECTS.load(Ordering::Relaxed),
         stats.connects,
         stats.drops,
