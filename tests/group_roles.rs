@@ -456,33 +456,11 @@ async fn roles_over_websocket() {
 
 #[cfg(feature = "postgres")]
 mod pg {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    use im_engine::store_postgres::{PgStore, PgStoreConfig};
-
-    use crate::common::pg_schema::{PG_URL, Schema};
-
-    async fn store() -> (Arc<PgStore>, Schema) {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let schema = Schema(format!(
-            "group_roles_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let store = PgStore::connect(
-            PgStoreConfig::new(PG_URL)
-                .with_pool_size(4)
-                .with_schema(schema.0.clone()),
-        )
-        .await
-        .expect("connect to the test server");
-        (Arc::new(store), schema)
-    }
+    use crate::common::pg_schema::pg_store;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn roles_and_system_events_postgres() {
-        let (store, _schema) = store().await;
+        let (store, _schema) = pg_store("group_roles").await;
         super::roles_and_system_events(store).await;
     }
 }

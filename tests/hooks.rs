@@ -591,39 +591,17 @@ async fn without_a_handler_calls_are_unimplemented_and_nothing_else_changes() {
 
 #[cfg(feature = "postgres")]
 mod pg {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    use im_engine::store_postgres::{PgStore, PgStoreConfig};
-
-    use crate::common::pg_schema::{PG_URL, Schema};
-
-    async fn store() -> (Arc<PgStore>, Schema) {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let schema = Schema(format!(
-            "hooks_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let store = PgStore::connect(
-            PgStoreConfig::new(PG_URL)
-                .with_pool_size(4)
-                .with_schema(schema.0.clone()),
-        )
-        .await
-        .expect("connect to the test server");
-        (Arc::new(store), schema)
-    }
+    use crate::common::pg_schema::pg_store;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_hook_rejects_and_rewrites_on_postgres() {
-        let (store, _schema) = store().await;
+        let (store, _schema) = pg_store("hooks").await;
         super::rejects_and_rewrites(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_retried_send_gets_its_ack_once_the_hook_refuses_on_postgres() {
-        let (store, _schema) = store().await;
+        let (store, _schema) = pg_store("hooks").await;
         super::retried_send_is_acked_after_the_rules_change(store).await;
     }
 }

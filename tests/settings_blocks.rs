@@ -400,45 +400,23 @@ async fn blocked_direct_sends_are_refused_memory() {
 
 #[cfg(feature = "postgres")]
 mod pg {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    use im_engine::store_postgres::{PgStore, PgStoreConfig};
-
-    use crate::common::pg_schema::{PG_URL, Schema};
-
-    async fn store() -> (Arc<PgStore>, Schema) {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let schema = Schema(format!(
-            "settings_blocks_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let store = PgStore::connect(
-            PgStoreConfig::new(PG_URL)
-                .with_pool_size(4)
-                .with_schema(schema.0.clone()),
-        )
-        .await
-        .expect("connect to the test server");
-        (Arc::new(store), schema)
-    }
+    use crate::common::pg_schema::pg_store;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn settings_show_on_another_device_postgres() {
-        let (store, _schema) = store().await;
+        let (store, _schema) = pg_store("settings_blocks").await;
         super::settings_show_on_another_device(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn muted_counts_unread_but_is_not_pushed_postgres() {
-        let (store, _schema) = store().await;
+        let (store, _schema) = pg_store("settings_blocks").await;
         super::muted_counts_unread_but_is_not_pushed(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn blocked_direct_sends_are_refused_postgres() {
-        let (store, _schema) = store().await;
+        let (store, _schema) = pg_store("settings_blocks").await;
         super::blocked_direct_sends_are_refused(store).await;
     }
 }
